@@ -1,0 +1,279 @@
+"""From an audio folder to a prepared Parquet data set: discover, decode, split, segment, cache.
+
+Layout read: `<root>/<genre>/<file>` with .au .wav .flac .ogg .mp3 (decoded by soundfile; torchaudio
+only resamples). Each track's segments all land in one split, so a model is never validated on
+another 5 s of a song it trained on. The prepared set lives in `<cache>/prepared/<key>/`, the key
+hashing the file list (path, size, mtime) and every setting that changes the output.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+import torch
+import torchaudio
+
+from raygenre.config import Config
+
+AUDIO_EXTS = (".au", ".wav", ".flac", ".ogg", ".mp3")
+SPLITS = ("train", "val", "test")
+# Bump when the prepared format changes: it is part of the cache key.
+PREP_VERSION = 1
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message names the file or folder and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Track:
+    genre: str
+    path: Path
+    track_id: str  # "<genre>/<file name>": unique, stable, readable in tables
+
+
+def discover(root: str | os.PathLike) -> tuple[list[Track], list[tuple[str, str]]]:
+    """Audio tracks under `root`, sorted, and (path, reason) for what was set aside."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder (expected <root>/<genre>/<file>)")
+    skipped: list[tuple[str, str]] = []
+    tracks: list[Track] = []
+    genre_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for gdir in genre_dirs:
+        files = sorted(p for p in gdir.iterdir()
+                       if p.is_file() and not p.name.startswith(".")
+                       and p.suffix.lower() in AUDIO_EXTS)
+        if not files:
+            skipped.append((str(gdir), "genre folder holds no audio files; genre left out"))
+        tracks += [Track(gdir.name, f, f"{gdir.name}/{f.name}") for f in files]
+    genres = sorted({t.genre for t in tracks})
+    if len(genres) < 2:
+        found = f"only genre {genres[0]!r}" if genres else "no genre folder with audio files"
+        raise DataError(f"data path {root}: {found}; expected at least two "
+                        f"<root>/<genre>/ folders holding {', '.join(AUDIO_EXTS)} files")
+    return tracks, skipped
+
+
+def split_tracks(tracks: list[Track], seed: int, val_fraction: float,
+                 test_fraction: float) -> dict[str, str]:
+    """track_id -> split, 80/10/10 (by default) inside each genre, deterministic in `seed`.
+
+    Each genre gets at least one validation and one test track, so no split is silently empty;
+    a genre with fewer than three tracks is an error.
+    """
+    by_genre: dict[str, list[str]] = {}
+    for t in tracks:
+        by_genre.setdefault(t.genre, []).append(t.track_id)
+    out: dict[str, str] = {}
+    for genre, ids in sorted(by_genre.items()):
+        ids = sorted(ids)
+        n = len(ids)
+        n_val = max(1, round(n * val_fraction))
+        n_test = max(1, round(n * test_fraction))
+        if n - n_val - n_test < 1:
+            raise DataError(f"genre {genre!r} has {n} track(s); each genre needs at least 3 "
+                            f"(one each for train, val and test). Add tracks or remove the folder.")
+        # A stream per genre: adding a track to one genre leaves the others' splits unchanged.
+        random.Random(f"{seed}:{genre}").shuffle(ids)
+        for i, tid in enumerate(ids):
+            out[tid] = "val" if i < n_val else "test" if i < n_val + n_test else "train"
+    return out
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Mono float32 at `sample_rate`. Raises DataError naming the file if it cannot be decoded."""
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types; all mean "not decodable audio"
+        raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
+    mono = data.mean(axis=1)
+    if sr != sample_rate:
+        mono = torchaudio.functional.resample(torch.from_numpy(mono), sr, sample_rate).numpy()
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def segment(wave: np.ndarray, length: int) -> np.ndarray:
+    """Non-overlapping segments of `length` samples; the remainder is dropped."""
+    k = len(wave) // length
+    return wave[: k * length].reshape(k, length)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A prepared data set on disk, and what the sweep needs to know of it."""
+
+    path: Path
+    genres: tuple[str, ...]
+    segment_samples: int
+    counts: dict[str, int]  # segments per split
+    reused: bool
+
+    def split_path(self, split: str) -> Path:
+        return self.path / f"{split}.parquet"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "data_report.csv"
+
+    @property
+    def table_path(self) -> Path:
+        return self.path / "split_table.md"
+
+
+def _cache_key(root: Path, tracks: list[Track], settings: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": PREP_VERSION, "settings": settings}, sort_keys=True).encode())
+    for t in tracks:
+        st = t.path.stat()
+        h.update(f"{t.track_id}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
+            max_tracks_per_genre: int | None = None, max_segments_per_track: int | None = None,
+            log: Callable[[str], None] = print) -> Prepared:
+    """Prepare (or reuse) the Parquet data set for `root` under these settings.
+
+    `max_tracks_per_genre` / `max_segments_per_track` take a deterministic sample (for smoke runs).
+    """
+    root = Path(root).resolve()
+    tracks, skipped = discover(root)
+    if max_tracks_per_genre:
+        kept: dict[str, int] = {}
+        sample = []
+        for t in tracks:
+            kept[t.genre] = kept.get(t.genre, 0) + 1
+            if kept[t.genre] <= max_tracks_per_genre:
+                sample.append(t)
+        tracks = sample
+    settings = {"sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
+                "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
+                "seed": cfg.seed, "max_tracks_per_genre": max_tracks_per_genre,
+                "max_segments_per_track": max_segments_per_track}
+    key = _cache_key(root, tracks, settings)
+    out = Path(cache_dir).resolve() / "prepared" / key
+    if (out / "meta.json").exists():
+        prepared = _load_meta(out, reused=True)
+        log(f"[data] reusing prepared data {out} (same files and settings)")
+        return prepared
+
+    split_of = split_tracks(tracks, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    genres = tuple(sorted({t.genre for t in tracks}))
+    seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
+    log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(out) + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as e:
+        raise DataError(f"cache folder {out.parent} is not writable ({e}); "
+                        f"choose another with --cache") from e
+    schema = pa.schema([("x", pa.list_(pa.float32(), seg_len)), ("label", pa.int64()),
+                        ("track", pa.string()), ("segment", pa.int32())])
+    writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", schema) for s in SPLITS}
+    counts = {s: 0 for s in SPLITS}
+    table: dict[str, dict[str, list[int]]] = {g: {s: [0, 0] for s in SPLITS} for g in genres}
+    # Tracks are written in a seeded random order, so the train file's blocks mix genres and
+    # a shuffle buffer smaller than the data set still sees every genre.
+    order = list(tracks)
+    random.Random(f"{cfg.seed}:order").shuffle(order)
+    try:
+        for t in order:
+            try:
+                wave = load_audio(t.path, cfg.sample_rate)
+            except DataError as e:
+                skipped.append((str(t.path), str(e).split(": ", 1)[-1]))
+                continue
+            segs = segment(wave, seg_len)
+            if max_segments_per_track:
+                segs = segs[:max_segments_per_track]
+            if len(segs) == 0:
+                skipped.append((str(t.path), f"shorter than one {cfg.segment_seconds:g}-s "
+                                             f"segment ({len(wave) / cfg.sample_rate:.2f} s)"))
+                continue
+            s = split_of[t.track_id]
+            n = len(segs)
+            batch = pa.table({
+                "x": pa.FixedSizeListArray.from_arrays(pa.array(segs.ravel()), seg_len),
+                "label": pa.array([genres.index(t.genre)] * n, pa.int64()),
+                "track": pa.array([t.track_id] * n, pa.string()),
+                "segment": pa.array(np.arange(n, dtype=np.int32)),
+            }, schema=schema)
+            writers[s].write_table(batch)
+            counts[s] += n
+            table[t.genre][s][0] += 1
+            table[t.genre][s][1] += n
+    finally:
+        for w in writers.values():
+            w.close()
+    for s in SPLITS:
+        if counts[s] == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"data path {root}: no usable segment left for the {s} split "
+                            f"(see the skipped files above: {len(skipped)})")
+    with open(tmp / "data_report.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "reason"])
+        w.writerows(skipped)
+    (tmp / "split_table.md").write_text(split_table(table))
+    meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
+            "counts": counts, "settings": settings, "skipped": len(skipped)}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        tmp.rename(out)
+    except OSError:  # a concurrent preparation won: its output is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    if skipped:
+        log(f"[data] skipped {len(skipped)} file(s); reasons in {out / 'data_report.csv'}")
+    return _load_meta(out, reused=False)
+
+
+def split_table(table: dict[str, dict[str, list[int]]]) -> str:
+    """Markdown: per genre, tracks and segments in each split."""
+    lines = ["| genre | train tracks | val tracks | test tracks | train seg | val seg | test seg |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    tot = {s: [0, 0] for s in SPLITS}
+    for g, row in table.items():
+        lines.append(f"| {g} | " + " | ".join(str(row[s][0]) for s in SPLITS) + " | "
+                     + " | ".join(str(row[s][1]) for s in SPLITS) + " |")
+        for s in SPLITS:
+            tot[s][0] += row[s][0]
+            tot[s][1] += row[s][1]
+    lines.append("| **all** | " + " | ".join(str(tot[s][0]) for s in SPLITS) + " | "
+                 + " | ".join(str(tot[s][1]) for s in SPLITS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _load_meta(path: Path, reused: bool) -> Prepared:
+    meta = json.loads((path / "meta.json").read_text())
+    return Prepared(path=path, genres=tuple(meta["genres"]),
+                    segment_samples=meta["segment_samples"], counts=meta["counts"],
+                    reused=reused)
+
+
+def read_split(prepared: Prepared, split: str) -> pa.Table:
+    """One split as an Arrow table (driver-side evaluation; trials read through Ray Data)."""
+    return pq.read_table(prepared.split_path(split))
+
+
+def to_tensor(column: pa.ChunkedArray | pa.Array) -> torch.Tensor:
+    """A fixed-size-list column as an (n, length) float32 tensor (one copy, no per-row work)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    flat = np.array(arr.flatten().to_numpy(zero_copy_only=False))  # Arrow memory is read-only
+    return torch.from_numpy(flat.reshape(len(arr), arr.type.list_size))

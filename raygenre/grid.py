@@ -1,0 +1,348 @@
+"""`python -m raygenre.grid NAME`: run one sweep with Ray Tune, in parallel, with ASHA.
+
+The only module that imports `ray.tune`. One Tune trial is a small driver function that runs a
+Ray Train `TorchTrainer` over `train.train_func` (the Train-in-Tune pattern of Ray 2.60); the
+prepared data is read once by Ray Data here and handed to every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+# Light imports only: every trial's actor imports this module to find `_trial`, and each second
+# of import here is paid once per trial. The heavy modules are imported where they are used.
+from raygenre.config import PRESETS, Config, ConfigError, Grid, list_grids, load_grid, validate
+from raygenre.paths import RunPaths, default_cache, default_storage
+
+if TYPE_CHECKING:
+    from raygenre.data import Prepared
+
+# Smoke runs: a deterministic sample small enough for tests (2 train tracks per genre, 2 segments
+# each), still through every stage.
+SMOKE_TRACKS_PER_GENRE = 4
+SMOKE_SEGMENTS_PER_TRACK = 2
+# The built-in set: 20 tracks of 30 s per genre cut into 6 segments each, 1 200 segments in all,
+# as GTZAN's layout but a fifth of its size, so the default CPU sweep ends in minutes.
+BUILTIN_TRACKS_PER_GENRE = 20
+BUILTIN_SECONDS = 30.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m raygenre.grid",
+                                description="Run a raygenre sweep (grids/NAME.yaml) with Ray Tune.")
+    p.add_argument("name", nargs="?", help="grid name (see --list) or path to a grid .yaml file")
+    p.add_argument("--list", action="store_true", help="list the grids and exit")
+    p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>; default: built-in set")
+    p.add_argument("--results", default="results", help="tables and plots go to RESULTS/<grid>/")
+    p.add_argument("--storage", help=f"Ray run folder (default {default_storage()})")
+    p.add_argument("--cache", help=f"generated and prepared data (default {default_cache()})")
+    p.add_argument("--seed", type=int, help="seed for split, init, dropout, shuffle (default 0)")
+    p.add_argument("--smoke", action="store_true",
+                   help="shrink the grid to a few 1-2 epoch trials on a small data sample")
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                   help="auto: 'cpu' on the built-in data without a GPU, else 'study' "
+                        "(the study's exact 201x552 spectrogram)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--fresh", action="store_true",
+                   help="delete an existing run of this grid in --storage and start over")
+    p.add_argument("--address", help="Ray address to connect to (e.g. 'auto'); default: start one")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: sized here)")
+    p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per trial when GPUs exist")
+    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    return p.parse_args(argv)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How trials use the cluster: printed so the user sees what runs in parallel and why."""
+
+    concurrency: int
+    trial_cpus: float  # the Tune trial's own driver process (it only waits on the trainer)
+    worker: dict[str, float]  # Ray Train worker resources
+    threads: int  # torch threads per worker
+    use_gpu: bool
+    workers: int = 1  # Train workers per trial (data parallel); one is right below ~1 GPU/trial
+
+    def describe(self) -> str:
+        kind = f"{self.worker.get('GPU', 0):g} GPU" if self.use_gpu else "CPU"
+        return (f"{self.concurrency} trial(s) at once, each {self.workers} Train worker(s) "
+                f"({self.worker['CPU']:g} CPU, {kind}, {self.threads} torch thread(s))")
+
+
+def plan_resources(cluster: dict[str, float], n_trials: int, cpus_per_trial: float | None,
+                   gpus_per_trial: float | None, max_concurrent: int | None) -> Plan:
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    driver = 0.1  # Tune's trial driver is idle while its trainer runs; it must hold some CPU
+    if gpus and gpus_per_trial != 0:
+        gpu = gpus_per_trial or 1.0
+        concurrency = int(gpus // gpu)
+        cpt = cpus_per_trial or max(1.0, math.floor(cpus / max(concurrency, 1)))
+        concurrency = min(concurrency, int(cpus // cpt))
+        worker = {"CPU": cpt - driver, "GPU": gpu}
+    else:
+        # Small machines: one core per trial is faster in total than several threads per trial
+        # (conv training scales sub-linearly in threads); big ones: two keeps per-trial latency.
+        cpt = cpus_per_trial or (1.0 if cpus <= 4 else 2.0)
+        concurrency = int(cpus // cpt)
+        worker = {"CPU": cpt - driver}
+    concurrency = max(1, min(concurrency, n_trials, max_concurrent or n_trials))
+    return Plan(concurrency, driver, worker, max(1, int(cpt)), bool(worker.get("GPU")))
+
+
+def _trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
+           paths: RunPaths, plan: Plan) -> None:
+    """One Tune trial: a Ray Train run named by the trial id, so a restored trial resumes it."""
+    import ray.train
+    from ray import tune
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raygenre.train import train_func
+
+    trial_id = tune.get_context().get_trial_id()
+    trainer = TorchTrainer(
+        train_func,
+        train_loop_config={**config, **runtime},
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
+                                               resources_per_worker=plan.worker),
+        datasets={"train": train_ds, "val": val_ds},
+        # Same rows in the same order every epoch: the per-epoch shuffle is then seeded alone.
+        # With one worker nothing is split: a split costs a coordinator process per dataset
+        # per trial (seconds of start-up each), and validation is never split (every worker
+        # sees all of it and the metric sums agree).
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"] if plan.workers > 1 else [],
+            execution_options=ExecutionOptions(preserve_order=True)),
+        run_config=ray.train.RunConfig(
+            name=trial_id, storage_path=str(paths.train_storage),
+            callbacks=[TuneReportCallback()],
+            # The best epoch (for test evaluation) and the latest (for resume; always kept).
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val/acc",
+                checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=2)),
+    )
+    trainer.fit()
+
+
+def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) -> Any:
+    """One line per event: what runs, what ASHA stopped, the best so far, a rough ETA."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self) -> None:
+            self.t0 = time.time()
+            self.best: tuple[float, str] | None = None
+            self.done: dict[str, str] = {}
+            self.walls: list[float] = []
+
+        def _line(self, event: str) -> None:
+            counts = {k: list(self.done.values()).count(k)
+                      for k in ("completed", "stopped by ASHA", "error")}
+            elapsed = time.time() - self.t0
+            left = n_trials - len(self.done)
+            eta = ""
+            if self.walls and left:
+                mean = sum(self.walls) / len(self.walls)
+                eta = f", ETA <= {left * mean / concurrency / 60:.1f} min"
+            best = f"best {metric} {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
+            print(f"[tune {elapsed / 60:5.1f} min] {event:<38} | {len(self.done)}/{n_trials} "
+                  f"done ({', '.join(f'{v} {k}' for k, v in counts.items() if v) or '-'}) | "
+                  f"{best}{eta}", flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            value = result.get(metric)
+            if value is not None:
+                better = self.best is None or (value > self.best[0] if mode == "max"
+                                               else value < self.best[0])
+                if better:
+                    self.best = (value, trial.trial_id)
+            self._line(f"{trial.trial_id} epoch {result.get('epoch')}/{trial.config['epochs']}"
+                       f" {metric} {value:.3f}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            last = trial.last_result or {}
+            stopped = last.get("epoch", 0) < trial.config["epochs"]
+            self.done[trial.trial_id] = "stopped by ASHA" if stopped else "completed"
+            self.walls.append(last.get("time_total_s", 0.0))
+            self._line(f"{trial.trial_id} {self.done[trial.trial_id]}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+            self.done[trial.trial_id] = "error"
+            self._line(f"{trial.trial_id} ERROR (see trials.csv)")
+
+    return Progress()
+
+
+def _param_space(grid: Grid, base: Config) -> dict[str, Any]:
+    from ray import tune
+
+    space: dict[str, Any] = base.to_dict()
+    for key, values in grid.axes.items():
+        space[key] = tune.grid_search([list(v) if isinstance(v, tuple) else v for v in values])
+    return space
+
+
+def resolve_base(grid: Grid, preset: str, seed: int | None) -> Config:
+    """Defaults < preset < grid base < --seed."""
+    base = Config().replace(**PRESETS[preset]).replace(**grid.base)
+    if seed is not None:
+        base = base.replace(seed=seed)
+    validate(base, f"{grid.path}: base")
+    for key, values in grid.axes.items():
+        for v in values:
+            validate(base.replace(**{key: v}), f"{grid.path}: grid {key}={v!r}")
+    return base
+
+
+def _check_batch_sizes(grid: Grid, base: Config, prepared: Prepared) -> None:
+    n_train = prepared.counts["train"]
+    for bs in grid.axes.get("batch_size", [base.batch_size]):
+        if bs > n_train:
+            raise ConfigError(f"{grid.path}: batch_size {bs} is larger than the training split "
+                              f"({n_train} segments); use a smaller batch or more data")
+
+
+def run(args: argparse.Namespace) -> Path:
+    import ray
+    import ray.data
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from raygenre import report, synth
+    from raygenre.data import prepare
+
+    grid = load_grid(args.name)
+    if args.smoke:
+        grid = grid.smoke()
+    name = grid.name + ("-smoke" if args.smoke else "")
+    paths = RunPaths(storage=Path(args.storage or default_storage()).resolve(), name=name,
+                     results_root=Path(args.results).resolve())
+    cache = Path(args.cache or default_cache()).resolve()
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh contradict each other: pick one")
+
+    # Refuse before any work if a run exists and the user did not say what to do with it.
+    restoring = False
+    if paths.experiment.exists():
+        if args.fresh:
+            shutil.rmtree(paths.experiment)
+        elif args.resume:
+            restoring = tune.Tuner.can_restore(str(paths.experiment))
+            if not restoring:
+                raise ConfigError(f"--resume: {paths.experiment} holds no restorable run; "
+                                  f"run without --resume (add --fresh to clear the folder)")
+        else:
+            raise ConfigError(
+                f"a run of {name!r} already exists in {paths.experiment}. Continue it with "
+                f"--resume, or start over with --fresh (deletes it).")
+    elif args.resume:
+        raise ConfigError(f"--resume: no run of {name!r} in {paths.experiment}")
+
+    for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx = ray.init(address=args.address, include_dashboard=True, dashboard_host="127.0.0.1",
+                   configure_logging=True, logging_level="WARNING",
+                   # Worker logs stay in the session's log folder (printed on errors).
+                   log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    if ctx.dashboard_url:
+        print(f"[ray] dashboard: http://{ctx.dashboard_url}")
+    cluster = ray.cluster_resources()
+    has_gpu = cluster.get("GPU", 0) > 0
+
+    preset = args.preset
+    if preset == "auto":
+        preset = "cpu" if (args.data is None and not has_gpu) else "study"
+    print(f"[grid] {grid.name}: {grid.description}")
+    print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'}"
+          + ("  (built-in data, no GPU; --preset study for 201x552)" if preset == "cpu" else ""))
+    base = resolve_base(grid, preset, args.seed)
+
+    if args.data:
+        root = Path(args.data)
+    else:
+        root = synth.ensure_builtin(cache, BUILTIN_TRACKS_PER_GENRE, BUILTIN_SECONDS, seed=0)
+        print(f"[data] built-in set: {root}")
+    sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if args.smoke else (None, None)
+    prepared = prepare(root, cache, base, *sample)
+    print(prepared.table_path.read_text(), end="")
+    _check_batch_sizes(grid, base, prepared)
+
+    plan = plan_resources(cluster, grid.n_trials, args.cpus_per_trial, args.gpus_per_trial,
+                          args.max_concurrent)
+    print(f"[grid] {grid.n_trials} trials, ASHA on {grid.metric} ({grid.mode}); {plan.describe()}")
+    print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
+    print(f"[grid] TensorBoard: tensorboard --logdir {paths.experiment}")
+
+    # Read once here; every trial gets the same materialized blocks from the object store.
+    datasets = {s: ray.data.read_parquet(str(prepared.split_path(s)))
+                .select_columns(["x", "label"]).materialize() for s in ("train", "val")}
+    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
+               "threads": plan.threads}
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, train_ds=datasets["train"], val_ds=datasets["val"],
+                             runtime=runtime, paths=paths, plan=plan),
+        {"cpu": plan.trial_cpus})
+    progress = _progress_callback(grid.n_trials, plan.concurrency, grid.metric, grid.mode)
+    t0 = time.time()
+    if restoring:
+        print(f"[grid] resuming {paths.experiment}")
+        tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=grid.max_epochs(base),
+                                  grace_period=grid.grace_period,
+                                  reduction_factor=grid.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=_param_space(grid, base),
+            tune_config=tune.TuneConfig(metric=grid.metric, mode=grid.mode, scheduler=scheduler,
+                                        max_concurrent_trials=plan.concurrency),
+            run_config=tune.RunConfig(name=name, storage_path=str(paths.storage),
+                                      failure_config=tune.FailureConfig(max_failures=1),
+                                      callbacks=[progress], verbose=0))
+    results = tuner.fit()
+    wall = time.time() - t0
+    report.write_results(grid, base, results, paths, prepared, wall_s=wall, preset=preset)
+    return paths.results
+
+
+def grid_listing(names: list[str]) -> str:
+    rows = []
+    for n in names:
+        g = load_grid(n)
+        rows.append(f"{n:<16} {g.n_trials:>4} trials  {g.description}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from raygenre.data import DataError
+
+    args = parse_args(argv)
+    if args.list:
+        print(grid_listing(list_grids()))
+        return 0
+    if not args.name:
+        print("usage: python -m raygenre.grid NAME [options]   (--list shows the grids)",
+              file=sys.stderr)
+        return 2
+    try:
+        out = run(args)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"[grid] done: {out}/summary.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

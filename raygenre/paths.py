@@ -1,0 +1,41 @@
+"""Where things live: built in one place so no module reassembles a path by hand."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_cache() -> Path:
+    """Generated and prepared data: reused by every sweep on this machine."""
+    return Path(os.environ.get("RAYGENRE_CACHE", Path.home() / ".cache" / "raygenre"))
+
+
+def default_storage() -> Path:
+    """Ray run folders (Tune state, Train checkpoints, TensorBoard): large, kept out of results/."""
+    return Path(os.environ.get("RAYGENRE_STORAGE", Path.home() / "raygenre_runs"))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    storage: Path  # --storage
+    name: str  # the experiment: grid name, "-smoke" for smoke runs
+    results_root: Path  # --results
+
+    @property
+    def experiment(self) -> Path:
+        """Tune's experiment folder (what `--resume` restores)."""
+        return self.storage / self.name
+
+    @property
+    def train_storage(self) -> Path:
+        """Ray Train runs, one per trial, named by trial id so a restored trial finds its own."""
+        return self.experiment / "_train"
+
+    def train_run(self, trial_id: str) -> Path:
+        return self.train_storage / trial_id
+
+    @property
+    def results(self) -> Path:
+        return self.results_root / self.name

@@ -1,0 +1,304 @@
+"""results/<grid>/: trials and history tables, test evaluation of the best trial, summary, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on clusters or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from raygenre.config import METRICS, Config, Grid  # noqa: E402
+from raygenre.data import Prepared, read_split, to_tensor  # noqa: E402
+from raygenre.paths import RunPaths  # noqa: E402
+from raygenre.train import META_FILE, load_checkpoint  # noqa: E402
+
+BEST = "best/val/acc"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return "" if v is None else str(v)
+
+
+def _trial_id(result: Any) -> str:
+    tid = (result.metrics or {}).get("trial_id")
+    if tid:
+        return str(tid)
+    # A trial that failed before its first report has no metrics; its folder name holds the id:
+    # <trainable>_<trial_id>_<index>_<params>...
+    parts = Path(result.path).name.split("_")
+    return "_".join(parts[1:3]) if len(parts) > 2 else Path(result.path).name
+
+
+def collect(results: Any, grid: Grid) -> tuple[list[dict], list[dict]]:
+    """(one row per trial, one row per trial and epoch) from a Tune ResultGrid."""
+    trials, history = [], []
+    for r in results:
+        tid = _trial_id(r)
+        swept = {k: r.config.get(k) for k in grid.axes}
+        df = r.metrics_dataframe
+        epochs: dict[int, dict] = {}
+        if df is not None and "epoch" in df.columns:
+            for row in df.to_dict("records"):
+                if row.get("epoch") == row.get("epoch"):  # skip NaN rows (no epoch reported)
+                    epochs[int(row["epoch"])] = row  # a resumed epoch replaces the earlier one
+        for e in sorted(epochs):
+            history.append({"trial_id": tid, **swept, "epoch": e,
+                            **{m: epochs[e].get(m) for m in METRICS}})
+        last = epochs[max(epochs)] if epochs else {}
+        done = int(last.get("epoch", 0) or 0)
+        target = int(r.config.get("epochs", 0))
+        if r.error is not None:
+            status = "error"
+        elif done >= target:
+            status = "completed"
+        else:
+            status = "stopped_early"  # ASHA cut it at a rung
+        trials.append({
+            "trial_id": tid, "status": status, **swept, "epoch": done,
+            **{m: last.get(m) for m in ("val/acc", "val/loss", "train/loss", "train/acc")},
+            BEST: max((row.get("val/acc", float("-inf")) for row in epochs.values()),
+                      default=None),
+            "wall_s": last.get("time_total_s"),
+            "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error else "",
+            "_config": dict(r.config),
+        })
+    return trials, history
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    cols = [c for c in (rows[0] if rows else {}) if not c.startswith("_")]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({c: _fmt(row.get(c)) for c in cols})
+
+
+def best_checkpoint(train_run: Path) -> Path:
+    """The kept checkpoint of a Train run with the highest val/acc (earliest epoch on a tie)."""
+    found = []
+    for d in sorted(train_run.glob("epoch_*")):
+        meta = d / META_FILE
+        if meta.exists():
+            m = json.loads(meta.read_text())["metrics"]
+            found.append((-m["val/acc"], m["epoch"], d))
+    if not found:
+        raise FileNotFoundError(f"no checkpoint with {META_FILE} under {train_run}")
+    return min(found)[2]
+
+
+@torch.no_grad()
+def evaluate(checkpoint: Path, prepared: Prepared, split: str = "test") -> dict[str, Any]:
+    """Segment accuracy, track accuracy (majority vote), per-genre accuracy, confusion matrix."""
+    feats, model, meta = load_checkpoint(checkpoint)
+    table = read_split(prepared, split)
+    x, y = to_tensor(table["x"]), torch.tensor(table["label"].to_numpy())
+    tracks = table["track"].to_pylist()
+    probs = torch.cat([model(feats(x[i:i + 128])).softmax(1) for i in range(0, len(x), 128)])
+    pred = probs.argmax(1)
+    n = len(prepared.genres)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    for t, p in zip(y.tolist(), pred.tolist(), strict=True):
+        confusion[t, p] += 1
+    by_track: dict[str, list[int]] = {}
+    for i, t in enumerate(tracks):
+        by_track.setdefault(t, []).append(i)
+    track_hits = 0
+    for idx in by_track.values():
+        votes = Counter(pred[idx].tolist())
+        top = max(votes.values())
+        tied = [c for c, v in votes.items() if v == top]
+        # A tie goes to the class with the most total probability over the track's segments.
+        winner = max(tied, key=lambda c: probs[idx, c].sum().item())
+        track_hits += int(winner == int(y[idx[0]]))
+    per_genre = {g: (confusion[i, i].item() / max(1, confusion[i].sum().item()))
+                 for i, g in enumerate(prepared.genres)}
+    return {f"{split}/acc": (pred == y).float().mean().item(),
+            f"{split}/track_acc": track_hits / len(by_track), "n_segments": len(y),
+            "n_tracks": len(by_track), "per_genre": per_genre, "confusion": confusion.tolist(),
+            "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}
+
+
+def write_results(grid: Grid, base: Config, results: Any, paths: RunPaths, prepared: Prepared,
+                  wall_s: float, preset: str) -> None:
+    out = paths.results
+    out.mkdir(parents=True, exist_ok=True)
+    trials, history = collect(results, grid)
+    # Tables first: whatever fails later, the sweep's numbers are on disk.
+    _write_csv(out / "trials.csv", sorted(trials, key=lambda t: t["trial_id"]))
+    _write_csv(out / "history.csv", history)
+    shutil.copy(prepared.report_path, out / "data_report.csv")
+    ok = [t for t in trials if t[BEST] is not None]
+    if not ok:
+        (out / "summary.md").write_text(f"# {paths.name}\n\nNo trial reported a metric; "
+                                        f"see errors in trials.csv.\n")
+        raise RuntimeError(f"every trial failed; errors in {out / 'trials.csv'}")
+    sign = 1 if grid.mode == "max" else -1
+    metric_key = BEST if grid.metric == "val/acc" else grid.metric
+    best = max(ok, key=lambda t: (sign * t[metric_key], -t["epoch"]))
+    test = evaluate(best_checkpoint(paths.train_run(best["trial_id"])), prepared)
+    best_json = {"grid": grid.name, "trial_id": best["trial_id"],
+                 "config": {k: v for k, v in best["_config"].items()},
+                 "val/acc": best[BEST], "test/acc": test["test/acc"],
+                 "test/track_acc": test["test/track_acc"], "epoch": test["epoch"],
+                 "checkpoint": test["checkpoint"]}
+    (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
+    plots = plot_all(grid, trials, history, best, test, prepared, out)
+    (out / "summary.md").write_text(
+        summary_md(grid, base, trials, best, test, prepared, paths, wall_s, preset, plots))
+    print(f"[results] best trial {best['trial_id']}: val/acc {best[BEST]:.3f}, "
+          f"test/acc {test['test/acc']:.3f}, test/track_acc {test['test/track_acc']:.3f}")
+
+
+def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: dict,
+               prepared: Prepared, paths: RunPaths, wall_s: float, preset: str,
+               plots: list[str]) -> str:
+    axes = list(grid.axes)
+    counts = Counter(t["status"] for t in trials)
+    split_counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
+    status_counts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    lines = [f"# {paths.name}", "", grid.description, "",
+             f"- data: `{prepared.path}` ({split_counts} segments, {len(prepared.genres)} genres)",
+             f"- preset: `{preset}`; seed {base.seed}; objective `{grid.metric}` ({grid.mode}), "
+             f"ASHA on `epoch` (grace {grid.grace_period}, reduction {grid.reduction_factor})",
+             f"- trials: {len(trials)} ({status_counts}); wall {wall_s / 60:.1f} min",
+             f"- run folder: `{paths.experiment}`", "",
+             "## Trials (sorted by final val/acc; ★ = best, by best val/acc over its epochs)", "",
+             "| | trial | status | " + " | ".join(axes) + " | epochs | val/acc | best val/acc |"
+             " val/loss | train/loss | train/acc | wall s |",
+             "|---|---|---|" + "---|" * len(axes) + "---:|---:|---:|---:|---:|---:|---:|"]
+    for t in sorted(trials, key=lambda t: -(t["val/acc"] if t["val/acc"] is not None else -1)):
+        mark = "★" if t is best else ""
+        lines.append(f"| {mark} | {t['trial_id']} | {t['status']} | "
+                     + " | ".join(_fmt(t[a]) for a in axes) + " | "
+                     + " | ".join(_fmt(t[k]) for k in ("epoch", "val/acc", BEST, "val/loss",
+                                                        "train/loss", "train/acc", "wall_s"))
+                     + " |")
+    errors = [t for t in trials if t["status"] == "error"]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]
+    cfg = best["_config"]
+    lines += ["", "## Best trial", "",
+              f"Trial `{best['trial_id']}` ({', '.join(f'{a}={_fmt(cfg.get(a))}' for a in axes)}),"
+              f" best epoch {test['epoch']}: val/acc {best[BEST]:.4f}.", "",
+              f"**Test** ({test['n_segments']} segments, {test['n_tracks']} tracks, evaluated once"
+              f" on the best checkpoint): `test/acc` = {test['test/acc']:.4f}, `test/track_acc` "
+              f"(majority vote per track) = {test['test/track_acc']:.4f}. "
+              f"Chance is {1 / len(prepared.genres):.2f}.", "",
+              "| genre | test acc |", "|---|---:|"]
+    lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
+    lines += ["", "Config of the best trial:", "", "```yaml"]
+    lines += [f"{k}: {_fmt(v)}" for k, v in cfg.items()]
+    lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
+    return "\n".join(lines) + "\n"
+
+
+def _label(t: dict, axes: list[str]) -> str:
+    return ", ".join(f"{a}={_fmt(t[a])}" for a in axes) or t["trial_id"]
+
+
+def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, test: dict,
+             prepared: Prepared, out: Path) -> list[str]:
+    axes = list(grid.axes)
+    made = []
+    ok = [t for t in trials if t["val/acc"] is not None]
+    # val/acc of every trial
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok) + 2), 4))
+    ok_sorted = sorted(ok, key=lambda t: t["val/acc"], reverse=True)
+    ax.bar(range(len(ok_sorted)), [t["val/acc"] for t in ok_sorted],
+           color=["tab:orange" if t is best else "tab:blue" for t in ok_sorted])
+    ax.set_xticks(range(len(ok_sorted)), [_label(t, axes) for t in ok_sorted], rotation=70,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("final val/acc")
+    ax.set_title(f"{grid.name}: final validation accuracy per trial (orange: best)")
+    fig.tight_layout()
+    fig.savefig(out / "val_acc_by_trial.png", dpi=110)
+    plt.close(fig)
+    made.append("val_acc_by_trial.png")
+    # heatmap for two-axis grids
+    if len(axes) == 2:
+        a, b = axes
+        xs = sorted({t[b] for t in trials}, key=str if not _numeric(trials, b) else None)
+        ys = sorted({t[a] for t in trials}, key=str if not _numeric(trials, a) else None)
+        grid_vals = [[math.nan] * len(xs) for _ in ys]
+        notes = [[""] * len(xs) for _ in ys]
+        for t in ok:
+            i, j = ys.index(t[a]), xs.index(t[b])
+            grid_vals[i][j] = t["val/acc"]
+            notes[i][j] = f"{t['val/acc']:.2f}" + (f"\nstop e{t['epoch']}"
+                                                   if t["status"] == "stopped_early" else "")
+        fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.7 * len(ys) + 2))
+        im = ax.imshow(grid_vals, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(xs)), [_fmt(x) for x in xs])
+        ax.set_yticks(range(len(ys)), [_fmt(y) for y in ys])
+        ax.set_xlabel(b)
+        ax.set_ylabel(a)
+        for i in range(len(ys)):
+            for j in range(len(xs)):
+                ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, label="final val/acc")
+        ax.set_title(f"{grid.name}: val/acc by {a} x {b} (stop eN: ASHA stopped at epoch N)")
+        fig.tight_layout()
+        fig.savefig(out / "heatmap_val_acc.png", dpi=110)
+        plt.close(fig)
+        made.append("heatmap_val_acc.png")
+    # curves of the best and the worst trial
+    worst = min(ok, key=lambda t: t[BEST])
+    fig, (l_ax, a_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for t, color in ((best, "tab:green"), (worst, "tab:red")):
+        rows = [h for h in history if h["trial_id"] == t["trial_id"]]
+        ep = [h["epoch"] for h in rows]
+        tag = f"{'best' if t is best else 'worst'} ({_label(t, axes)})"
+        for split, style in (("train", "-"), ("val", "--")):
+            l_ax.plot(ep, [h[f"{split}/loss"] for h in rows], style, color=color, marker="o",
+                      label=f"{tag} {split}")
+            a_ax.plot(ep, [h[f"{split}/acc"] for h in rows], style, color=color, marker="o",
+                      label=f"{tag} {split}")
+    for ax, what in ((l_ax, "loss"), (a_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.set_title(f"train (solid) vs val (dashed) {what}")
+        ax.grid(alpha=0.3)
+    a_ax.legend(fontsize=7)
+    fig.suptitle(f"{grid.name}: best and worst trial")
+    fig.tight_layout()
+    fig.savefig(out / "curves_best_worst.png", dpi=110)
+    plt.close(fig)
+    made.append("curves_best_worst.png")
+    # confusion matrix of the best trial on the test split
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(test["confusion"], cmap="Blues")
+    g = prepared.genres
+    ax.set_xticks(range(len(g)), g, rotation=45, ha="right")
+    ax.set_yticks(range(len(g)), g)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(test["confusion"]):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    fig.colorbar(im)
+    ax.set_title(f"{grid.name}: test confusion (segments), acc {test['test/acc']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_test.png", dpi=110)
+    plt.close(fig)
+    made.append("confusion_test.png")
+    return made
+
+
+def _numeric(trials: list[dict], key: str) -> bool:
+    return all(isinstance(t[key], (int, float)) for t in trials)

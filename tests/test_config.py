@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raygenre.config import Config, ConfigError, list_grids, load_grid
+from raygenre.grid import plan_resources, resolve_base
+
+
+def _grid(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "g.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("name", list_grids())
+def test_every_grid_file_loads(name: str) -> None:
+    g = load_grid(name)
+    assert g.n_trials >= 1 and g.description
+    for preset in ("study", "cpu"):
+        resolve_base(g, preset, seed=None)
+
+
+def test_batch_epoch_is_the_study_grid() -> None:
+    g = load_grid("batch_epoch")
+    assert g.axes == {"batch_size": [16, 20, 32, 64, 128, 256], "epochs": [3, 5, 7, 10]}
+    assert g.n_trials == 24 and g.metric == "val/acc" and g.mode == "max"
+    assert g.max_epochs(Config()) == 10
+    assert g.base["model"] == "cnn1"
+
+
+def test_smoke_shrinks_every_axis_and_epochs() -> None:
+    s = load_grid("batch_epoch").smoke()
+    assert s.axes == {"batch_size": [16, 20], "epochs": [1, 2]}
+
+
+def test_grid_by_path_works_from_any_directory(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_grid("batch_epoch").n_trials == 24
+    p = _grid(tmp_path, "description: d\ngrid:\n  lr: [0.001, 0.01]\n")
+    assert load_grid(str(p)).axes == {"lr": [0.001, 0.01]}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("description: d\nbase:\n  batchsize: 3\n", "unknown config key 'batchsize'"),
+    ("description: d\nbase:\n  epochs: five\n", "key 'epochs' must be int"),
+    ("description: d\ngrid:\n  lr: [0.1, fast]\n", "key 'lr' must be float"),
+    ("description: d\nbase:\n  hidden: 64\n", "key 'hidden' must be a list of int"),
+    ("description: d\nbase:\n  dropout: true\n", "key 'dropout' must be float"),
+    ("description: d\nsweep:\n  lr: [1]\n", "unknown top-level key(s) 'sweep'"),
+    ("description: d\nmetric: val/accuracy\n", "metric 'val/accuracy' is not one of"),
+    ("description: d\ngrid:\n  lr: []\n", "grid key 'lr' must be a non-empty list"),
+    ("description: d\ngrid:\n  epochs: [0, 2]\n", "epochs must be at least 1"),
+    ("description: d\ngrid:\n  sample_rate: [8000, 16000]\n", "'sample_rate' cannot be swept"),
+    ("description: d\nbase:\n  model: resnet\n", "model must be one of mlp, cnn1, cnn2"),
+    ("description: d\nbase:\n  optimizer: rmsprop\n", "optimizer must be one of adam, sgd"),
+    ("description: d\nbase:\n  scheduler: cosine\n", "scheduler must be one of none"),
+    ("description: d\nbase:\n  activation: gelu\n", "activation must be one of relu"),
+    ("- just\n- a list\n", "must be a mapping"),
+    ("description: d\ncarry: [bogus]\n", "carry key 'bogus' is not a config key"),
+])
+def test_bad_grid_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_grid(str(_grid(tmp_path, text)))
+    assert message in str(e.value)
+    assert "g.yaml" in str(e.value)
+
+
+def test_unknown_grid_name_lists_the_grids() -> None:
+    with pytest.raises(ConfigError, match="unknown grid 'batch_epochs'.*batch_epoch"):
+        load_grid("batch_epochs")
+
+
+def test_config_round_trips_through_plain_values() -> None:
+    c = Config(hidden=(10, 20), lr=0.1)
+    assert Config.from_dict(c.to_dict()) == c
+    assert Config.from_dict({"lr": 1}).lr == 1.0  # YAML's "1" is a fine float
+
+
+def test_plan_fills_a_small_cpu_machine_and_caps_at_trial_count() -> None:
+    p = plan_resources({"CPU": 2.0}, n_trials=24, cpus_per_trial=None, gpus_per_trial=None,
+                       max_concurrent=None)
+    assert p.concurrency == 2 and p.threads == 1 and not p.use_gpu
+    assert p.trial_cpus + p.worker["CPU"] <= 1.0
+    assert plan_resources({"CPU": 16.0}, 3, None, None, None).concurrency == 3
+    g = plan_resources({"CPU": 16.0, "GPU": 1.0}, 24, None, 0.25, None)
+    assert g.use_gpu and g.concurrency == 4 and g.worker["GPU"] == 0.25

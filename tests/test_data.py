@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raygenre.config import Config
+from raygenre.data import (
+    DataError,
+    discover,
+    load_audio,
+    prepare,
+    read_split,
+    segment,
+    split_tracks,
+    to_tensor,
+)
+
+from .conftest import write_clip
+
+
+def test_discover_reads_gtzan_layout(gtzan_like: Path) -> None:
+    tracks, skipped = discover(gtzan_like)
+    assert len(tracks) == 30 and not skipped
+    assert {t.genre for t in tracks} == {"blues", "jazz", "rock"}
+    assert {t.path.suffix for t in tracks} == {".wav", ".au", ".flac"}
+
+
+def test_split_is_stratified_by_track_and_deterministic(gtzan_like: Path) -> None:
+    tracks, _ = discover(gtzan_like)
+    a = split_tracks(tracks, seed=1, val_fraction=0.1, test_fraction=0.1)
+    b = split_tracks(tracks, seed=1, val_fraction=0.1, test_fraction=0.1)
+    c = split_tracks(tracks, seed=2, val_fraction=0.1, test_fraction=0.1)
+    assert a == b
+    assert a != c
+    for genre in ("blues", "jazz", "rock"):
+        per = [a[t.track_id] for t in tracks if t.genre == genre]
+        assert per.count("train") == 8 and per.count("val") == 1 and per.count("test") == 1
+
+
+def test_split_refuses_genre_too_small(tmp_path: Path) -> None:
+    for g, n in (("a", 5), ("b", 2)):
+        for k in range(n):
+            write_clip(tmp_path / g / f"{g}.{k:05d}.wav", 5.5)
+    tracks, _ = discover(tmp_path)
+    with pytest.raises(DataError, match="genre 'b' has 2 track"):
+        split_tracks(tracks, 0, 0.1, 0.1)
+
+
+def test_prepare_keeps_tracks_whole_and_reuses_cache(gtzan_like: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    cfg = Config(seed=3)
+    p = prepare(gtzan_like, tmp_path / "cache", cfg)
+    assert not p.reused
+    assert p.counts == {"train": 48, "val": 6, "test": 6}  # 3 genres x (8|1|1) tracks x 2 segs
+    tracks_by_split = {s: set(read_split(p, s)["track"].to_pylist()) for s in p.counts}
+    assert not tracks_by_split["train"] & tracks_by_split["val"]
+    assert not tracks_by_split["train"] & tracks_by_split["test"]
+    assert not tracks_by_split["val"] & tracks_by_split["test"]
+    x = to_tensor(read_split(p, "train")["x"])
+    assert x.shape == (48, 5 * 22_050) and x.dtype.is_floating_point
+    assert "| blues | 8 | 1 | 1 | 16 | 2 | 2 |" in p.table_path.read_text()
+    again = prepare(gtzan_like, tmp_path / "cache", cfg)
+    assert again.reused and again.path == p.path
+    assert "reusing prepared data" in capsys.readouterr().out
+    # Other settings, other cache entry.
+    other = prepare(gtzan_like, tmp_path / "cache", cfg.replace(segment_seconds=2.0))
+    assert other.path != p.path and other.counts["train"] == 8 * 3 * 5
+
+
+def test_audio_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "x.wav", 2.0, sr=44_100, channels=2)
+    wave = load_audio(path, 22_050)
+    assert wave.ndim == 1 and abs(len(wave) - 44_100) <= 1 and wave.dtype == np.float32
+
+
+def test_segment_drops_remainder() -> None:
+    assert segment(np.zeros(23, np.float32), 5).shape == (4, 5)
+
+
+def test_undecodable_file_is_reported_not_fatal(gtzan_like: Path, tmp_path: Path) -> None:
+    (gtzan_like / "jazz" / "jazz.00099.wav").write_bytes(b"not audio at all")
+    write_clip(gtzan_like / "rock" / "rock.00098.wav", 2.0)  # shorter than a segment
+    p = prepare(gtzan_like, tmp_path / "cache", Config())
+    rows = list(csv.DictReader(open(p.report_path)))
+    reasons = {Path(r["file"]).name: r["reason"] for r in rows}
+    assert "cannot decode" in reasons["jazz.00099.wav"]
+    assert "shorter than one 5-s segment" in reasons["rock.00098.wav"]
+
+
+def test_missing_data_path_is_named(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        discover(tmp_path / "nope")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from raygenre.config import Config
+from raygenre.features import FEATURES, build_features, feature_shape
+from raygenre.models import ACTIVATIONS, MODELS, build_model, n_params
+from raygenre.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, step_scheduler
+
+N = 22_050  # one second keeps these fast; shapes scale the same way
+SMALL = {"n_fft": 126, "hop_length": 512}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("features", list(FEATURES))
+def test_every_model_on_every_input_runs_forward_and_backward(model: str, features: str) -> None:
+    cfg = Config(model=model, features=features, dropout=0.3, **SMALL)
+    shape = feature_shape(cfg, N)
+    if model != "mlp" and features == "waveform":
+        with pytest.raises(ValueError, match="needs a 2-D input"):
+            build_model(cfg, shape, 10)
+        return
+    net = build_model(cfg, shape, 10)
+    x = build_features(cfg)(torch.randn(4, N))
+    out = net(x)
+    assert out.shape == (4, 10)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_every_activation(act: str) -> None:
+    net = build_model(Config(model="cnn2", activation=act, **SMALL),
+                      feature_shape(Config(**SMALL), N), 5)
+    assert net(torch.randn(2, 1, *feature_shape(Config(**SMALL), N)[1:])).shape == (2, 5)
+    kinds = {type(m).__name__ for m in net.modules()}
+    expected = {"relu": {"ReLU"}, "leaky_relu": {"LeakyReLU"}, "sigmoid": {"Sigmoid"},
+                "mixed": {"ReLU", "LeakyReLU", "Sigmoid"}}[act]
+    assert expected <= kinds
+
+
+def test_study_shapes() -> None:
+    """The study's numbers: 201x552 spectrogram, CNN1 flattens 64x50x138 into 128 units."""
+    cfg = Config()
+    assert feature_shape(cfg, 5 * 22_050) == (1, 201, 552)
+    cnn1 = build_model(cfg, (1, 201, 552), 10)
+    assert cnn1.head[1].in_features == 64 * 50 * 138
+    assert n_params(cnn1) == 56_563_850
+    mlp = build_model(Config(model="mlp", features="waveform"), (110_250,), 10)
+    assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [64, 64, 10]
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("sched", list(SCHEDULERS))
+def test_every_optimizer_and_scheduler_steps(opt: str, sched: str) -> None:
+    cfg = Config(optimizer=opt, scheduler=sched, lr=0.1, weight_decay=1e-3, plateau_patience=0)
+    w = torch.nn.Parameter(torch.ones(3))
+    o = build_optimizer([w], cfg)
+    s = build_scheduler(o, cfg)
+    for _ in range(3):
+        o.zero_grad()
+        (w**2).sum().backward()
+        o.step()
+        step_scheduler(s, val_loss=1.0)  # flat loss: plateau must cut the lr
+    assert w.detach().abs().max() < 1.0
+    lr = o.param_groups[0]["lr"]
+    assert (lr < 0.1) == (sched != "none")
