@@ -8,6 +8,7 @@ prepared data is read once by Ray Data here and handed to every trial.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import shutil
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 # Light imports only: every trial's actor imports this module to find `_trial`, and each second
 # of import here is paid once per trial. The heavy modules are imported where they are used.
+from ray.tune.schedulers import ASHAScheduler  # trial actors import ray.tune anyway
+
 from raygenre.config import PRESETS, Config, ConfigError, Grid, list_grids, load_grid, validate
 from raygenre.paths import RunPaths, default_cache, default_storage
 
@@ -58,6 +61,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpus-per-trial", type=float, help="GPU fraction per trial when GPUs exist")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
     return p.parse_args(argv)
+
+
+MANIFEST = "raygenre_run.json"  # what the run was started with, checked on --resume
+ASHA_STATE = "asha_rungs.json"
+
+
+class Interrupted(RuntimeError):
+    """The sweep stopped before every trial finished; the run folder can be resumed."""
+
+
+def _check_manifest(path: Path, now: dict[str, Any]) -> None:
+    if not path.exists():
+        return
+    then = json.loads(path.read_text())
+    diffs = [f"{k}: stored {then.get(k)!r}, now {now[k]!r}" for k in now
+             if k != "grid_file" and then.get(k) != now[k]]
+    if diffs:
+        raise ConfigError(f"--resume: this command differs from the run stored in {path.parent} "
+                          f"({'; '.join(diffs)}). Resume with the original grid and options, or "
+                          f"start over with --fresh.")
 
 
 @dataclass(frozen=True)
@@ -134,53 +157,123 @@ def _trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str
     trainer.fit()
 
 
+def _trial_outcome(trial: Any) -> str | None:
+    """completed / stopped by ASHA / error, or None while unfinished."""
+    if trial.status == "ERROR":
+        return "error"
+    if trial.status != "TERMINATED":
+        return None
+    done = (trial.last_result or {}).get("epoch", 0)
+    return "completed" if done >= trial.config["epochs"] else "stopped by ASHA"
+
+
 def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) -> Any:
-    """One line per event: what runs, what ASHA stopped, the best so far, a rough ETA."""
+    """One line per event: what ran, what ASHA stopped, the best so far, a rough ETA.
+
+    Counts come from Tune's trial list each time, so they stay right after a resume.
+    """
     from ray import tune
 
     class Progress(tune.Callback):
-        def __init__(self) -> None:
+        def setup(self, **info: Any) -> None:
             self.t0 = time.time()
             self.best: tuple[float, str] | None = None
-            self.done: dict[str, str] = {}
-            self.walls: list[float] = []
 
-        def _line(self, event: str) -> None:
-            counts = {k: list(self.done.values()).count(k)
-                      for k in ("completed", "stopped by ASHA", "error")}
+        def _line(self, event: str, trials: list) -> None:
+            outcomes = [_trial_outcome(t) for t in trials]
+            done = [o for o in outcomes if o]
+            counts = {k: done.count(k) for k in ("completed", "stopped by ASHA", "error")}
+            walls = [(t.last_result or {}).get("time_total_s", 0.0)
+                     for t, o in zip(trials, outcomes, strict=True) if o]
             elapsed = time.time() - self.t0
-            left = n_trials - len(self.done)
+            left = n_trials - len(done)
             eta = ""
-            if self.walls and left:
-                mean = sum(self.walls) / len(self.walls)
+            if walls and left:
+                mean = sum(walls) / len(walls)
                 eta = f", ETA <= {left * mean / concurrency / 60:.1f} min"
             best = f"best {metric} {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
-            print(f"[tune {elapsed / 60:5.1f} min] {event:<38} | {len(self.done)}/{n_trials} "
+            print(f"[tune {elapsed / 60:5.1f} min] {event:<38} | {len(done)}/{n_trials} "
                   f"done ({', '.join(f'{v} {k}' for k, v in counts.items() if v) or '-'}) | "
                   f"{best}{eta}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
             value = result.get(metric)
-            if value is not None:
-                better = self.best is None or (value > self.best[0] if mode == "max"
-                                               else value < self.best[0])
-                if better:
-                    self.best = (value, trial.trial_id)
+            if value is not None and (self.best is None or (
+                    value > self.best[0] if mode == "max" else value < self.best[0])):
+                self.best = (value, trial.trial_id)
+            shown = f"{value:.3f}" if value is not None else "-"
             self._line(f"{trial.trial_id} epoch {result.get('epoch')}/{trial.config['epochs']}"
-                       f" {metric} {value:.3f}")
+                       f" {metric} {shown}", trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-            last = trial.last_result or {}
-            stopped = last.get("epoch", 0) < trial.config["epochs"]
-            self.done[trial.trial_id] = "stopped by ASHA" if stopped else "completed"
-            self.walls.append(last.get("time_total_s", 0.0))
-            self._line(f"{trial.trial_id} {self.done[trial.trial_id]}")
+            self._line(f"{trial.trial_id} {_trial_outcome(trial) or 'finished'}", trials)
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self.done[trial.trial_id] = "error"
-            self._line(f"{trial.trial_id} ERROR (see trials.csv)")
+            self._line(f"{trial.trial_id} ERROR (see trials.csv)", trials)
 
     return Progress()
+
+
+class ResumableASHA(ASHAScheduler):
+    """ASHA whose rung records survive `Tuner.restore`.
+
+    Tune rebuilds the scheduler from the pickle taken when the sweep started, so without this a
+    resumed sweep forgets every rung and lets the next trial at each rung through uncontested.
+    Each decision is written to a JSON file in the run folder and read back on first use.
+    """
+
+    def __init__(self, state_file: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._state_file = state_file
+        self._loaded = False
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._loaded = False  # an unpickled copy may be older than the file
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        path = Path(self._state_file)
+        if not path.exists():
+            return
+        saved = json.loads(path.read_text())
+        for bracket, rungs in zip(self._brackets, saved["brackets"], strict=True):
+            for (milestone, recorded), (saved_milestone, saved_recorded) in zip(
+                    bracket._rungs, rungs, strict=True):
+                if milestone != saved_milestone:
+                    raise ValueError(f"{path}: rung {saved_milestone} does not match this "
+                                     f"sweep's ASHA settings (rung {milestone})")
+                recorded.update(saved_recorded)
+        self._num_stopped = saved["num_stopped"]
+
+    def _save(self) -> None:
+        state = {"num_stopped": self._num_stopped, "brackets": [
+            [[m, {k: float(v) for k, v in rec.items()}] for m, rec in b._rungs]
+            for b in self._brackets]}
+        tmp = Path(self._state_file + ".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self._state_file)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self._load()
+        super().on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        self._load()
+        if trial.trial_id not in self._trial_info:  # restored while running
+            super().on_trial_add(tune_controller, trial)
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._save()
+        return action
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        self._load()
+        if trial.trial_id not in self._trial_info:
+            super().on_trial_add(tune_controller, trial)
+        super().on_trial_complete(tune_controller, trial, result)
+        self._save()
 
 
 def _param_space(grid: Grid, base: Config) -> dict[str, Any]:
@@ -216,7 +309,6 @@ def run(args: argparse.Namespace) -> Path:
     import ray
     import ray.data
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from raygenre import report, synth
     from raygenre.data import prepare
@@ -232,6 +324,10 @@ def run(args: argparse.Namespace) -> Path:
         raise ConfigError("--resume and --fresh contradict each other: pick one")
 
     # Refuse before any work if a run exists and the user did not say what to do with it.
+    manifest = {"grid": grid.name, "grid_file": str(grid.path), "base": grid.base,
+                "axes": grid.axes, "seed": args.seed, "data": args.data, "smoke": args.smoke,
+                "preset": args.preset}
+    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back
     restoring = False
     if paths.experiment.exists():
         if args.fresh:
@@ -241,6 +337,7 @@ def run(args: argparse.Namespace) -> Path:
             if not restoring:
                 raise ConfigError(f"--resume: {paths.experiment} holds no restorable run; "
                                   f"run without --resume (add --fresh to clear the folder)")
+            _check_manifest(paths.experiment / MANIFEST, manifest)
         else:
             raise ConfigError(
                 f"a run of {name!r} already exists in {paths.experiment}. Continue it with "
@@ -250,8 +347,12 @@ def run(args: argparse.Namespace) -> Path:
 
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A local instance has no spot nodes to watch: Train's preemption watcher would only add a
+    # process start (~1.5 s of CPU) to every trial. On a cluster (--address) it stays on.
+    runtime_env = None if args.address else {
+        "env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}}
     ctx = ray.init(address=args.address, include_dashboard=True, dashboard_host="127.0.0.1",
-                   configure_logging=True, logging_level="WARNING",
+                   configure_logging=True, logging_level="WARNING", runtime_env=runtime_env,
                    # Worker logs stay in the session's log folder (printed on errors).
                    log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -293,6 +394,9 @@ def run(args: argparse.Namespace) -> Path:
         tune.with_parameters(_trial, train_ds=datasets["train"], val_ds=datasets["val"],
                              runtime=runtime, paths=paths, plan=plan),
         {"cpu": plan.trial_cpus})
+    paths.experiment.mkdir(parents=True, exist_ok=True)
+    if not restoring:
+        (paths.experiment / MANIFEST).write_text(json.dumps(manifest, indent=1))
     progress = _progress_callback(grid.n_trials, plan.concurrency, grid.metric, grid.mode)
     t0 = time.time()
     if restoring:
@@ -300,8 +404,8 @@ def run(args: argparse.Namespace) -> Path:
         tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=grid.max_epochs(base),
-                                  grace_period=grid.grace_period,
+        scheduler = ResumableASHA(str(paths.experiment / ASHA_STATE), time_attr="epoch",
+                                  max_t=grid.max_epochs(base), grace_period=grid.grace_period,
                                   reduction_factor=grid.reduction_factor)
         tuner = tune.Tuner(
             trainable, param_space=_param_space(grid, base),
@@ -312,6 +416,12 @@ def run(args: argparse.Namespace) -> Path:
                                       callbacks=[progress], verbose=0))
     results = tuner.fit()
     wall = time.time() - t0
+    finished = results.num_terminated + results.num_errors
+    if finished < len(results):
+        raise Interrupted(
+            f"sweep interrupted: {len(results) - finished} of {len(results)} trials unfinished; "
+            f"nothing was lost. Resume with the same command plus --resume "
+            f"(run folder {paths.experiment}).")
     report.write_results(grid, base, results, paths, prepared, wall_s=wall, preset=preset)
     return paths.results
 
@@ -340,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"[grid] {e}", file=sys.stderr)
+        return 130
     print(f"[grid] done: {out}/summary.md")
     return 0
 

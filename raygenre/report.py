@@ -24,9 +24,10 @@ from raygenre.train import META_FILE, load_checkpoint  # noqa: E402
 BEST = "best/val/acc"
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, digits: int | None = 4) -> str:
+    """Table text; digits=None keeps a float's full precision (CSV files, for comparisons)."""
     if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.4f}"
+        return "" if math.isnan(v) else repr(v) if digits is None else f"{v:.{digits}f}"
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(map(str, v)) + "]"
     return "" if v is None else str(v)
@@ -42,36 +43,40 @@ def _trial_id(result: Any) -> str:
     return "_".join(parts[1:3]) if len(parts) > 2 else Path(result.path).name
 
 
-def collect(results: Any, grid: Grid) -> tuple[list[dict], list[dict]]:
-    """(one row per trial, one row per trial and epoch) from a Tune ResultGrid."""
+def latest_meta(train_run: Path) -> dict | None:
+    """The newest checkpoint's meta.json of a Train run: it holds the trial's whole history."""
+    metas = sorted(train_run.glob(f"epoch_*/{META_FILE}"))
+    return json.loads(metas[-1].read_text()) if metas else None
+
+
+def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list[dict]]:
+    """(one row per trial, one row per trial and epoch) from a Tune ResultGrid.
+
+    Per-epoch numbers come from each trial's latest checkpoint, not from Tune's logs: a driver
+    killed between a checkpoint and Tune's next save would leave a gap in those.
+    """
     trials, history = [], []
     for r in results:
         tid = _trial_id(r)
         swept = {k: r.config.get(k) for k in grid.axes}
-        df = r.metrics_dataframe
-        epochs: dict[int, dict] = {}
-        if df is not None and "epoch" in df.columns:
-            for row in df.to_dict("records"):
-                if row.get("epoch") == row.get("epoch"):  # skip NaN rows (no epoch reported)
-                    epochs[int(row["epoch"])] = row  # a resumed epoch replaces the earlier one
+        meta = latest_meta(paths.train_run(tid))
+        epochs = {int(m["epoch"]): m for m in (meta["history"] if meta else [])}
         for e in sorted(epochs):
             history.append({"trial_id": tid, **swept, "epoch": e,
                             **{m: epochs[e].get(m) for m in METRICS}})
         last = epochs[max(epochs)] if epochs else {}
-        done = int(last.get("epoch", 0) or 0)
-        target = int(r.config.get("epochs", 0))
+        done = int(last.get("epoch", 0))
         if r.error is not None:
             status = "error"
-        elif done >= target:
+        elif done >= int(r.config.get("epochs", 0)):
             status = "completed"
         else:
             status = "stopped_early"  # ASHA cut it at a rung
         trials.append({
             "trial_id": tid, "status": status, **swept, "epoch": done,
             **{m: last.get(m) for m in ("val/acc", "val/loss", "train/loss", "train/acc")},
-            BEST: max((row.get("val/acc", float("-inf")) for row in epochs.values()),
-                      default=None),
-            "wall_s": last.get("time_total_s"),
+            BEST: max((m["val/acc"] for m in epochs.values()), default=None),
+            "wall_s": (r.metrics or {}).get("time_total_s"), "train_s": last.get("train_s"),
             "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error else "",
             "_config": dict(r.config),
         })
@@ -84,7 +89,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for row in rows:
-            w.writerow({c: _fmt(row.get(c)) for c in cols})
+            w.writerow({c: _fmt(row.get(c), digits=None) for c in cols})
 
 
 def best_checkpoint(train_run: Path) -> Path:
@@ -136,7 +141,7 @@ def write_results(grid: Grid, base: Config, results: Any, paths: RunPaths, prepa
                   wall_s: float, preset: str) -> None:
     out = paths.results
     out.mkdir(parents=True, exist_ok=True)
-    trials, history = collect(results, grid)
+    trials, history = collect(results, grid, paths)
     # Tables first: whatever fails later, the sweep's numbers are on disk.
     _write_csv(out / "trials.csv", sorted(trials, key=lambda t: t["trial_id"]))
     _write_csv(out / "history.csv", history)
@@ -177,7 +182,7 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
              f"- trials: {len(trials)} ({status_counts}); wall {wall_s / 60:.1f} min",
              f"- run folder: `{paths.experiment}`", "",
              "## Trials (sorted by final val/acc; ★ = best, by best val/acc over its epochs)", "",
-             "| | trial | status | " + " | ".join(axes) + " | epochs | val/acc | best val/acc |"
+             "| | trial | status | " + " | ".join(axes) + " | epochs run | val/acc | best val/acc |"
              " val/loss | train/loss | train/acc | wall s |",
              "|---|---|---|" + "---|" * len(axes) + "---:|---:|---:|---:|---:|---:|---:|"]
     for t in sorted(trials, key=lambda t: -(t["val/acc"] if t["val/acc"] is not None else -1)):
@@ -185,8 +190,8 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
         lines.append(f"| {mark} | {t['trial_id']} | {t['status']} | "
                      + " | ".join(_fmt(t[a]) for a in axes) + " | "
                      + " | ".join(_fmt(t[k]) for k in ("epoch", "val/acc", BEST, "val/loss",
-                                                        "train/loss", "train/acc", "wall_s"))
-                     + " |")
+                                                        "train/loss", "train/acc"))
+                     + f" | {t['wall_s'] or 0:.0f} |")
     errors = [t for t in trials if t["status"] == "error"]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]

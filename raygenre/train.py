@@ -109,12 +109,14 @@ def train_func(config: dict[str, Any]) -> None:
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
 
-    start_epoch, best_val = 1, float("-inf")
+    start_epoch, best_val, history, train_s = 1, float("-inf"), [], 0.0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             # weights_only: a checkpoint is data, never code.
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+            meta = json.loads((Path(d) / META_FILE).read_text())
+        history, train_s = meta["history"], meta["metrics"]["train_s"]
         _unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
@@ -138,6 +140,9 @@ def train_func(config: dict[str, Any]) -> None:
         metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                    "val/loss": val_loss, "val/acc": val_acc, "best/val/acc": best_val,
                    "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
+        train_s += metrics["epoch_s"]
+        metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
+        history.append(metrics)
         with tempfile.TemporaryDirectory() as d:
             ckpt = None
             if rank == 0:
@@ -145,8 +150,11 @@ def train_func(config: dict[str, Any]) -> None:
                             "scheduler": sched.state_dict() if sched is not None else {},
                             "rng": torch.get_rng_state(), "epoch": epoch,
                             "best_val_acc": best_val}, Path(d) / STATE_FILE)
+                # The whole history rides in every checkpoint: the latest one is the trial's
+                # record even if the driver died before Tune logged the last epochs.
                 (Path(d) / META_FILE).write_text(json.dumps(
-                    {"config": cfg.to_dict(), "runtime": runtime, "metrics": metrics}, indent=1))
+                    {"config": cfg.to_dict(), "runtime": runtime, "metrics": metrics,
+                     "history": history}, indent=1))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
 
