@@ -66,10 +66,11 @@ def main() -> None:
     wave = ray.data.read_parquet(str(prepared.split_path("train"))).select_columns(
         ["x", "label"]).materialize()
     rows = wave.count()
-    lines = [f"# feature storage: waveform + on-worker STFT vs stored spectrograms", "",
+    lines = ["# feature storage: waveform + on-worker STFT vs stored spectrograms", "",
              f"{platform.node()} ({platform.processor() or platform.machine()}, "
              f"{torch.get_num_threads()} torch thread), {date.today()}, "
-             f"`python bench/feature_storage.py`; built-in train split, {rows} rows, batch {BATCH}", "",
+             f"`python bench/feature_storage.py`; built-in train split, {rows} rows, "
+             f"batch {BATCH}", "",
              "| preset | input | bytes/row | prep s | epoch input s | CNN1 step s/epoch |",
              "|---|---|---:|---:|---:|---:|"]
     results = {}
@@ -77,13 +78,13 @@ def main() -> None:
         cfg = Config().replace(**PRESETS[preset])
         spec = build_features(cfg)
 
-        def to_spec(batch: dict) -> dict:
+        def to_spec(batch: dict, spec: torch.nn.Module = spec) -> dict:
             with torch.no_grad():
                 s = spec(torch.from_numpy(np.asarray(batch["x"])))
             return {"x": s.numpy(), "label": batch["label"]}
 
         one_pass(wave)  # warm the object store path
-        t_wave, _ = one_pass(wave, lambda x: spec(x))
+        t_wave, _ = one_pass(wave, spec)
         t0 = time.perf_counter()
         stored = wave.map_batches(to_spec, batch_size=64).materialize()
         t_prep = time.perf_counter() - t0

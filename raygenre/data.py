@@ -44,8 +44,32 @@ class Track:
     track_id: str  # "<genre>/<file name>": unique, stable, readable in tables
 
 
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise DataError(f"cannot read folder {folder} ({e.strerror or e}); check its "
+                        f"permissions") from e
+
+
+def _kind(p: Path) -> str:
+    """'dir', 'file', 'loop' (a symbolic link that never resolves) or 'other'."""
+    try:
+        if p.is_symlink():
+            p.resolve(strict=True)
+        return "dir" if p.is_dir() else "file" if p.is_file() else "other"
+    except RuntimeError:  # Path.resolve raises this on a symlink loop
+        return "loop"
+    except OSError:
+        return "loop" if p.is_symlink() else "other"
+
+
 def discover(root: str | os.PathLike) -> tuple[list[Track], list[tuple[str, str]]]:
-    """Audio tracks under `root`, sorted, and (path, reason) for what was set aside."""
+    """Audio tracks under `root`, sorted, and (path, reason) for what was set aside.
+
+    Hidden entries and files without an audio extension are ignored without a word (GTZAN
+    copies carry .DS_Store, README files and the like); broken links are reported.
+    """
     root = Path(root)
     if not root.exists():
         raise DataError(f"data path {root} does not exist")
@@ -53,17 +77,36 @@ def discover(root: str | os.PathLike) -> tuple[list[Track], list[tuple[str, str]
         raise DataError(f"data path {root} is not a folder (expected <root>/<genre>/<file>)")
     skipped: list[tuple[str, str]] = []
     tracks: list[Track] = []
-    genre_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    for gdir in genre_dirs:
-        files = sorted(p for p in gdir.iterdir()
-                       if p.is_file() and not p.name.startswith(".")
-                       and p.suffix.lower() in AUDIO_EXTS)
-        if not files:
-            skipped.append((str(gdir), "genre folder holds no audio files; genre left out"))
-        tracks += [Track(gdir.name, f, f"{gdir.name}/{f.name}") for f in files]
+    loose = 0
+    for entry in _entries(root):
+        if entry.name.startswith("."):
+            continue
+        kind = _kind(entry)
+        if kind == "loop":
+            skipped.append((str(entry), "symbolic link loop or broken link; ignored"))
+        elif kind == "file" and entry.suffix.lower() in AUDIO_EXTS:
+            loose += 1
+        elif kind == "dir":
+            files = []
+            for f in _entries(entry):
+                if f.name.startswith(".") or f.suffix.lower() not in AUDIO_EXTS:
+                    continue
+                fk = _kind(f)
+                if fk == "file":
+                    files.append(f)
+                elif fk == "loop":
+                    skipped.append((str(f), "symbolic link loop or broken link; ignored"))
+            if not files:
+                skipped.append((str(entry), "genre folder holds no audio files; genre left out"))
+            tracks += [Track(entry.name, f, f"{entry.name}/{f.name}") for f in files]
     genres = sorted({t.genre for t in tracks})
     if len(genres) < 2:
-        found = f"only genre {genres[0]!r}" if genres else "no genre folder with audio files"
+        if loose and not genres:
+            found = (f"{loose} audio file(s) lie directly in it but no genre folder holds any; "
+                     f"put each genre's files in <root>/<genre>/")
+        else:
+            found = (f"only genre {genres[0]!r} has audio files" if genres
+                     else "no genre folder with audio files")
         raise DataError(f"data path {root}: {found}; expected at least two "
                         f"<root>/<genre>/ folders holding {', '.join(AUDIO_EXTS)} files")
     return tracks, skipped
@@ -97,10 +140,14 @@ def split_tracks(tracks: list[Track], seed: int, val_fraction: float,
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Mono float32 at `sample_rate`. Raises DataError naming the file if it cannot be decoded."""
+    if os.path.getsize(path) == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types; all mean "not decodable audio"
         raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: holds NaN or infinite samples")
     mono = data.mean(axis=1)
     if sr != sample_rate:
         mono = torchaudio.functional.resample(torch.from_numpy(mono), sr, sample_rate).numpy()
@@ -172,8 +219,6 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         log(f"[data] reusing prepared data {out} (same files and settings)")
         return prepared
 
-    split_of = split_tracks(tracks, cfg.seed, cfg.val_fraction, cfg.test_fraction)
-    genres = tuple(sorted({t.genre for t in tracks}))
     seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
     log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}")
     try:
@@ -184,53 +229,34 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     except OSError as e:
         raise DataError(f"cache folder {out.parent} is not writable ({e}); "
                         f"choose another with --cache") from e
-    schema = pa.schema([("x", pa.list_(pa.float32(), seg_len)), ("label", pa.int64()),
-                        ("track", pa.string()), ("segment", pa.int32())])
-    writers = {s: pq.ParquetWriter(tmp / f"{s}.parquet", schema) for s in SPLITS}
-    counts = {s: 0 for s in SPLITS}
-    table: dict[str, dict[str, list[int]]] = {g: {s: [0, 0] for s in SPLITS} for g in genres}
-    # Tracks are written in a seeded random order, so the train file's blocks mix genres and
-    # a shuffle buffer smaller than the data set still sees every genre.
-    order = list(tracks)
-    random.Random(f"{cfg.seed}:order").shuffle(order)
     try:
-        for t in order:
-            try:
-                wave = load_audio(t.path, cfg.sample_rate)
-            except DataError as e:
-                skipped.append((str(t.path), str(e).split(": ", 1)[-1]))
-                continue
-            segs = segment(wave, seg_len)
-            if max_segments_per_track:
-                segs = segs[:max_segments_per_track]
-            if len(segs) == 0:
-                skipped.append((str(t.path), f"shorter than one {cfg.segment_seconds:g}-s "
-                                             f"segment ({len(wave) / cfg.sample_rate:.2f} s)"))
-                continue
-            s = split_of[t.track_id]
-            n = len(segs)
-            batch = pa.table({
-                "x": pa.FixedSizeListArray.from_arrays(pa.array(segs.ravel()), seg_len),
-                "label": pa.array([genres.index(t.genre)] * n, pa.int64()),
-                "track": pa.array([t.track_id] * n, pa.string()),
-                "segment": pa.array(np.arange(n, dtype=np.int32)),
-            }, schema=schema)
-            writers[s].write_table(batch)
-            counts[s] += n
-            table[t.genre][s][0] += 1
-            table[t.genre][s][1] += n
-    finally:
-        for w in writers.values():
-            w.close()
-    for s in SPLITS:
-        if counts[s] == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise DataError(f"data path {root}: no usable segment left for the {s} split "
-                            f"(see the skipped files above: {len(skipped)})")
-    with open(tmp / "data_report.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "reason"])
-        w.writerows(skipped)
+        # Pass 1: which tracks are usable. The split is drawn over these alone, so a corrupt
+        # file can never leave a genre's validation or test split silently empty.
+        usable = []
+        for t in tracks:
+            reason = _unusable(t.path, cfg.sample_rate, seg_len, cfg.segment_seconds)
+            if reason:
+                skipped.append((str(t.path), reason))
+            else:
+                usable.append(t)
+        if not usable:
+            raise DataError(f"data path {root}: no usable audio file")
+        split_of = split_tracks(usable, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
+                                      max_segments_per_track)
+    except DataError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not skipped:
+            raise
+        report = out.parent / f"{key}.data_report.csv"
+        _write_report(report, skipped)
+        raise DataError(f"{e} ({len(skipped)} file(s) were set aside as unusable; "
+                        f"file and reason for each in {report})") from e
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    genres = tuple(table)
+    _write_report(tmp / "data_report.csv", skipped)
     (tmp / "split_table.md").write_text(split_table(table))
     meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
             "counts": counts, "settings": settings, "skipped": len(skipped)}
@@ -242,6 +268,58 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     if skipped:
         log(f"[data] skipped {len(skipped)} file(s); reasons in {out / 'data_report.csv'}")
     return _load_meta(out, reused=False)
+
+
+def _unusable(path: Path, sample_rate: int, seg_len: int, seconds: float) -> str | None:
+    """Why a file cannot give a segment, or None. Decodes it whole: a file corrupt halfway
+    through must be caught here, not while writing."""
+    try:
+        wave = load_audio(path, sample_rate)
+    except DataError as e:
+        return str(e).split(": ", 1)[-1]
+    if len(wave) < seg_len:
+        return f"shorter than one {seconds:g}-s segment ({len(wave) / sample_rate:.2f} s)"
+    return None
+
+
+def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], cfg: Config,
+                  seg_len: int, max_segments: int | None
+                  ) -> tuple[dict[str, int], dict[str, dict[str, list[int]]]]:
+    """Decode, segment and write each split's Parquet file; (segments per split, split table)."""
+    genres = sorted({t.genre for t in tracks})
+    schema = pa.schema([("x", pa.list_(pa.float32(), seg_len)), ("label", pa.int64()),
+                        ("track", pa.string()), ("segment", pa.int32())])
+    counts = {s: 0 for s in SPLITS}
+    table: dict[str, dict[str, list[int]]] = {g: {s: [0, 0] for s in SPLITS} for g in genres}
+    # Tracks are written in a seeded random order, so the train file's blocks mix genres and
+    # a shuffle buffer smaller than the data set still sees every genre.
+    order = list(tracks)
+    random.Random(f"{cfg.seed}:order").shuffle(order)
+    writers = {s: pq.ParquetWriter(folder / f"{s}.parquet", schema) for s in SPLITS}
+    try:
+        for t in order:
+            segs = segment(load_audio(t.path, cfg.sample_rate), seg_len)[:max_segments]
+            s, n = split_of[t.track_id], len(segs)
+            writers[s].write_table(pa.table({
+                "x": pa.FixedSizeListArray.from_arrays(pa.array(segs.ravel()), seg_len),
+                "label": pa.array([genres.index(t.genre)] * n, pa.int64()),
+                "track": pa.array([t.track_id] * n, pa.string()),
+                "segment": pa.array(np.arange(n, dtype=np.int32)),
+            }, schema=schema))
+            counts[s] += n
+            table[t.genre][s][0] += 1
+            table[t.genre][s][1] += n
+    finally:
+        for w in writers.values():
+            w.close()
+    return counts, table
+
+
+def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "reason"])
+        w.writerows(skipped)
 
 
 def split_table(table: dict[str, dict[str, list[int]]]) -> str:

@@ -157,11 +157,12 @@ def _trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str
     trainer.fit()
 
 
-def _trial_outcome(trial: Any) -> str | None:
-    """completed / stopped by ASHA / error, or None while unfinished."""
+def _trial_outcome(trial: Any, finished: bool = False) -> str | None:
+    """completed / stopped by ASHA / error, or None while unfinished. `finished`: Tune said so
+    (in on_trial_complete the status is not yet TERMINATED)."""
     if trial.status == "ERROR":
         return "error"
-    if trial.status != "TERMINATED":
+    if trial.status != "TERMINATED" and not finished:
         return None
     done = (trial.last_result or {}).get("epoch", 0)
     return "completed" if done >= trial.config["epochs"] else "stopped by ASHA"
@@ -179,8 +180,8 @@ def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) 
             self.t0 = time.time()
             self.best: tuple[float, str] | None = None
 
-        def _line(self, event: str, trials: list) -> None:
-            outcomes = [_trial_outcome(t) for t in trials]
+        def _line(self, event: str, trials: list, finishing: Any = None) -> None:
+            outcomes = [_trial_outcome(t, finished=t is finishing) for t in trials]
             done = [o for o in outcomes if o]
             counts = {k: done.count(k) for k in ("completed", "stopped by ASHA", "error")}
             walls = [(t.last_result or {}).get("time_total_s", 0.0)
@@ -206,7 +207,8 @@ def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) 
                        f" {metric} {shown}", trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-            self._line(f"{trial.trial_id} {_trial_outcome(trial) or 'finished'}", trials)
+            self._line(f"{trial.trial_id} {_trial_outcome(trial, finished=True)}", trials,
+                       finishing=trial)
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
             self._line(f"{trial.trial_id} ERROR (see trials.csv)", trials)

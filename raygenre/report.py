@@ -252,9 +252,13 @@ def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, te
         ax.set_yticks(range(len(ys)), [_fmt(y) for y in ys])
         ax.set_xlabel(b)
         ax.set_ylabel(a)
+        finite = [v for row in grid_vals for v in row if not math.isnan(v)]
+        mid = (min(finite) + max(finite)) / 2
         for i in range(len(ys)):
             for j in range(len(xs)):
-                ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7, color="w")
+                dark = math.isnan(grid_vals[i][j]) or grid_vals[i][j] < mid  # viridis is dark low
+                ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7,
+                        color="w" if dark else "k")
         fig.colorbar(im, label="final val/acc")
         ax.set_title(f"{grid.name}: val/acc by {a} x {b} (stop eN: ASHA stopped at epoch N)")
         fig.tight_layout()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +43,34 @@ def builtin_small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small built-in set (4 tracks x 10 s per genre) for data tests."""
     return synth.ensure_builtin(tmp_path_factory.mktemp("cache"), tracks_per_genre=4,
                                 seconds=10.0, seed=0, quiet=True)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "raygenre.grid", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def history_by_config(path: Path) -> dict[tuple, dict[str, str]]:
+    """history.csv keyed by (every swept key, epoch): trial ids differ between runs."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    metrics = ("train/loss", "train/acc", "val/loss", "val/acc")
+    out = {}
+    for r in rows:
+        key = tuple((k, v) for k, v in r.items() if k not in metrics and k != "trial_id")
+        out[key] = {m: r[m] for m in metrics}
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One uninterrupted `batch_epoch --smoke` run, shared by the e2e and resume tests."""
+    base = tmp_path_factory.mktemp("e2e")
+    # From an unrelated working directory: grid names must resolve anyway.
+    args = ["batch_epoch", "--smoke", "--results", str(base / "results"), "--storage",
+            str(base / "runs"), "--cache", str(base / "cache")]
+    proc = run_cli(args, cwd=base)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"base": base, "args": args, "proc": proc,
+            "out": base / "results" / "batch_epoch-smoke"}

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-
-import pytest
 
 from raygenre.config import load_grid
 from raygenre.data import Prepared
 from raygenre.report import evaluate
 
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "raygenre.grid", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = tmp_path_factory.mktemp("e2e")
-    # From an unrelated working directory: grid names must resolve anyway.
-    args = ["batch_epoch", "--smoke", "--results", str(base / "results"), "--storage",
-            str(base / "runs"), "--cache", str(base / "cache")]
-    proc = _run(args, cwd=base)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {"base": base, "args": args, "proc": proc,
-            "out": base / "results" / "batch_epoch-smoke"}
+from .conftest import history_by_config, run_cli
 
 
 def _rows(path: Path) -> list[dict]:
@@ -96,7 +75,23 @@ def test_best_json_agrees_with_a_direct_evaluation(smoke_run: dict) -> None:
 
 
 def test_existing_run_is_not_overwritten_without_resume(smoke_run: dict) -> None:
-    proc = _run(smoke_run["args"], cwd=smoke_run["base"])
+    proc = run_cli(smoke_run["args"], cwd=smoke_run["base"])
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "--resume" in proc.stderr
     assert (smoke_run["out"] / "trials.csv").exists()
+
+
+def test_same_seed_gives_identical_metrics(smoke_run: dict, tmp_path: Path) -> None:
+    """A second run into fresh folders (data regenerated and re-prepared too) reports the same
+    numbers for every trial and epoch. ASHA's decisions could depend on the order parallel
+    trials report in; the per-epoch metrics of a config may not."""
+    args = ["batch_epoch", "--smoke", "--results", str(tmp_path / "results"),
+            "--storage", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    first = history_by_config(smoke_run["out"] / "history.csv")
+    second = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
+    common = first.keys() & second.keys()
+    assert len(common) >= 4, (first.keys(), second.keys())
+    for key in common:
+        assert first[key] == second[key], key

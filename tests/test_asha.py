@@ -1,0 +1,45 @@
+"""ASHA's rung records survive a restore (Tune rebuilds the scheduler from its first pickle)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+from ray.tune.schedulers import TrialScheduler
+
+from raygenre.grid import ResumableASHA
+
+
+def _asha(tmp_path: Path) -> ResumableASHA:
+    return ResumableASHA(str(tmp_path / "rungs.json"), time_attr="epoch", metric="val/acc",
+                         mode="max", max_t=9, grace_period=1, reduction_factor=3)
+
+
+def _result(epoch: int, acc: float) -> dict:
+    return {"epoch": epoch, "val/acc": acc}
+
+
+def test_rungs_survive_restore_and_a_stopped_trial_stays_judged(tmp_path: Path) -> None:
+    sched = _asha(tmp_path)
+    as_started = pickle.dumps(sched)  # what tuner.pkl holds: the scheduler before any result
+    trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
+    for t, acc in zip(trials[:3], (0.9, 0.8, 0.7), strict=True):
+        sched.on_trial_add(None, t)
+        assert sched.on_trial_result(None, t, _result(1, acc)) in (
+            TrialScheduler.CONTINUE, TrialScheduler.STOP)
+
+    # Without the saved rungs, a fresh scheduler lets a weak trial through (empty rung).
+    fresh = ResumableASHA(str(tmp_path / "other.json"), time_attr="epoch", metric="val/acc",
+                          mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    fresh.on_trial_add(None, trials[3])
+    assert fresh.on_trial_result(None, trials[3], _result(1, 0.1)) == TrialScheduler.CONTINUE
+
+    restored = pickle.loads(as_started)
+    restored.on_trial_add(None, trials[3])
+    assert restored.on_trial_result(None, trials[3], _result(1, 0.1)) == TrialScheduler.STOP
+    rung_1 = dict(restored._brackets[0]._rungs[-1][1])
+    assert set(rung_1) == {"t0", "t1", "t2", "t3"}
+    # A trial restored mid-run (never re-added) is handled, not a KeyError.
+    again = pickle.loads(as_started)
+    assert again.on_trial_result(None, trials[0], _result(3, 0.95)) == TrialScheduler.CONTINUE

@@ -1,0 +1,142 @@
+"""Interruption and failure: kill the driver and Ray, kill a Train worker, a trial that fails.
+
+Slow (each runs a sweep or two through Ray): `pytest -m slow`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .conftest import history_by_config, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "raygenre.grid", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 600) -> list[str]:
+    lines, t0 = [], time.time()
+    for line in proc.stdout:  # type: ignore[union-attr]
+        lines.append(line)
+        if needle in line:
+            return lines
+        assert time.time() - t0 < timeout, "".join(lines[-50:])
+    raise AssertionError(f"run ended before {needle!r}:\n" + "".join(lines[-80:]))
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and everything it started (its Ray instance too): a machine crash."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _checkpoint_mtimes(storage: Path) -> dict[str, float]:
+    return {str(p.relative_to(storage)): p.stat().st_mtime
+            for p in storage.glob("*/_train/*/epoch_*/state.pt")}
+
+
+def test_resume_after_driver_and_ray_were_killed(smoke_run: dict, tmp_path: Path) -> None:
+    args = ["batch_epoch", "--smoke", "--results", str(tmp_path / "results"), "--storage",
+            str(tmp_path / "runs"), "--cache", str(smoke_run["base"] / "cache")]
+    proc = _start(args, tmp_path)
+    lines = _read_until(proc, "epoch 1/2")  # a 2-epoch trial is halfway
+    _kill_tree(proc.pid)
+    before = _checkpoint_mtimes(tmp_path / "runs")
+    assert before, "".join(lines)
+
+    again = run_cli(args, cwd=tmp_path)  # without --resume: refuses, names the way out
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    resumed = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    after = _checkpoint_mtimes(tmp_path / "runs")
+    # Finished epochs were not trained again: their checkpoints are untouched.
+    for path, mtime in before.items():
+        if path in after:
+            assert after[path] == mtime, path
+    trials = _rows(tmp_path / "results" / "batch_epoch-smoke" / "trials.csv")
+    assert len(trials) == 4 and all(t["status"] != "error" for t in trials)
+    # And the results equal those of the uninterrupted run.
+    reference = history_by_config(smoke_run["out"] / "history.csv")
+    got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
+    common = reference.keys() & got.keys()
+    assert len(common) >= 4
+    for key in common:
+        assert got[key] == reference[key], key
+
+
+def _one_trial_grid(tmp_path: Path) -> Path:
+    """One 2-epoch trial at the study's full resolution: epochs of seconds, time to kill one."""
+    g = tmp_path / "slowtrial.yaml"
+    g.write_text("description: one slow trial\nbase: {model: cnn1, epochs: 2, batch_size: 8}\n"
+                 "grid: {lr: [0.0004]}\n")
+    return g
+
+
+def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
+                                                         smoke_run: dict) -> None:
+    grid = _one_trial_grid(tmp_path)
+    common = ["--smoke", "--preset", "study", "--cache", str(smoke_run["base"] / "cache")]
+    ref = run_cli([str(grid), *common, "--results", str(tmp_path / "ref"),
+                   "--storage", str(tmp_path / "ref_runs")], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+
+    proc = _start([str(grid), *common, "--results", str(tmp_path / "res"),
+                   "--storage", str(tmp_path / "runs")], tmp_path)
+    _read_until(proc, "epoch 1/2")
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    assert workers, "no Train worker process found"
+    for w in workers:
+        w.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-4000:]
+    trials = _rows(tmp_path / "res" / "slowtrial-smoke" / "trials.csv")
+    assert [(t["status"], t["epoch"]) for t in trials] == [("completed", "2")]
+    # Epoch 1 was not redone (its checkpoint predates the kill) and the numbers match a run
+    # that was never interrupted.
+    assert history_by_config(tmp_path / "res" / "slowtrial-smoke" / "history.csv") == \
+        history_by_config(tmp_path / "ref" / "slowtrial-smoke" / "history.csv")
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path,
+                                                           smoke_run: dict) -> None:
+    grid = tmp_path / "oom.yaml"
+    # 110 250 x 10^6 weights: ~440 GB, a config that cannot fit in memory.
+    grid.write_text("description: one config runs out of memory\n"
+                    "base: {model: mlp, features: waveform, epochs: 1}\n"
+                    "grid: {hidden: [[16], [1000000]]}\n")
+    proc = run_cli([str(grid), "--smoke", "--cache", str(smoke_run["base"] / "cache"),
+                    "--results", str(tmp_path / "res"), "--storage", str(tmp_path / "runs")],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = {t["hidden"]: t for t in _rows(tmp_path / "res" / "oom-smoke" / "trials.csv")}
+    assert trials["[16]"]["status"] == "completed"
+    assert trials["[1000000]"]["status"] == "error"
+    assert trials["[1000000]"]["error"]
+    summary = (tmp_path / "res" / "oom-smoke" / "summary.md").read_text()
+    assert "## Errors" in summary
