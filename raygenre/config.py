@@ -7,6 +7,7 @@ it changes; an unknown key or a wrong type fails at load with the key and file n
 from __future__ import annotations
 
 import dataclasses
+import random
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ class Config:
     activation: str = "relu"  # relu | leaky_relu | sigmoid | mixed (cycles through the three)
     dropout: float = 0.0  # study exercise 7 sweeps 0.2-0.5; off until then
     fc_width: int = 128  # CNN dense head width, as in the study
+    # small_cnn (the `best` grid): 3x3 conv + batch norm + pool per block, then global average
+    # pooling; ~100k weights where CNN1's dense layer alone has 56M.
+    cnn_channels: tuple[int, ...] = (32, 64, 128)
     # --- input representation (features.py), computed on the worker's device ---
     features: str = "spectrogram"  # waveform (MLPs) | spectrogram (study) | logmel
     # torchaudio Spectrogram() defaults, as the study used: 201 bins x 552 frames for 5 s.
@@ -43,12 +47,15 @@ class Config:
     # logmel's own window (46 ms at 22 050 Hz, usual for music): mel bands need more FFT bins
     # than the CPU preset's 64, which would leave some bands empty.
     mel_n_fft: int = 1024
+    band_norm: bool = False  # logmel: standardise each band with train-split mean/std
+    spec_augment: bool = False  # while training: 2 frequency and 2 time masks per example
+    mixup: float = 0.0  # mixup's Beta(alpha, alpha); 0 is off
     # --- optimisation (registries in optim.py) ---
     optimizer: str = "adam"
     lr: float = 4e-4  # the study's starting learning rate
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0  # L2; study exercise 7
-    scheduler: str = "none"  # none | exponential | plateau
+    scheduler: str = "none"  # none | exponential | plateau | cosine (over `epochs`)
     gamma: float = 0.95  # exponential decay per epoch (study)
     plateau_factor: float = 0.5  # ReduceLROnPlateau (study)
     plateau_patience: int = 2  # study used 2 (Adam) and 5 (SGD)
@@ -158,20 +165,48 @@ class Grid:
     mode: str = "max"
     base: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
+    # Named delta sets crossed with the axes, for sweeps that are not a product (e.g. each
+    # optimizer with its own learning rate). Each is {"name": ..., <config keys>...}.
+    variants: tuple[dict[str, Any], ...] = ()
     carry: tuple[str, ...] = ()
     # ASHA: epochs before the first cut, and how many trials survive each rung (1 in rf).
+    # asha=False runs every trial in full (seed studies, comparisons).
+    asha: bool = True
     grace_period: int = 1
     reduction_factor: int = 3
 
     @property
     def n_trials(self) -> int:
-        n = 1
+        n = max(1, len(self.variants))
         for values in self.axes.values():
             n *= len(values)
         return n
 
+    @property
+    def swept(self) -> list[str]:
+        """Keys that differ between trials: the columns of every table."""
+        keys = (["variant"] if self.variants else []) + list(self.axes)
+        for v in self.variants:
+            keys += [k for k in v if k != "name" and k not in keys]
+        return keys
+
+    @property
+    def labels(self) -> list[str]:
+        """The short form of `swept` for tables and plots: a variant by its name."""
+        return (["variant"] if self.variants else []) + list(self.axes)
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial's deltas over the sweep's base (variants, then the axes' product)."""
+        combos: list[dict[str, Any]] = [{}]
+        for key, values in self.axes.items():
+            combos = [{**c, key: v} for c in combos for v in values]
+        variants = [dict(v) for v in self.variants] or [{}]
+        return [{**({"variant": v["name"]} if "name" in v else {}),
+                 **{k: x for k, x in v.items() if k != "name"}, **c}
+                for v in variants for c in combos]
+
     def max_epochs(self, base: Config) -> int:
-        return max(self.axes.get("epochs", [base.epochs]))
+        return max(t.get("epochs", base.epochs) for t in self.trials())
 
     def smoke(self) -> Grid:
         """The same sweep, shrunk to a few one- and two-epoch trials for tests."""
@@ -180,10 +215,13 @@ class Grid:
         if "epochs" in axes:
             axes["epochs"] = list(range(1, len(axes["epochs"]) + 1))
         base["epochs"] = min(base.get("epochs", Config.epochs), 2)
-        return dataclasses.replace(self, base=base, axes=axes, grace_period=1)
+        variants = tuple({**v, "epochs": min(v["epochs"], 2)} if "epochs" in v else v
+                         for v in self.variants[:2])
+        return dataclasses.replace(self, base=base, axes=axes, variants=variants, grace_period=1)
 
 
-_GRID_KEYS = {"description", "metric", "mode", "base", "grid", "carry", "asha"}
+_GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw", "carry",
+              "asha"}
 
 
 def grid_path(name_or_path: str) -> Path:
@@ -238,26 +276,83 @@ def load_grid(name_or_path: str) -> Grid:
             raise ConfigError(f"{path}: grid key {key!r} cannot be swept: the data is prepared "
                               f"once per sweep; set it under 'base:' instead")
         axes[key] = [check_deltas({key: v}, f"{path}: grid")[key] for v in values]
+    variants = _load_variants(raw.get("variants") or [], path)
+    for key, spec in (raw.get("draw") or {}).items():
+        if key in axes:
+            raise ConfigError(f"{path}: {key!r} is both a grid axis and drawn")
+        axes[key] = draw(key, spec, int(base.get("seed", Config.seed)), f"{path}: draw")
     carry = raw.get("carry") or []
     if not isinstance(carry, list):
         raise ConfigError(f"{path}: 'carry' must be a list of config keys")
     for k in carry:
         if k not in _FIELDS:
             raise ConfigError(f"{path}: carry key {k!r} is not a config key")
-    asha = raw.get("asha") or {}
+    asha = raw.get("asha", {})
+    use_asha = asha is not False
+    asha = {} if asha in (False, True, None) else asha
     if not isinstance(asha, dict) or set(asha) - {"grace_period", "reduction_factor"}:
-        raise ConfigError(f"{path}: 'asha' takes only grace_period and reduction_factor")
+        raise ConfigError(f"{path}: 'asha' is false (run every trial in full) or a mapping of "
+                          f"grace_period and reduction_factor")
     for k, v in asha.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{path}: asha.{k} must be a positive integer, got {v!r}")
     grid = Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
-                metric=metric, mode=mode, base=base, axes=axes, carry=tuple(carry), **asha)
+                metric=metric, mode=mode, base=base, axes=axes, variants=variants,
+                carry=tuple(carry), asha=use_asha, **asha)
     # Every trial's config must be valid on its own, e.g. epochs >= 1.
-    for key, values in axes.items():
-        for v in values:
-            validate(Config.from_dict({**base, key: v}), f"{path}: grid {key}={v!r}")
     validate(Config.from_dict(base), f"{path}: base")
+    for t in grid.trials():
+        validate(Config.from_dict({**base, **trial_deltas(t)}), f"{path}: trial {t}")
     return grid
+
+
+def trial_deltas(trial: dict[str, Any]) -> dict[str, Any]:
+    """A trial's config deltas without its label ('variant')."""
+    return {k: v for k, v in trial.items() if k != "variant"}
+
+
+def flat_trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Tune trial config with its variant (a nested dict) merged in; 'variant' keeps the
+    variant's name."""
+    variant = config.get("variant")
+    if not isinstance(variant, dict):
+        return dict(config)
+    return {**config, **{k: v for k, v in variant.items() if k != "name"},
+            "variant": variant.get("name")}
+
+
+def _load_variants(raw: Any, path: Path) -> tuple[dict[str, Any], ...]:
+    if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):
+        raise ConfigError(f"{path}: 'variants' must be a list of mappings of config keys")
+    out, names = [], set()
+    for i, v in enumerate(raw):
+        name = str(v.get("name", f"v{i}"))
+        if name in names:
+            raise ConfigError(f"{path}: variant name {name!r} is used twice")
+        names.add(name)
+        deltas = check_deltas({k: x for k, x in v.items() if k != "name"},
+                              f"{path}: variant {name!r}")
+        if any(k in DATA_KEYS for k in deltas):
+            raise ConfigError(f"{path}: variant {name!r} sets a data key; data is prepared "
+                              f"once per sweep")
+        out.append({"name": name, **deltas})
+    return tuple(out)
+
+
+_DRAWS = {"hidden": {"n", "layers", "units"}}
+
+
+def draw(key: str, spec: Any, seed: int, where: str) -> list[Any]:
+    """Values drawn at random from the seed (the study's random MLPs): the same seed, the same
+    list. `hidden: {n: 10, layers: [2, 15], units: [10, 128]}`."""
+    if key not in _DRAWS:
+        raise ConfigError(f"{where}: cannot draw {key!r}; drawable: {', '.join(_DRAWS)}")
+    if not isinstance(spec, dict) or set(spec) != _DRAWS[key]:
+        raise ConfigError(f"{where}: {key} needs exactly {sorted(_DRAWS[key])}, got {spec!r}")
+    (lo_l, hi_l), (lo_u, hi_u) = spec["layers"], spec["units"]
+    rng = random.Random(f"{seed}:draw:{key}")
+    return [tuple(rng.randint(lo_u, hi_u) for _ in range(rng.randint(lo_l, hi_l)))
+            for _ in range(int(spec["n"]))]
 
 
 def validate(cfg: Config, where: str) -> None:

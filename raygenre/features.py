@@ -6,7 +6,7 @@ STFT runs where the model runs (on the GPU when there is one).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torchaudio
@@ -42,7 +42,58 @@ class LogMel(nn.Module):
         self.db = torchaudio.transforms.AmplitudeToDB(top_db=80.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.db(self.mel(x)).unsqueeze(1)
+        # The channel axis first: on (B, mels, T) AmplitudeToDB takes B for channels of one
+        # example and sets its 80 dB floor from the loudest clip in the batch.
+        return self.db(self.mel(x).unsqueeze(1))
+
+
+class BandNorm(nn.Module):
+    """Standardise each frequency band with statistics of the training split (fixed buffers)."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 1, -1, 1))
+        self.register_buffer("std", torch.tensor(std).clamp_min(1e-5).view(1, 1, -1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class SpecAugment(nn.Module):
+    """Two frequency and two time masks per example, training only (Park et al., 2019)."""
+
+    def __init__(self, freq: int = 8, time: int = 12) -> None:
+        super().__init__()
+        self.freq = torchaudio.transforms.FrequencyMasking(freq, iid_masks=True)
+        self.time = torchaudio.transforms.TimeMasking(time, iid_masks=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.time(self.time(self.freq(self.freq(x))))
+
+
+def feature_key(cfg: Config) -> str:
+    """Names one input representation: trials that share it share band statistics."""
+    return (f"{cfg.features}-{cfg.sample_rate}-{cfg.n_fft}-{cfg.mel_n_fft}-{cfg.hop_length}-"
+            f"{cfg.n_mels}")
+
+
+@torch.no_grad()
+def band_stats(cfg: Config, batches: Iterable[torch.Tensor]) -> dict[str, list[float]]:
+    """Per-band mean and std of the features over `batches` of waveforms (the train split)."""
+    feats = FEATURES[cfg.features](cfg)  # before normalisation, which these stats feed
+    total = total_sq = None
+    count = 0
+    for x in batches:
+        f = feats(x).double()  # (B, 1, bands, frames)
+        s, sq = f.sum(dim=(0, 1, 3)), (f**2).sum(dim=(0, 1, 3))
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += f.shape[0] * f.shape[3]
+    if total is None:
+        raise ValueError("band_stats: no training data")
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+    return {"mean": mean.float().tolist(), "std": std.float().tolist()}
 
 
 FEATURES: dict[str, Callable[[Config], nn.Module]] = {
@@ -52,11 +103,20 @@ FEATURES: dict[str, Callable[[Config], nn.Module]] = {
 }
 
 
-def build_features(cfg: Config) -> nn.Module:
-    return FEATURES[cfg.features](cfg)
+def build_features(cfg: Config, stats: dict[str, list[float]] | None = None) -> nn.Module:
+    """The representation for `cfg`; `stats` (from band_stats) when cfg.band_norm."""
+    feats = FEATURES[cfg.features](cfg)
+    if not cfg.band_norm:
+        return feats
+    if cfg.features == "waveform":
+        raise ValueError("band_norm needs a spectrogram or logmel input, not waveform")
+    if stats is None:
+        raise ValueError(f"band_norm is on but no band statistics were given for "
+                         f"{feature_key(cfg)}")
+    return nn.Sequential(feats, BandNorm(stats["mean"], stats["std"]))
 
 
 def feature_shape(cfg: Config, n_samples: int) -> tuple[int, ...]:
     """Shape of one example's features (no batch axis), e.g. (1, 201, 552) for the study."""
     with torch.no_grad():
-        return tuple(build_features(cfg)(torch.zeros(1, n_samples)).shape[1:])
+        return tuple(FEATURES[cfg.features](cfg)(torch.zeros(1, n_samples)).shape[1:])

@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, Any
 # of import here is paid once per trial. The heavy modules are imported where they are used.
 from ray.tune.schedulers import ASHAScheduler  # trial actors import ray.tune anyway
 
-from raygenre.config import PRESETS, Config, ConfigError, Grid, list_grids, load_grid, validate
+from raygenre.config import (
+    PRESETS,
+    Config,
+    ConfigError,
+    Grid,
+    flat_trial_config,
+    list_grids,
+    load_grid,
+    trial_deltas,
+    validate,
+)
 from raygenre.paths import RunPaths, default_cache, default_storage
 
 if TYPE_CHECKING:
@@ -41,8 +51,11 @@ BUILTIN_SECONDS = 30.0
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m raygenre.grid",
                                 description="Run a raygenre sweep (grids/NAME.yaml) with Ray Tune.")
-    p.add_argument("name", nargs="?", help="grid name (see --list) or path to a grid .yaml file")
+    p.add_argument("name", nargs="?", help="grid name (see --list), a path to a grid .yaml "
+                                           "file, or 'all' for the study's pipeline")
     p.add_argument("--list", action="store_true", help="list the grids and exit")
+    p.add_argument("--stages", help="with NAME 'all': comma-separated stages to run, in order "
+                                    "(default: the study's seven)")
     p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>; default: built-in set")
     p.add_argument("--results", default="results", help="tables and plots go to RESULTS/<grid>/")
     p.add_argument("--storage", help=f"Ray run folder (default {default_storage()})")
@@ -132,9 +145,10 @@ def _trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str
     from raygenre.train import train_func
 
     trial_id = tune.get_context().get_trial_id()
+    hp = {k: v for k, v in flat_trial_config(config).items() if k != "variant"}
     trainer = TorchTrainer(
         train_func,
-        train_loop_config={**config, **runtime},
+        train_loop_config={**hp, **runtime},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
                                                resources_per_worker=plan.worker),
         datasets={"train": train_ds, "val": val_ds},
@@ -165,7 +179,8 @@ def _trial_outcome(trial: Any, finished: bool = False) -> str | None:
     if trial.status != "TERMINATED" and not finished:
         return None
     done = (trial.last_result or {}).get("epoch", 0)
-    return "completed" if done >= trial.config["epochs"] else "stopped by ASHA"
+    epochs = flat_trial_config(trial.config)["epochs"]
+    return "completed" if done >= epochs else "stopped by ASHA"
 
 
 def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) -> Any:
@@ -203,7 +218,8 @@ def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) 
                     value > self.best[0] if mode == "max" else value < self.best[0])):
                 self.best = (value, trial.trial_id)
             shown = f"{value:.3f}" if value is not None else "-"
-            self._line(f"{trial.trial_id} epoch {result.get('epoch')}/{trial.config['epochs']}"
+            epochs = flat_trial_config(trial.config)["epochs"]
+            self._line(f"{trial.trial_id} epoch {result.get('epoch')}/{epochs}"
                        f" {metric} {shown}", trials)
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
@@ -278,74 +294,106 @@ class ResumableASHA(ASHAScheduler):
         self._save()
 
 
+def run(args: argparse.Namespace) -> Path:
+    if args.resume and args.fresh:
+        raise ConfigError("--resume and --fresh contradict each other: pick one")
+    if args.name == "all":
+        return run_pipeline(args)
+    if args.stages:
+        raise ConfigError("--stages goes with the pipeline: python -m raygenre.grid all --stages "
+                          "cnn,activations")
+    grid = load_grid(args.name)
+    if args.smoke:
+        grid = grid.smoke()
+    paths = RunPaths(storage=Path(args.storage or default_storage()).resolve(),
+                     name=grid.name + ("-smoke" if args.smoke else ""),
+                     results_root=Path(args.results).resolve())
+    # Refuse before any work if a run exists and the user did not say what to do with it.
+    restoring = _existing_run(paths, _manifest(grid, args, {}), args.resume, args.fresh)
+    cluster = _start_ray(args)
+    run_sweep(grid, args, paths, cluster, restoring)
+    return paths.results
+
+
 def _param_space(grid: Grid, base: Config) -> dict[str, Any]:
     from ray import tune
 
     space: dict[str, Any] = base.to_dict()
     for key, values in grid.axes.items():
         space[key] = tune.grid_search([list(v) if isinstance(v, tuple) else v for v in values])
+    if grid.variants:
+        # Tune crosses grid_search keys; a variant is one value of its own key, a dict that
+        # flat_trial_config merges into the trial's config.
+        space["variant"] = tune.grid_search(
+            [json.loads(json.dumps(v)) for v in grid.variants])
     return space
 
 
-def resolve_base(grid: Grid, preset: str, seed: int | None) -> Config:
-    """Defaults < preset < grid base < --seed."""
-    base = Config().replace(**PRESETS[preset]).replace(**grid.base)
+def resolve_base(grid: Grid, preset: str, seed: int | None,
+                 carried: dict[str, Any] | None = None) -> Config:
+    """Defaults < preset < grid base < keys carried from a previous stage < --seed."""
+    base = Config().replace(**PRESETS[preset]).replace(**grid.base).replace(**(carried or {}))
     if seed is not None:
         base = base.replace(seed=seed)
     validate(base, f"{grid.path}: base")
-    for key, values in grid.axes.items():
-        for v in values:
-            validate(base.replace(**{key: v}), f"{grid.path}: grid {key}={v!r}")
+    for t in grid.trials():
+        validate(base.replace(**trial_deltas(t)), f"{grid.path}: trial {t}")
     return base
 
 
 def _check_batch_sizes(grid: Grid, base: Config, prepared: Prepared) -> None:
     n_train = prepared.counts["train"]
-    for bs in grid.axes.get("batch_size", [base.batch_size]):
+    for bs in sorted({t.get("batch_size", base.batch_size) for t in grid.trials()}):
         if bs > n_train:
             raise ConfigError(f"{grid.path}: batch_size {bs} is larger than the training split "
                               f"({n_train} segments); use a smaller batch or more data")
 
 
-def run(args: argparse.Namespace) -> Path:
+def _check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
+    """Build every trial's input and model without memory (meta device): a shape error shows
+    now, with the trial named, not after an hour of other trials."""
+    import torch
+
+    from raygenre.features import feature_shape
+    from raygenre.models import build_model
+
+    seen = set()
+    for t in grid.trials():
+        cfg = base.replace(**trial_deltas(t))
+        key = (cfg.model, cfg.features, cfg.n_fft, cfg.mel_n_fft, cfg.hop_length, cfg.n_mels,
+               cfg.hidden, cfg.cnn_channels, cfg.fc_width)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            shape = feature_shape(cfg, prepared.segment_samples)
+            with torch.device("meta"):
+                build_model(cfg, shape, len(prepared.genres))
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"{grid.path}: trial {t}: the model cannot be built on this "
+                              f"input: {e}") from e
+
+
+def _band_stats(grid: Grid, base: Config, prepared: Prepared) -> dict[str, Any]:
+    """Train-split statistics for every representation that a trial normalises per band."""
+    from raygenre.data import read_split, to_tensor
+    from raygenre.features import band_stats, feature_key
+
+    wanted = {}
+    for t in grid.trials():
+        cfg = base.replace(**trial_deltas(t))
+        if cfg.band_norm:
+            wanted.setdefault(feature_key(cfg), cfg)
+    if not wanted:
+        return {}
+    x = to_tensor(read_split(prepared, "train")["x"])
+    return {k: band_stats(cfg, (x[i:i + 64] for i in range(0, len(x), 64)))
+            for k, cfg in wanted.items()}
+
+
+def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     import ray
     import ray.data
-    from ray import tune
-
-    from raygenre import report, synth
-    from raygenre.data import prepare
-
-    grid = load_grid(args.name)
-    if args.smoke:
-        grid = grid.smoke()
-    name = grid.name + ("-smoke" if args.smoke else "")
-    paths = RunPaths(storage=Path(args.storage or default_storage()).resolve(), name=name,
-                     results_root=Path(args.results).resolve())
-    cache = Path(args.cache or default_cache()).resolve()
-    if args.resume and args.fresh:
-        raise ConfigError("--resume and --fresh contradict each other: pick one")
-
-    # Refuse before any work if a run exists and the user did not say what to do with it.
-    manifest = {"grid": grid.name, "grid_file": str(grid.path), "base": grid.base,
-                "axes": grid.axes, "seed": args.seed, "data": args.data, "smoke": args.smoke,
-                "preset": args.preset}
-    manifest = json.loads(json.dumps(manifest))  # tuples -> lists, as read back
-    restoring = False
-    if paths.experiment.exists():
-        if args.fresh:
-            shutil.rmtree(paths.experiment)
-        elif args.resume:
-            restoring = tune.Tuner.can_restore(str(paths.experiment))
-            if not restoring:
-                raise ConfigError(f"--resume: {paths.experiment} holds no restorable run; "
-                                  f"run without --resume (add --fresh to clear the folder)")
-            _check_manifest(paths.experiment / MANIFEST, manifest)
-        else:
-            raise ConfigError(
-                f"a run of {name!r} already exists in {paths.experiment}. Continue it with "
-                f"--resume, or start over with --fresh (deletes it).")
-    elif args.resume:
-        raise ConfigError(f"--resume: no run of {name!r} in {paths.experiment}")
 
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -360,30 +408,78 @@ def run(args: argparse.Namespace) -> Path:
     ray.data.DataContext.get_current().enable_progress_bars = False
     if ctx.dashboard_url:
         print(f"[ray] dashboard: http://{ctx.dashboard_url}")
-    cluster = ray.cluster_resources()
-    has_gpu = cluster.get("GPU", 0) > 0
+    return ray.cluster_resources()
 
+
+def _existing_run(paths: RunPaths, manifest: dict[str, Any], resume: bool, fresh: bool) -> bool:
+    """Decide, before any work, what to do with a run already in the folder: True to restore."""
+    from ray import tune
+
+    if not paths.experiment.exists():
+        if resume:
+            raise ConfigError(f"--resume: no run of {paths.name!r} in {paths.experiment}")
+        return False
+    if fresh:
+        shutil.rmtree(paths.experiment)
+        return False
+    if not resume:
+        raise ConfigError(
+            f"a run of {paths.name!r} already exists in {paths.experiment}. Continue it with "
+            f"--resume, or start over with --fresh (deletes it).")
+    if not tune.Tuner.can_restore(str(paths.experiment)):
+        raise ConfigError(f"--resume: {paths.experiment} holds no restorable run; "
+                          f"run without --resume (add --fresh to clear the folder)")
+    _check_manifest(paths.experiment / MANIFEST, manifest)
+    return True
+
+
+def _manifest(grid: Grid, args: argparse.Namespace, carried: dict[str, Any]) -> dict[str, Any]:
+    m = {"grid": grid.name, "grid_file": str(grid.path), "base": grid.base, "axes": grid.axes,
+         "variants": list(grid.variants), "carried": carried, "seed": args.seed,
+         "data": args.data, "smoke": args.smoke, "preset": args.preset}
+    return json.loads(json.dumps(m))  # tuples -> lists, as read back
+
+
+def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: dict[str, float],
+              restoring: bool, carried: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One sweep on a started Ray instance; returns its best.json."""
+    import ray
+    from ray import tune
+
+    from raygenre import report, synth
+    from raygenre.data import prepare
+
+    carried = carried or {}
+    cache = Path(args.cache or default_cache()).resolve()
     preset = args.preset
     if preset == "auto":
-        preset = "cpu" if (args.data is None and not has_gpu) else "study"
-    print(f"[grid] {grid.name}: {grid.description}")
+        preset = "cpu" if (args.data is None and not cluster.get("GPU")) else "study"
+    print(f"[grid] {paths.name}: {grid.description}")
     print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'}"
           + ("  (built-in data, no GPU; --preset study for 201x552)" if preset == "cpu" else ""))
-    base = resolve_base(grid, preset, args.seed)
+    if carried:
+        print(f"[grid] carried from earlier stages: {carried}")
+    base = resolve_base(grid, preset, args.seed, carried)
 
     if args.data:
         root = Path(args.data)
     else:
-        root = synth.ensure_builtin(cache, BUILTIN_TRACKS_PER_GENRE, BUILTIN_SECONDS, seed=0)
+        try:
+            root = synth.ensure_builtin(cache, BUILTIN_TRACKS_PER_GENRE, BUILTIN_SECONDS, seed=0)
+        except OSError as e:
+            raise ConfigError(f"cache folder {cache} is not writable ({e}); "
+                              f"choose another with --cache") from e
         print(f"[data] built-in set: {root}")
     sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if args.smoke else (None, None)
     prepared = prepare(root, cache, base, *sample)
     print(prepared.table_path.read_text(), end="")
     _check_batch_sizes(grid, base, prepared)
+    _check_models(grid, base, prepared)
 
     plan = plan_resources(cluster, grid.n_trials, args.cpus_per_trial, args.gpus_per_trial,
                           args.max_concurrent)
-    print(f"[grid] {grid.n_trials} trials, ASHA on {grid.metric} ({grid.mode}); {plan.describe()}")
+    how = f"ASHA on {grid.metric} ({grid.mode})" if grid.asha else "every trial in full"
+    print(f"[grid] {grid.n_trials} trials, {how}; {plan.describe()}")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.experiment}")
 
@@ -391,14 +487,15 @@ def run(args: argparse.Namespace) -> Path:
     datasets = {s: ray.data.read_parquet(str(prepared.split_path(s)))
                 .select_columns(["x", "label"]).materialize() for s in ("train", "val")}
     runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
-               "threads": plan.threads}
+               "threads": plan.threads, "band_stats": _band_stats(grid, base, prepared)}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, train_ds=datasets["train"], val_ds=datasets["val"],
                              runtime=runtime, paths=paths, plan=plan),
         {"cpu": plan.trial_cpus})
     paths.experiment.mkdir(parents=True, exist_ok=True)
     if not restoring:
-        (paths.experiment / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        (paths.experiment / MANIFEST).write_text(
+            json.dumps(_manifest(grid, args, carried), indent=1))
     progress = _progress_callback(grid.n_trials, plan.concurrency, grid.metric, grid.mode)
     t0 = time.time()
     if restoring:
@@ -406,14 +503,18 @@ def run(args: argparse.Namespace) -> Path:
         tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        scheduler = ResumableASHA(str(paths.experiment / ASHA_STATE), time_attr="epoch",
-                                  max_t=grid.max_epochs(base), grace_period=grid.grace_period,
-                                  reduction_factor=grid.reduction_factor)
+        scheduler = None
+        if grid.asha:
+            scheduler = ResumableASHA(str(paths.experiment / ASHA_STATE), time_attr="epoch",
+                                      max_t=grid.max_epochs(base),
+                                      grace_period=grid.grace_period,
+                                      reduction_factor=grid.reduction_factor)
         tuner = tune.Tuner(
             trainable, param_space=_param_space(grid, base),
             tune_config=tune.TuneConfig(metric=grid.metric, mode=grid.mode, scheduler=scheduler,
                                         max_concurrent_trials=plan.concurrency),
-            run_config=tune.RunConfig(name=name, storage_path=str(paths.storage),
+            run_config=tune.RunConfig(name=paths.experiment.name,
+                                      storage_path=str(paths.experiment.parent),
                                       failure_config=tune.FailureConfig(max_failures=1),
                                       callbacks=[progress], verbose=0))
     results = tuner.fit()
@@ -424,8 +525,56 @@ def run(args: argparse.Namespace) -> Path:
             f"sweep interrupted: {len(results) - finished} of {len(results)} trials unfinished; "
             f"nothing was lost. Resume with the same command plus --resume "
             f"(run folder {paths.experiment}).")
-    report.write_results(grid, base, results, paths, prepared, wall_s=wall, preset=preset)
-    return paths.results
+    return report.write_results(grid, base, results, paths, prepared, wall_s=wall,
+                                preset=preset, carried=carried)
+
+
+# The study's order: each stage starts from the winners of those before it.
+STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_epoch",
+          "regularization")
+
+
+def run_pipeline(args: argparse.Namespace) -> Path:
+    """`all`: the stages in order, each from the previous winners' carried keys. Finished
+    stages are skipped and an interrupted one resumes, so re-running `all` continues it."""
+    from raygenre import report
+
+    stages = args.stages.split(",") if args.stages else list(STAGES)
+    grids = [load_grid(s) for s in stages]  # every name and file checked before any work
+    if args.smoke:
+        grids = [g.smoke() for g in grids]
+    top = "all" + ("-smoke" if args.smoke else "")
+    storage = Path(args.storage or default_storage()).resolve()
+    results_root = Path(args.results).resolve()
+    if args.fresh:
+        shutil.rmtree(storage / top, ignore_errors=True)
+        shutil.rmtree(results_root / top, ignore_errors=True)
+    cluster = _start_ray(args)
+    carried: dict[str, Any] = {}
+    rows = []
+    for grid in grids:
+        paths = RunPaths(storage=storage, name=f"{top}/{grid.name}", results_root=results_root)
+        done = paths.results / "best.json"
+        best = json.loads(done.read_text()) if done.exists() else None
+        if best is not None and best.get("carried") == json.loads(json.dumps(carried)):
+            print(f"[all] {grid.name}: finished earlier (val/acc {best['val/acc']:.3f}); "
+                  f"skipped")
+        else:
+            restoring = False
+            if paths.experiment.exists():
+                try:
+                    restoring = _existing_run(paths, _manifest(grid, args, carried),
+                                              resume=True, fresh=False)
+                except ConfigError as e:  # an earlier stage changed: this one starts over
+                    print(f"[all] {grid.name}: the stored run does not match ({e}); "
+                          f"starting it over")
+                    shutil.rmtree(paths.experiment)
+            best = run_sweep(grid, args, paths, cluster, restoring, carried)
+        rows.append(best)
+        carried = {**carried, **{k: best["config"][k] for k in grid.carry}}
+    out = report.write_pipeline(rows, results_root, top)
+    print(f"[all] done: {out}")
+    return out
 
 
 def grid_listing(names: list[str]) -> str:
@@ -433,6 +582,8 @@ def grid_listing(names: list[str]) -> str:
     for n in names:
         g = load_grid(n)
         rows.append(f"{n:<16} {g.n_trials:>4} trials  {g.description}")
+    rows.append(f"{'all':<16} {len(STAGES):>4} stages  the study's pipeline ({', '.join(STAGES)}),"
+                f" each stage from the winners before it")
     return "\n".join(rows)
 
 

@@ -84,6 +84,26 @@ class StudyCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class SmallCNN(nn.Module):
+    """Conv 3x3 + batch norm + activation + 2x2 max pool per block, global average pooling,
+    one linear layer. Few weights, and any input size (no flatten of a fixed map)."""
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int, channels: Sequence[int],
+                 act: str = "relu", dropout: float = 0.0) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        ch = in_shape[0]
+        for i, out in enumerate(channels):
+            blocks += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       activation(act, i), nn.MaxPool2d(2)]
+            ch = out
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ch, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 ModelFn = Callable[[Config, Sequence[int], int], nn.Module]
 MODELS: dict[str, ModelFn] = {
     "mlp": lambda c, shape, n: MLP(shape, n, c.hidden, c.activation, c.dropout),
@@ -91,6 +111,7 @@ MODELS: dict[str, ModelFn] = {
                                          c.fc_width),
     "cnn2": lambda c, shape, n: StudyCNN(shape, n, CNN2_CONVS, c.activation, c.dropout,
                                          c.fc_width),
+    "small_cnn": lambda c, shape, n: SmallCNN(shape, n, c.cnn_channels, c.activation, c.dropout),
 }
 
 

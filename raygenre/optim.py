@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from torch.optim.lr_scheduler import ExponentialLR, LRScheduler, ReduceLROnPlateau
+from torch.optim.lr_scheduler import (
+    CosineAnnealingLR,
+    ExponentialLR,
+    LRScheduler,
+    ReduceLROnPlateau,
+)
 
 from raygenre.config import Config
 
@@ -25,6 +30,8 @@ SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Config], Scheduler | None
     # Watches validation loss: it moves every epoch, where accuracy plateaus in steps.
     "plateau": lambda o, c: ReduceLROnPlateau(o, mode="min", factor=c.plateau_factor,
                                               patience=c.plateau_patience),
+    # Stepped per epoch, reaching ~0 after the trial's last epoch.
+    "cosine": lambda o, c: CosineAnnealingLR(o, T_max=c.epochs),
 }
 
 

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only; no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from raygenre.config import METRICS, Config, Grid  # noqa: E402
+from raygenre.config import METRICS, Config, Grid, flat_trial_config  # noqa: E402
 from raygenre.data import Prepared, read_split, to_tensor  # noqa: E402
 from raygenre.paths import RunPaths  # noqa: E402
 from raygenre.train import META_FILE, load_checkpoint  # noqa: E402
@@ -58,7 +58,8 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
     trials, history = [], []
     for r in results:
         tid = _trial_id(r)
-        swept = {k: r.config.get(k) for k in grid.axes}
+        config = flat_trial_config(r.config)
+        swept = {k: config.get(k) for k in grid.swept}
         meta = latest_meta(paths.train_run(tid))
         epochs = {int(m["epoch"]): m for m in (meta["history"] if meta else [])}
         for e in sorted(epochs):
@@ -68,7 +69,7 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
         done = int(last.get("epoch", 0))
         if r.error is not None:
             status = "error"
-        elif done >= int(r.config.get("epochs", 0)):
+        elif done >= int(config.get("epochs", 0)):
             status = "completed"
         else:
             status = "stopped_early"  # ASHA cut it at a rung
@@ -78,7 +79,7 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
             BEST: max((m["val/acc"] for m in epochs.values()), default=None),
             "wall_s": (r.metrics or {}).get("time_total_s"), "train_s": last.get("train_s"),
             "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error else "",
-            "_config": dict(r.config),
+            "_config": {k: v for k, v in config.items() if k != "variant"},
         })
     return trials, history
 
@@ -138,7 +139,9 @@ def evaluate(checkpoint: Path, prepared: Prepared, split: str = "test") -> dict[
 
 
 def write_results(grid: Grid, base: Config, results: Any, paths: RunPaths, prepared: Prepared,
-                  wall_s: float, preset: str) -> None:
+                  wall_s: float, preset: str, carried: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Every file of results/<grid>/; returns best.json's content."""
     out = paths.results
     out.mkdir(parents=True, exist_ok=True)
     trials, history = collect(results, grid, paths)
@@ -155,23 +158,55 @@ def write_results(grid: Grid, base: Config, results: Any, paths: RunPaths, prepa
     metric_key = BEST if grid.metric == "val/acc" else grid.metric
     best = max(ok, key=lambda t: (sign * t[metric_key], -t["epoch"]))
     test = evaluate(best_checkpoint(paths.train_run(best["trial_id"])), prepared)
-    best_json = {"grid": grid.name, "trial_id": best["trial_id"],
-                 "config": {k: v for k, v in best["_config"].items()},
+    seeds = seed_table(grid, ok, paths, prepared) if "seed" in grid.swept else None
+    best_json = {"grid": grid.name, "trial_id": best["trial_id"], "config": best["_config"],
                  "val/acc": best[BEST], "test/acc": test["test/acc"],
                  "test/track_acc": test["test/track_acc"], "epoch": test["epoch"],
-                 "checkpoint": test["checkpoint"]}
+                 "checkpoint": test["checkpoint"],
+                 "swept": {k: best[k] for k in grid.labels},
+                 "base": base.to_dict(), "carried": carried or {}, "n_trials": len(trials),
+                 "wall_s": wall_s}
     (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
     plots = plot_all(grid, trials, history, best, test, prepared, out)
     (out / "summary.md").write_text(
-        summary_md(grid, base, trials, best, test, prepared, paths, wall_s, preset, plots))
+        summary_md(grid, base, trials, best, test, prepared, paths, wall_s, preset, plots, seeds))
     print(f"[results] best trial {best['trial_id']}: val/acc {best[BEST]:.3f}, "
           f"test/acc {test['test/acc']:.3f}, test/track_acc {test['test/track_acc']:.3f}")
+    return best_json
+
+
+def _mean_std(values: list[float]) -> str:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = t.std().item() if len(values) > 1 else 0.0
+    return f"{t.mean().item():.3f} ± {std:.3f}"
+
+
+def seed_table(grid: Grid, trials: list[dict], paths: RunPaths, prepared: Prepared) -> str:
+    """Configs that differ only in seed, grouped: mean ± std of val and test accuracy, each
+    seed's best checkpoint evaluated once on the test split."""
+    keys = [k for k in grid.labels if k != "seed"]
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(tuple(_fmt(t[k]) for k in keys), []).append(t)
+    lines = ["| " + " | ".join(keys or ["config"]) + " | seeds | best val/acc | test/acc | "
+             "test/track_acc |", "|" + "---|" * (len(keys or [1]) + 4)]
+    rows = []
+    for key, members in groups.items():
+        tests = [evaluate(best_checkpoint(paths.train_run(t["trial_id"])), prepared)
+                 for t in members]
+        vals = [t[BEST] for t in members]
+        rows.append((sum(vals) / len(vals), "| " + " | ".join(key or ("all",)) + f" | "
+                     f"{len(members)} | {_mean_std(vals)} | "
+                     f"{_mean_std([x['test/acc'] for x in tests])} | "
+                     f"{_mean_std([x['test/track_acc'] for x in tests])} |"))
+    lines += [r for _, r in sorted(rows, reverse=True)]
+    return "\n".join(lines) + "\n"
 
 
 def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: dict,
                prepared: Prepared, paths: RunPaths, wall_s: float, preset: str,
-               plots: list[str]) -> str:
-    axes = list(grid.axes)
+               plots: list[str], seeds: str | None = None) -> str:
+    axes = grid.labels
     counts = Counter(t["status"] for t in trials)
     split_counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
     status_counts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
@@ -192,6 +227,9 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
                      + " | ".join(_fmt(t[k]) for k in ("epoch", "val/acc", BEST, "val/loss",
                                                         "train/loss", "train/acc"))
                      + f" | {t['wall_s'] or 0:.0f} |")
+    if seeds:
+        lines += ["", "## Over seeds (mean ± std; each seed's best checkpoint on the test split)",
+                  "", seeds]
     errors = [t for t in trials if t["status"] == "error"]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]
@@ -218,7 +256,7 @@ def _label(t: dict, axes: list[str]) -> str:
 
 def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, test: dict,
              prepared: Prepared, out: Path) -> list[str]:
-    axes = list(grid.axes)
+    axes = grid.labels
     made = []
     ok = [t for t in trials if t["val/acc"] is not None]
     # val/acc of every trial
@@ -311,3 +349,35 @@ def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, te
 
 def _numeric(trials: list[dict], key: str) -> bool:
     return all(isinstance(t[key], (int, float)) for t in trials)
+
+
+def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -> Path:
+    """pipeline.md (one row per stage) and a plot of the best accuracy per stage."""
+    suffix = top[len("all"):]  # "" or "-smoke"
+    md, png = results_root / f"pipeline{suffix}.md", results_root / f"pipeline{suffix}.png"
+    lines = [f"# The study's pipeline ({top})", "",
+             "Each stage starts from the winners of the stages before it (keys listed under "
+             "`carry:` in its grid file).", "",
+             "| stage | best config delta | val/acc | test/acc | test/track_acc | trials | "
+             "wall min |", "|---|---|---:|---:|---:|---:|---:|"]
+    for b in stages:
+        delta = ", ".join(f"{k}={_fmt(v)}" for k, v in b.get("swept", {}).items()) or "(fixed)"
+        lines.append(f"| [{b['grid']}]({top}/{b['grid']}/summary.md) | {delta} | "
+                     f"{b['val/acc']:.4f} | {b['test/acc']:.4f} | {b['test/track_acc']:.4f} | "
+                     f"{b.get('n_trials', '')} | {b.get('wall_s', 0) / 60:.1f} |")
+    lines += ["", f"![best accuracy per stage]({png.name})", ""]
+    md.write_text("\n".join(lines))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(stages) + 2), 4))
+    xs = range(len(stages))
+    for off, key, color in ((-0.2, "val/acc", "tab:blue"), (0.2, "test/acc", "tab:orange")):
+        ax.bar([x + off for x in xs], [b[key] for b in stages], width=0.4, label=key,
+               color=color)
+    ax.set_xticks(list(xs), [b["grid"] for b in stages], rotation=20)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("best trial per stage: validation and test accuracy")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return md

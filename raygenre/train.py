@@ -22,12 +22,12 @@ import torch.distributed as dist
 from torch import nn
 
 from raygenre.config import Config
-from raygenre.features import build_features, feature_shape
+from raygenre.features import SpecAugment, build_features, feature_key, feature_shape
 from raygenre.models import build_model
 from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
 
 # Keys a sweep adds to the config that are facts of the data and machine, not hyperparameters.
-RUNTIME_KEYS = ("num_classes", "segment_samples", "threads")
+RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 # Rows held for the per-epoch shuffle (~0.45 MB each at 5 s x 22 050 Hz): enough to mix many
@@ -57,7 +57,7 @@ def make_deterministic(seed: int) -> None:
 
 def build(cfg: Config, runtime: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
     """(features, model) for this config, on the CPU: the same for training and evaluation."""
-    feats = build_features(cfg)
+    feats = build_features(cfg, runtime.get("band_stats", {}).get(feature_key(cfg)))
     model = build_model(cfg, feature_shape(cfg, runtime["segment_samples"]),
                         runtime["num_classes"])
     return feats, model
@@ -71,16 +71,34 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
 
 
 def run_epoch(model: nn.Module, feats: nn.Module, batches: Any, device: torch.device,
-              opt: torch.optim.Optimizer | None = None) -> tuple[float, float]:
-    """(mean loss, accuracy) over `batches`; trains when an optimizer is given."""
+              opt: torch.optim.Optimizer | None = None, augment: nn.Module | None = None,
+              mixup: float = 0.0) -> tuple[float, float]:
+    """(mean loss, accuracy) over `batches`; trains when an optimizer is given.
+
+    Training may mask the features (`augment`) and mix pairs of examples (`mixup` alpha);
+    with mixup the accuracy counts the dominant label of each mixed pair.
+    """
+    training = opt is not None
     loss_sum, correct, count = 0.0, 0.0, 0.0
-    model.train(opt is not None)
-    with torch.set_grad_enabled(opt is not None):
+    model.train(training)
+    beta = torch.distributions.Beta(mixup, mixup) if training and mixup > 0 else None
+    with torch.set_grad_enabled(training):
         for batch in batches:
             x, y = batch["x"].to(device), batch["label"].to(device)
-            logits = model(feats(x))
-            loss = nn.functional.cross_entropy(logits, y)
-            if opt is not None:
+            x = feats(x)
+            if training and augment is not None:
+                x = augment(x)
+            if beta is not None:
+                lam = float(beta.sample())
+                perm = torch.randperm(len(y), device=device)
+                logits = model(lam * x + (1 - lam) * x[perm])
+                loss = (lam * nn.functional.cross_entropy(logits, y)
+                        + (1 - lam) * nn.functional.cross_entropy(logits, y[perm]))
+                y = y if lam >= 0.5 else y[perm]
+            else:
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+            if training:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -108,6 +126,7 @@ def train_func(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
+    augment = SpecAugment().to(device) if cfg.spec_augment else None
 
     start_epoch, best_val, history, train_s = 1, float("-inf"), [], 0.0
     checkpoint = ray.train.get_checkpoint()
@@ -132,7 +151,8 @@ def train_func(config: dict[str, Any]) -> None:
         train_batches = train_shard.iter_torch_batches(
             batch_size=cfg.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
             local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank)
-        train_loss, train_acc = run_epoch(model, feats, train_batches, device, opt)
+        train_loss, train_acc = run_epoch(model, feats, train_batches, device, opt, augment,
+                                          cfg.mixup)
         val_loss, val_acc = run_epoch(model, feats, val_shard.iter_torch_batches(
             batch_size=EVAL_BATCH), device)
         step_scheduler(sched, val_loss)

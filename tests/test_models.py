@@ -66,3 +66,11 @@ def test_every_optimizer_and_scheduler_steps(opt: str, sched: str) -> None:
     assert w.detach().abs().max() < 1.0
     lr = o.param_groups[0]["lr"]
     assert (lr < 0.1) == (sched != "none")
+
+
+def test_logmel_of_a_clip_does_not_depend_on_its_batch() -> None:
+    torch.manual_seed(0)
+    cfg = Config(features="logmel", hop_length=1024)
+    quiet, loud = torch.randn(1, N) * 1e-4, torch.randn(1, N)
+    feats = build_features(cfg)
+    assert torch.allclose(feats(quiet), feats(torch.cat([quiet, loud]))[:1])

@@ -6,6 +6,7 @@ Slow (each runs a sweep or two through Ray): `pytest -m slow`.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -65,7 +66,16 @@ def test_resume_after_driver_and_ray_were_killed(smoke_run: dict, tmp_path: Path
     proc = _start(args, tmp_path)
     lines = _read_until(proc, "epoch 1/2")  # a 2-epoch trial is halfway
     _kill_tree(proc.pid)
-    before = _checkpoint_mtimes(tmp_path / "runs")
+    # What Tune had seen when the machine "crashed": trials it saw finish, and the epoch whose
+    # report we just read. Those must not be trained again. (An epoch in flight at the kill may
+    # be: its checkpoint can be on disk before Ray registered it; it is then redone, with the
+    # same numbers.)
+    seen = [line.split("]", 1)[1].split()[:3] for line in lines if line.startswith("[tune")]
+    kept = {f"_train/{tid}/" for tid, what, *_ in seen if what in ("completed", "stopped")}
+    halfway = lines[-1].split("]", 1)[1].split()[0]
+    kept.add(f"_train/{halfway}/epoch_0001/")
+    before = {p: m for p, m in _checkpoint_mtimes(tmp_path / "runs").items()
+              if any(k in p for k in kept)}
     assert before, "".join(lines)
 
     again = run_cli(args, cwd=tmp_path)  # without --resume: refuses, names the way out
@@ -74,9 +84,8 @@ def test_resume_after_driver_and_ray_were_killed(smoke_run: dict, tmp_path: Path
     resumed = run_cli([*args, "--resume"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = _checkpoint_mtimes(tmp_path / "runs")
-    # Finished epochs were not trained again: their checkpoints are untouched.
     for path, mtime in before.items():
-        if path in after:
+        if path in after:  # (num_to_keep may have pruned it; never rewritten)
             assert after[path] == mtime, path
     trials = _rows(tmp_path / "results" / "batch_epoch-smoke" / "trials.csv")
     assert len(trials) == 4 and all(t["status"] != "error" for t in trials)
@@ -140,3 +149,39 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path,
     assert trials["[1000000]"]["error"]
     summary = (tmp_path / "res" / "oom-smoke" / "summary.md").read_text()
     assert "## Errors" in summary
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Path) -> None:
+    args = ["batch_epoch", "--smoke", "--results", str(tmp_path / "results"), "--storage",
+            str(tmp_path / "runs"), "--cache", str(smoke_run["base"] / "cache")]
+    proc = _start(args, tmp_path)
+    _read_until(proc, "epoch 1/")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-3000:]
+    assert "Resume with the same command plus --resume" in out
+    assert not (tmp_path / "results" / "batch_epoch-smoke" / "summary.md").exists()
+    resumed = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
+    reference = history_by_config(smoke_run["out"] / "history.csv")
+    for key in got.keys() & reference.keys():
+        assert got[key] == reference[key], key
+
+
+def test_checkpoints_keep_the_best_and_the_latest_epoch_only(tmp_path: Path,
+                                                             smoke_run: dict) -> None:
+    grid = tmp_path / "fourepochs.yaml"
+    grid.write_text("description: one fast 4-epoch trial\n"
+                    "base: {model: mlp, features: waveform, hidden: [16], epochs: 4}\n"
+                    "grid: {lr: [0.001]}\n")
+    proc = run_cli([str(grid), "--results", str(tmp_path / "r"), "--storage",
+                    str(tmp_path / "s"), "--cache", str(smoke_run["base"] / "cache")], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    history = _rows(tmp_path / "r" / "fourepochs" / "history.csv")
+    assert [h["epoch"] for h in history] == ["1", "2", "3", "4"]
+    best_epoch = max(history, key=lambda h: (float(h["val/acc"]), -int(h["epoch"])))["epoch"]
+    kept = sorted(p.name for p in (tmp_path / "s" / "fourepochs" / "_train").glob("*/epoch_*"))
+    assert kept == sorted({f"epoch_{int(best_epoch):04d}", "epoch_0004"})
+    best = json.loads((tmp_path / "r" / "fourepochs" / "best.json").read_text())
+    assert best["epoch"] == int(best_epoch)
