@@ -78,6 +78,7 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
             **{m: last.get(m) for m in ("val/acc", "val/loss", "train/loss", "train/acc")},
             BEST: max((m["val/acc"] for m in epochs.values()), default=None),
             "wall_s": (r.metrics or {}).get("time_total_s"), "train_s": last.get("train_s"),
+            "node": last.get("node", ""),
             "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error else "",
             "_config": {k: v for k, v in config.items() if k != "variant"},
         })

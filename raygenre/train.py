@@ -159,7 +159,9 @@ def train_func(config: dict[str, Any]) -> None:
         best_val = max(best_val, val_acc)
         metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                    "val/loss": val_loss, "val/acc": val_acc, "best/val/acc": best_val,
-                   "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
+                   "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0,
+                   # Where it ran: on a cluster, trials.csv shows how trials spread.
+                   "node": ray.get_runtime_context().get_node_id()[:12]}
         train_s += metrics["epoch_s"]
         metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
         history.append(metrics)

@@ -1,0 +1,54 @@
+"""Two Ray nodes on this machine: trials spread over both, and losing one mid-sweep loses no
+trial (slow)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep_spreads_over_two_nodes_and_survives_losing_one(tmp_path: Path,
+                                                              smoke_run: dict) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        args = ["batch_epoch", "--smoke", "--address", cluster.address, "--results",
+                str(tmp_path / "r"), "--storage", str(tmp_path / "s"), "--cache",
+                str(smoke_run["base"] / "cache")]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen([sys.executable, "-m", "raygenre.grid", *args], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        lines, t0 = [], time.time()
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if "completed" in line and line.startswith("[tune"):
+                break  # one trial done: a later one is running somewhere
+            assert time.time() - t0 < 600, "".join(lines[-40:])
+        cluster.remove_node(worker)
+        out, _ = proc.communicate(timeout=900)
+        log = "".join(lines) + out
+        assert proc.returncode == 0, log[-4000:]
+    finally:
+        cluster.shutdown()
+    with open(tmp_path / "r" / "batch_epoch-smoke" / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
+    assert all(t["status"] in ("completed", "stopped_early") for t in trials), trials
+    with open(tmp_path / "r" / "batch_epoch-smoke" / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    for t in trials:  # every epoch once, none lost or doubled
+        epochs = [h["epoch"] for h in history if h["trial_id"] == t["trial_id"]]
+        assert epochs == [str(e) for e in range(1, int(t["epoch"]) + 1)]
+    assert len({t["node"] for t in trials}) == 2, [t["node"] for t in trials]
