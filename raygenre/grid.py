@@ -116,19 +116,23 @@ class Plan:
 def plan_resources(cluster: dict[str, float], n_trials: int, cpus_per_trial: float | None,
                    gpus_per_trial: float | None, max_concurrent: int | None) -> Plan:
     cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
-    driver = 0.1  # Tune's trial driver is idle while its trainer runs; it must hold some CPU
+    # Tune's trial driver only waits on its trainer, but must hold some CPU (0 raises). Kept
+    # tiny: with 0.1, two drivers on one 1-CPU node left 0.8 there, a 0.9 worker fit nowhere
+    # and the sweep waited forever (seen with two nodes).
+    driver = 0.01
+    headroom = 0.1  # per trial, left free for Ray Data and Ray's own actors
     if gpus and gpus_per_trial != 0:
         gpu = gpus_per_trial or 1.0
         concurrency = int(gpus // gpu)
         cpt = cpus_per_trial or max(1.0, math.floor(cpus / max(concurrency, 1)))
         concurrency = min(concurrency, int(cpus // cpt))
-        worker = {"CPU": cpt - driver, "GPU": gpu}
+        worker = {"CPU": cpt - driver - headroom, "GPU": gpu}
     else:
         # Small machines: one core per trial is faster in total than several threads per trial
         # (conv training scales sub-linearly in threads); big ones: two keeps per-trial latency.
         cpt = cpus_per_trial or (1.0 if cpus <= 4 else 2.0)
         concurrency = int(cpus // cpt)
-        worker = {"CPU": cpt - driver}
+        worker = {"CPU": cpt - driver - headroom}
     concurrency = max(1, min(concurrency, n_trials, max_concurrent or n_trials))
     return Plan(concurrency, driver, worker, max(1, int(cpt)), bool(worker.get("GPU")))
 

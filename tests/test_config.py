@@ -84,6 +84,8 @@ def test_plan_fills_a_small_cpu_machine_and_caps_at_trial_count() -> None:
                        max_concurrent=None)
     assert p.concurrency == 2 and p.threads == 1 and not p.use_gpu
     assert p.trial_cpus + p.worker["CPU"] <= 1.0
+    # Ray may put both trials' drivers on one 1-CPU node: that node must still fit a worker.
+    assert 2 * p.trial_cpus + p.worker["CPU"] <= 1.0
     assert plan_resources({"CPU": 16.0}, 3, None, None, None).concurrency == 3
     g = plan_resources({"CPU": 16.0, "GPU": 1.0}, 24, None, 0.25, None)
     assert g.use_gpu and g.concurrency == 4 and g.worker["GPU"] == 0.25

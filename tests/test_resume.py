@@ -55,6 +55,17 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _run_grid_text(tmp_path: Path, cache: Path, name: str, text: str,
+                   *extra: str) -> Path:
+    """Write a grid file, run it to completion, return its results folder."""
+    grid = tmp_path / f"{name}.yaml"
+    grid.write_text(text)
+    proc = run_cli([str(grid), *extra, "--cache", str(cache), "--results", str(tmp_path / "r"),
+                    "--storage", str(tmp_path / "s")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp_path / "r" / (name + ("-smoke" if "--smoke" in extra else ""))
+
+
 def _checkpoint_mtimes(storage: Path) -> dict[str, float]:
     return {str(p.relative_to(storage)): p.stat().st_mtime
             for p in storage.glob("*/_train/*/epoch_*/state.pt")}
@@ -134,20 +145,16 @@ def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
 
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path,
                                                            smoke_run: dict) -> None:
-    grid = tmp_path / "oom.yaml"
     # 110 250 x 10^6 weights: ~440 GB, a config that cannot fit in memory.
-    grid.write_text("description: one config runs out of memory\n"
-                    "base: {model: mlp, features: waveform, epochs: 1}\n"
-                    "grid: {hidden: [[16], [1000000]]}\n")
-    proc = run_cli([str(grid), "--smoke", "--cache", str(smoke_run["base"] / "cache"),
-                    "--results", str(tmp_path / "res"), "--storage", str(tmp_path / "runs")],
-                   cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    trials = {t["hidden"]: t for t in _rows(tmp_path / "res" / "oom-smoke" / "trials.csv")}
+    out = _run_grid_text(tmp_path, smoke_run["base"] / "cache", "oom",
+                         "description: one config runs out of memory\n"
+                         "base: {model: mlp, features: waveform, epochs: 1}\n"
+                         "grid: {hidden: [[16], [1000000]]}\n", "--smoke")
+    trials = {t["hidden"]: t for t in _rows(out / "trials.csv")}
     assert trials["[16]"]["status"] == "completed"
     assert trials["[1000000]"]["status"] == "error"
     assert trials["[1000000]"]["error"]
-    summary = (tmp_path / "res" / "oom-smoke" / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
     assert "## Errors" in summary
 
 
@@ -171,17 +178,14 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Pat
 
 def test_checkpoints_keep_the_best_and_the_latest_epoch_only(tmp_path: Path,
                                                              smoke_run: dict) -> None:
-    grid = tmp_path / "fourepochs.yaml"
-    grid.write_text("description: one fast 4-epoch trial\n"
-                    "base: {model: mlp, features: waveform, hidden: [16], epochs: 4}\n"
-                    "grid: {lr: [0.001]}\n")
-    proc = run_cli([str(grid), "--results", str(tmp_path / "r"), "--storage",
-                    str(tmp_path / "s"), "--cache", str(smoke_run["base"] / "cache")], tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    history = _rows(tmp_path / "r" / "fourepochs" / "history.csv")
+    out = _run_grid_text(tmp_path, smoke_run["base"] / "cache", "fourepochs",
+                         "description: one fast 4-epoch trial\n"
+                         "base: {model: mlp, features: waveform, hidden: [16], epochs: 4}\n"
+                         "grid: {lr: [0.001]}\n")
+    history = _rows(out / "history.csv")
     assert [h["epoch"] for h in history] == ["1", "2", "3", "4"]
     best_epoch = max(history, key=lambda h: (float(h["val/acc"]), -int(h["epoch"])))["epoch"]
     kept = sorted(p.name for p in (tmp_path / "s" / "fourepochs" / "_train").glob("*/epoch_*"))
     assert kept == sorted({f"epoch_{int(best_epoch):04d}", "epoch_0004"})
-    best = json.loads((tmp_path / "r" / "fourepochs" / "best.json").read_text())
+    best = json.loads((out / "best.json").read_text())
     assert best["epoch"] == int(best_epoch)
