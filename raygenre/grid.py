@@ -11,7 +11,9 @@ import argparse
 import json
 import logging
 import math
+import os
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -401,18 +403,37 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
 
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # A local instance has no spot nodes to watch: Train's preemption watcher would only add a
-    # process start (~1.5 s of CPU) to every trial. On a cluster (--address) it stays on.
-    runtime_env = None if args.address else {
-        "env_vars": {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}}
-    ctx = ray.init(address=args.address, include_dashboard=True, dashboard_host="127.0.0.1",
-                   configure_logging=True, logging_level="WARNING", runtime_env=runtime_env,
-                   # Worker logs stay in the session's log folder (printed on errors).
-                   log_to_driver=False)
+    runtime_env = None
+    if not args.address:
+        port = _free_port()
+        runtime_env = {"env_vars": {
+            # A local instance has no spot nodes to watch: Train's preemption watcher would
+            # only add a process start (~1.5 s of CPU) to every trial.
+            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+            # Ray Train's helpers look their cluster up by address discovery, which fails
+            # ("multiple active Ray instances") when a second sweep runs on this machine, and
+            # their trials then wait forever. So the GCS gets a known port and workers its
+            # address.
+            "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ctx = ray.init(address=args.address, include_dashboard=True,
+                       dashboard_host="127.0.0.1", configure_logging=True,
+                       logging_level="WARNING", runtime_env=runtime_env,
+                       # Worker logs stay in the session's log folder (printed on errors).
+                       log_to_driver=False)
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
     ray.data.DataContext.get_current().enable_progress_bars = False
     if ctx.dashboard_url:
         print(f"[ray] dashboard: http://{ctx.dashboard_url}")
     return ray.cluster_resources()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def _existing_run(paths: RunPaths, manifest: dict[str, Any], resume: bool, fresh: bool) -> bool:

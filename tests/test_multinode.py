@@ -52,3 +52,22 @@ def test_sweep_spreads_over_two_nodes_and_survives_losing_one(tmp_path: Path,
         epochs = [h["epoch"] for h in history if h["trial_id"] == t["trial_id"]]
         assert epochs == [str(e) for e in range(1, int(t["epoch"]) + 1)]
     assert len({t["node"] for t in trials}) == 2, [t["node"] for t in trials]
+
+
+def test_two_sweeps_at_once_on_one_machine_both_finish(tmp_path: Path, smoke_run: dict) -> None:
+    """Two terminals, two sweeps: each starts its own Ray instance. Ray Train's helpers used to
+    find both instances, fail, and leave both sweeps waiting forever."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = []
+    for i in range(2):
+        args = ["batch_epoch", "--smoke", "--results", str(tmp_path / f"r{i}"), "--storage",
+                str(tmp_path / f"s{i}"), "--cache", str(smoke_run["base"] / "cache")]
+        procs.append(subprocess.Popen([sys.executable, "-m", "raygenre.grid", *args],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+        time.sleep(2)
+    for p in procs:
+        out, _ = p.communicate(timeout=900)
+        assert p.returncode == 0, out[-3000:]
+    for i in range(2):
+        assert (tmp_path / f"r{i}" / "batch_epoch-smoke" / "best.json").exists()
