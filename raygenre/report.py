@@ -19,7 +19,7 @@ import torch  # noqa: E402
 from raygenre.config import METRICS, Config, Grid, flat_trial_config  # noqa: E402
 from raygenre.data import Prepared, read_split, to_tensor  # noqa: E402
 from raygenre.paths import RunPaths  # noqa: E402
-from raygenre.train import META_FILE, load_checkpoint  # noqa: E402
+from raygenre.train import META_FILE, STATE_FILE, load_checkpoint  # noqa: E402
 
 BEST = "best/val/acc"
 
@@ -43,10 +43,29 @@ def _trial_id(result: Any) -> str:
     return "_".join(parts[1:3]) if len(parts) > 2 else Path(result.path).name
 
 
-def latest_meta(train_run: Path) -> dict | None:
-    """The newest checkpoint's meta.json of a Train run: it holds the trial's whole history."""
-    metas = sorted(train_run.glob(f"epoch_*/{META_FILE}"))
-    return json.loads(metas[-1].read_text()) if metas else None
+def checkpoints(train_run: Path, max_epoch: int | None = None) -> list[tuple[Path, dict]]:
+    """(folder, meta) of each whole checkpoint of a Train run, oldest first.
+
+    Skips a folder whose state file is not the size its meta recorded (an upload cut short when
+    ASHA stopped the trial), and epochs after `max_epoch`, the last one Tune saw: a worker may
+    finish an epoch after ASHA's stop, and that epoch is not part of the sweep.
+    """
+    out = []
+    for d in sorted(train_run.glob("epoch_*")):
+        try:
+            meta = json.loads((d / META_FILE).read_text())
+            whole = (d / STATE_FILE).stat().st_size == meta.get("state_bytes")
+        except (OSError, ValueError):
+            continue
+        if whole and (max_epoch is None or meta["metrics"]["epoch"] <= max_epoch):
+            out.append((d, meta))
+    return out
+
+
+def latest_meta(train_run: Path, max_epoch: int | None = None) -> dict | None:
+    """The newest whole checkpoint's meta: it holds the trial's history up to that epoch."""
+    found = checkpoints(train_run, max_epoch)
+    return found[-1][1] if found else None
 
 
 def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list[dict]]:
@@ -60,7 +79,8 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
         tid = _trial_id(r)
         config = flat_trial_config(r.config)
         swept = {k: config.get(k) for k in grid.swept}
-        meta = latest_meta(paths.train_run(tid))
+        seen = (r.metrics or {}).get("epoch")  # the last epoch Tune saw (None if none)
+        meta = latest_meta(paths.train_run(tid), seen)
         epochs = {int(m["epoch"]): m for m in (meta["history"] if meta else [])}
         for e in sorted(epochs):
             history.append({"trial_id": tid, **swept, "epoch": e,
@@ -81,6 +101,7 @@ def collect(results: Any, grid: Grid, paths: RunPaths) -> tuple[list[dict], list
             "node": last.get("node", ""),
             "error": (str(r.error).strip().splitlines() or [""])[-1][:300] if r.error else "",
             "_config": {k: v for k, v in config.items() if k != "variant"},
+            "_seen": seen,
         })
     return trials, history
 
@@ -94,16 +115,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({c: _fmt(row.get(c), digits=None) for c in cols})
 
 
-def best_checkpoint(train_run: Path) -> Path:
-    """The kept checkpoint of a Train run with the highest val/acc (earliest epoch on a tie)."""
-    found = []
-    for d in sorted(train_run.glob("epoch_*")):
-        meta = d / META_FILE
-        if meta.exists():
-            m = json.loads(meta.read_text())["metrics"]
-            found.append((-m["val/acc"], m["epoch"], d))
+def best_checkpoint(train_run: Path, max_epoch: int | None = None) -> Path:
+    """The kept whole checkpoint with the highest val/acc (earliest epoch on a tie)."""
+    found = [(-m["metrics"]["val/acc"], m["metrics"]["epoch"], d)
+             for d, m in checkpoints(train_run, max_epoch)]
     if not found:
-        raise FileNotFoundError(f"no checkpoint with {META_FILE} under {train_run}")
+        raise FileNotFoundError(f"no whole checkpoint under {train_run}")
     return min(found)[2]
 
 
@@ -158,7 +175,7 @@ def write_results(grid: Grid, base: Config, results: Any, paths: RunPaths, prepa
     sign = 1 if grid.mode == "max" else -1
     metric_key = BEST if grid.metric == "val/acc" else grid.metric
     best = max(ok, key=lambda t: (sign * t[metric_key], -t["epoch"]))
-    test = evaluate(best_checkpoint(paths.train_run(best["trial_id"])), prepared)
+    test = evaluate(best_checkpoint(paths.train_run(best["trial_id"]), best["_seen"]), prepared)
     seeds = seed_table(grid, ok, paths, prepared) if "seed" in grid.swept else None
     best_json = {"grid": grid.name, "trial_id": best["trial_id"], "config": best["_config"],
                  "val/acc": best[BEST], "test/acc": test["test/acc"],
@@ -193,7 +210,7 @@ def seed_table(grid: Grid, trials: list[dict], paths: RunPaths, prepared: Prepar
              "test/track_acc |", "|" + "---|" * (len(keys or [1]) + 4)]
     rows = []
     for key, members in groups.items():
-        tests = [evaluate(best_checkpoint(paths.train_run(t["trial_id"])), prepared)
+        tests = [evaluate(best_checkpoint(paths.train_run(t["trial_id"]), t["_seen"]), prepared)
                  for t in members]
         vals = [t[BEST] for t in members]
         rows.append((sum(vals) / len(vals), "| " + " | ".join(key or ("all",)) + f" | "

@@ -143,6 +143,9 @@ def train_func(config: dict[str, Any]) -> None:
         torch.set_rng_state(state["rng"])
         start_epoch, best_val = state["epoch"] + 1, state["best_val_acc"]
 
+    if checkpoint and start_epoch > cfg.epochs:
+        # Restored after its last epoch was saved but before Tune logged it: say it again.
+        ray.train.report(history[-1])
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
     rank = ray.train.get_context().get_world_rank()
@@ -174,9 +177,12 @@ def train_func(config: dict[str, Any]) -> None:
                             "best_val_acc": best_val}, Path(d) / STATE_FILE)
                 # The whole history rides in every checkpoint: the latest one is the trial's
                 # record even if the driver died before Tune logged the last epochs.
+                # state_bytes lets a reader tell a whole checkpoint from one whose upload was
+                # cut short (a trial stopped by ASHA mid-upload leaves such a folder).
                 (Path(d) / META_FILE).write_text(json.dumps(
                     {"config": cfg.to_dict(), "runtime": runtime, "metrics": metrics,
-                     "history": history}, indent=1))
+                     "history": history,
+                     "state_bytes": (Path(d) / STATE_FILE).stat().st_size}, indent=1))
                 ckpt = ray.train.Checkpoint.from_directory(d)
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
 
