@@ -168,9 +168,10 @@ def _trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str
         run_config=ray.train.RunConfig(
             name=trial_id, storage_path=str(paths.train_storage),
             callbacks=[TuneReportCallback()],
-            # The best epoch (for test evaluation) and the latest (for resume; always kept).
+            # The best epoch (for test evaluation) and the latest (for resume): Ray keeps the
+            # top num_to_keep by score and, always, the latest.
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val/acc",
+                num_to_keep=1, checkpoint_score_attribute="val/acc",
                 checkpoint_score_order="max"),
             failure_config=ray.train.FailureConfig(max_failures=2)),
     )
@@ -544,10 +545,13 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
                                       callbacks=[progress], verbose=0))
     results = tuner.fit()
     wall = time.time() - t0
+    # Against the grid's count, not len(results): Tune creates trials as slots free up, so
+    # after a Ctrl-C the trials it never started are in no result at all.
     finished = results.num_terminated + results.num_errors
-    if finished < len(results):
+    if finished < grid.n_trials:
         raise Interrupted(
-            f"sweep interrupted: {len(results) - finished} of {len(results)} trials unfinished; "
+            f"sweep interrupted: {grid.n_trials - finished} of {grid.n_trials} trials "
+            f"unfinished; "
             f"nothing was lost. Resume with the same command plus --resume "
             f"(run folder {paths.experiment}).")
     return report.write_results(grid, base, results, paths, prepared, wall_s=wall,
