@@ -383,7 +383,9 @@ def _check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
 
 def _band_stats(grid: Grid, base: Config, prepared: Prepared) -> dict[str, Any]:
     """Train-split statistics for every representation that a trial normalises per band."""
-    from raygenre.data import read_split, to_tensor
+    import pyarrow.parquet as pq
+
+    from raygenre.data import to_tensor
     from raygenre.features import band_stats, feature_key
 
     wanted = {}
@@ -393,9 +395,11 @@ def _band_stats(grid: Grid, base: Config, prepared: Prepared) -> dict[str, Any]:
             wanted.setdefault(feature_key(cfg), cfg)
     if not wanted:
         return {}
-    x = to_tensor(read_split(prepared, "train")["x"])
-    return {k: band_stats(cfg, (x[i:i + 64] for i in range(0, len(x), 64)))
-            for k, cfg in wanted.items()}
+    def batches():  # streamed: the train split need not fit in the driver's memory
+        for b in pq.ParquetFile(prepared.split_path("train")).iter_batches(64, columns=["x"]):
+            yield to_tensor(b.column("x"))
+
+    return {k: band_stats(cfg, batches()) for k, cfg in wanted.items()}
 
 
 def _start_ray(args: argparse.Namespace) -> dict[str, float]:
