@@ -26,7 +26,6 @@ from raygenre import synth
 from raygenre.config import PRESETS, Config
 from raygenre.data import prepare
 from raygenre.features import build_features, feature_shape
-from raygenre.grid import BUILTIN_SECONDS, BUILTIN_TRACKS_PER_GENRE
 from raygenre.models import build_model
 from raygenre.paths import default_cache
 
@@ -59,7 +58,7 @@ def model_pass(cfg: Config, n_samples: int, rows: int) -> float:
 def main() -> None:
     torch.set_num_threads(1)  # as a trial runs on a 2-core machine
     cache = default_cache()
-    root = synth.ensure_builtin(cache, BUILTIN_TRACKS_PER_GENRE, BUILTIN_SECONDS)
+    root = synth.ensure_builtin(cache)
     prepared = prepare(root, cache, Config())
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

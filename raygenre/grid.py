@@ -36,6 +36,7 @@ from raygenre.config import (
     validate,
 )
 from raygenre.paths import RunPaths, default_cache, default_storage
+from raygenre.storage import Location, StorageError, check_shared, local_mirror_dir, mirror
 
 if TYPE_CHECKING:
     from raygenre.data import Prepared
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
 # each), still through every stage.
 SMOKE_TRACKS_PER_GENRE = 4
 SMOKE_SEGMENTS_PER_TRACK = 2
-# The built-in set: 20 tracks of 30 s per genre cut into 6 segments each, 1 200 segments in all,
-# as GTZAN's layout but a fifth of its size, so the default CPU sweep ends in minutes.
-BUILTIN_TRACKS_PER_GENRE = 20
-BUILTIN_SECONDS = 30.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,10 +55,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list the grids and exit")
     p.add_argument("--stages", help="with NAME 'all': comma-separated stages to run, in order "
                                     "(default: the study's seven)")
-    p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>; default: built-in set")
+    p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>, local or a bucket "
+                                  "URI (s3://...); default: the built-in set")
     p.add_argument("--results", default="results", help="tables and plots go to RESULTS/<grid>/")
-    p.add_argument("--storage", help=f"Ray run folder (default {default_storage()})")
-    p.add_argument("--cache", help=f"generated and prepared data (default {default_cache()})")
+    p.add_argument("--storage", help=f"Ray run folder: a local or NFS path, or an s3:// or gs:// "
+                                     f"URI; on a multi-node cluster, one every node sees "
+                                     f"(default {default_storage()})")
+    p.add_argument("--cache", help=f"generated and prepared data: a folder, or a bucket URI "
+                                   f"shared by every machine (default {default_cache()})")
     p.add_argument("--seed", type=int, help="seed for split, init, dropout, shuffle (default 0)")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the grid to a few 1-2 epoch trials on a small data sample")
@@ -86,7 +87,7 @@ class Interrupted(RuntimeError):
     """The sweep stopped before every trial finished; the run folder can be resumed."""
 
 
-def _check_manifest(path: Path, now: dict[str, Any]) -> None:
+def _check_manifest(path: Location, now: dict[str, Any]) -> None:
     if not path.exists():
         return
     then = json.loads(path.read_text())
@@ -260,7 +261,7 @@ class ResumableASHA(ASHAScheduler):
         if self._loaded:
             return
         self._loaded = True
-        path = Path(self._state_file)
+        path = Location(self._state_file)
         if not path.exists():
             return
         saved = json.loads(path.read_text())
@@ -277,9 +278,7 @@ class ResumableASHA(ASHAScheduler):
         state = {"num_stopped": self._num_stopped, "brackets": [
             [[m, {k: float(v) for k, v in rec.items()}] for m, rec in b._rungs]
             for b in self._brackets]}
-        tmp = Path(self._state_file + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self._state_file)
+        Location(self._state_file).write_text(json.dumps(state, indent=1))
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self._load()
@@ -312,12 +311,13 @@ def run(args: argparse.Namespace) -> Path:
     grid = load_grid(args.name)
     if args.smoke:
         grid = grid.smoke()
-    paths = RunPaths(storage=Path(args.storage or default_storage()).resolve(),
+    paths = RunPaths(storage=Location.parse(args.storage or default_storage()),
                      name=grid.name + ("-smoke" if args.smoke else ""),
                      results_root=Path(args.results).resolve())
     # Refuse before any work if a run exists and the user did not say what to do with it.
     restoring = _existing_run(paths, _manifest(grid, args, {}), args.resume, args.fresh)
     cluster = _start_ray(args)
+    _check_storage(paths.storage)
     run_sweep(grid, args, paths, cluster, restoring)
     return paths.results
 
@@ -435,6 +435,20 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     return ray.cluster_resources()
 
 
+def _check_storage(storage: Location) -> None:
+    """Before any trial: on several machines the run folder must be one they all see."""
+    import ray
+
+    ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+    why = check_shared(storage, ips)
+    try:
+        storage.mkdir()
+    except OSError as e:  # no credentials, no such bucket, read-only mount...
+        raise StorageError(f"--storage {storage}: cannot create the run folder there "
+                           f"({type(e).__name__}: {e})") from e
+    print(f"[grid] storage {storage}: {why}")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
@@ -450,7 +464,7 @@ def _existing_run(paths: RunPaths, manifest: dict[str, Any], resume: bool, fresh
             raise ConfigError(f"--resume: no run of {paths.name!r} in {paths.experiment}")
         return False
     if fresh:
-        shutil.rmtree(paths.experiment)
+        paths.experiment.rmtree()
         return False
     if not resume:
         raise ConfigError(
@@ -473,14 +487,17 @@ def _manifest(grid: Grid, args: argparse.Namespace, carried: dict[str, Any]) -> 
 def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: dict[str, float],
               restoring: bool, carried: dict[str, Any] | None = None) -> dict[str, Any]:
     """One sweep on a started Ray instance; returns its best.json."""
-    import ray
     from ray import tune
 
     from raygenre import report, synth
-    from raygenre.data import prepare
+    from raygenre.data import prepare, ray_dataset
 
     carried = carried or {}
-    cache = Path(args.cache or default_cache()).resolve()
+    # --cache s3://...: data sets are prepared into the local cache and shared through the
+    # bucket, so each is prepared once for every machine; the bucket's copy is fetched first.
+    cache_loc = Location.parse(args.cache, "--cache") if args.cache else None
+    shared = cache_loc if cache_loc is not None and cache_loc.scheme else None
+    cache = (default_cache() if cache_loc is None or shared else cache_loc.local_path).resolve()
     preset = args.preset
     if preset == "auto":
         preset = "cpu" if (args.data is None and not cluster.get("GPU")) else "study"
@@ -492,16 +509,21 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
     base = resolve_base(grid, preset, args.seed, carried)
 
     if args.data:
-        root = Path(args.data)
+        data_loc = Location.parse(args.data, "--data")
+        root = data_loc.local_path
+        if root is None or data_loc.scheme:
+            root = local_mirror_dir(cache, data_loc)
+            print(f"[data] fetching {data_loc} -> {root} (only files not already there)")
+            root = mirror(data_loc, root)
     else:
         try:
-            root = synth.ensure_builtin(cache, BUILTIN_TRACKS_PER_GENRE, BUILTIN_SECONDS, seed=0)
+            root = synth.ensure_builtin(cache)
         except OSError as e:
             raise ConfigError(f"cache folder {cache} is not writable ({e}); "
                               f"choose another with --cache") from e
         print(f"[data] built-in set: {root}")
     sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if args.smoke else (None, None)
-    prepared = prepare(root, cache, base, *sample)
+    prepared = prepare(root, cache, base, *sample, shared=shared)
     print(prepared.table_path.read_text(), end="")
     _check_batch_sizes(grid, base, prepared)
     _check_models(grid, base, prepared)
@@ -513,16 +535,17 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.experiment}")
 
-    # Read once here; every trial gets the same materialized blocks from the object store.
-    datasets = {s: ray.data.read_parquet(str(prepared.split_path(s)))
-                .select_columns(["x", "label"]).materialize() for s in ("train", "val")}
+    t_data = time.time()
+    datasets = {s: ray_dataset(prepared, s) for s in ("train", "val")}
+    print(f"[grid] train and val splits in Ray's object store ({time.time() - t_data:.1f} s); "
+          f"starting trials")
     runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
                "threads": plan.threads, "band_stats": _band_stats(grid, base, prepared)}
     trainable = tune.with_resources(
         tune.with_parameters(_trial, train_ds=datasets["train"], val_ds=datasets["val"],
                              runtime=runtime, paths=paths, plan=plan),
         {"cpu": plan.trial_cpus})
-    paths.experiment.mkdir(parents=True, exist_ok=True)
+    paths.experiment.mkdir()
     if not restoring:
         (paths.experiment / MANIFEST).write_text(
             json.dumps(_manifest(grid, args, carried), indent=1))
@@ -577,12 +600,13 @@ def run_pipeline(args: argparse.Namespace) -> Path:
     if args.smoke:
         grids = [g.smoke() for g in grids]
     top = "all" + ("-smoke" if args.smoke else "")
-    storage = Path(args.storage or default_storage()).resolve()
+    storage = Location.parse(args.storage or default_storage())
     results_root = Path(args.results).resolve()
     if args.fresh:
-        shutil.rmtree(storage / top, ignore_errors=True)
+        (storage / top).rmtree()
         shutil.rmtree(results_root / top, ignore_errors=True)
     cluster = _start_ray(args)
+    _check_storage(storage)
     carried: dict[str, Any] = {}
     rows = []
     for grid in grids:
@@ -601,7 +625,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
                 except ConfigError as e:  # an earlier stage changed: this one starts over
                     print(f"[all] {grid.name}: the stored run does not match ({e}); "
                           f"starting it over")
-                    shutil.rmtree(paths.experiment)
+                    paths.experiment.rmtree()
             best = run_sweep(grid, args, paths, cluster, restoring, carried)
         rows.append(best)
         carried = {**carried, **{k: best["config"][k] for k in grid.carry}}

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from raygenre.storage import Location
+
 
 def default_cache() -> Path:
     """Generated and prepared data: reused by every sweep on this machine."""
@@ -19,21 +21,21 @@ def default_storage() -> Path:
 
 @dataclass(frozen=True)
 class RunPaths:
-    storage: Path  # --storage
+    storage: Location  # --storage: a folder every node sees, or a bucket URI
     name: str  # the experiment: grid name, "-smoke" for smoke runs
-    results_root: Path  # --results
+    results_root: Path  # --results: always on the machine that runs the command
 
     @property
-    def experiment(self) -> Path:
+    def experiment(self) -> Location:
         """Tune's experiment folder (what `--resume` restores)."""
         return self.storage / self.name
 
     @property
-    def train_storage(self) -> Path:
+    def train_storage(self) -> Location:
         """Ray Train runs, one per trial, named by trial id so a restored trial finds its own."""
         return self.experiment / "_train"
 
-    def train_run(self, trial_id: str) -> Path:
+    def train_run(self, trial_id: str) -> Location:
         return self.train_storage / trial_id
 
     @property

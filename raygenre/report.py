@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch  # noqa: E402
 from raygenre.config import METRICS, Config, Grid, flat_trial_config  # noqa: E402
 from raygenre.data import Prepared, read_split, to_tensor  # noqa: E402
 from raygenre.paths import RunPaths  # noqa: E402
+from raygenre.storage import Location  # noqa: E402
 from raygenre.train import META_FILE, STATE_FILE, load_checkpoint  # noqa: E402
 
 BEST = "best/val/acc"
@@ -43,7 +45,8 @@ def _trial_id(result: Any) -> str:
     return "_".join(parts[1:3]) if len(parts) > 2 else Path(result.path).name
 
 
-def checkpoints(train_run: Path, max_epoch: int | None = None) -> list[tuple[Path, dict]]:
+def checkpoints(train_run: Location | Path, max_epoch: int | None = None
+                ) -> list[tuple[Location, dict]]:
     """(folder, meta) of each whole checkpoint of a Train run, oldest first.
 
     Skips a folder whose state file is not the size its meta recorded (an upload cut short when
@@ -51,10 +54,11 @@ def checkpoints(train_run: Path, max_epoch: int | None = None) -> list[tuple[Pat
     finish an epoch after ASHA's stop, and that epoch is not part of the sweep.
     """
     out = []
-    for d in sorted(train_run.glob("epoch_*")):
+    train_run = Location.parse(train_run, "train run")
+    for d in (train_run / n for n in train_run.listdir() if n.startswith("epoch_")):
         try:
             meta = json.loads((d / META_FILE).read_text())
-            whole = (d / STATE_FILE).stat().st_size == meta.get("state_bytes")
+            whole = (d / STATE_FILE).size() == meta.get("state_bytes")
         except (OSError, ValueError):
             continue
         if whole and (max_epoch is None or meta["metrics"]["epoch"] <= max_epoch):
@@ -62,7 +66,7 @@ def checkpoints(train_run: Path, max_epoch: int | None = None) -> list[tuple[Pat
     return out
 
 
-def latest_meta(train_run: Path, max_epoch: int | None = None) -> dict | None:
+def latest_meta(train_run: Location | Path, max_epoch: int | None = None) -> dict | None:
     """The newest whole checkpoint's meta: it holds the trial's history up to that epoch."""
     found = checkpoints(train_run, max_epoch)
     return found[-1][1] if found else None
@@ -115,7 +119,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow({c: _fmt(row.get(c), digits=None) for c in cols})
 
 
-def best_checkpoint(train_run: Path, max_epoch: int | None = None) -> Path:
+def best_checkpoint(train_run: Location | Path, max_epoch: int | None = None) -> Location:
     """The kept whole checkpoint with the highest val/acc (earliest epoch on a tie)."""
     found = [(-m["metrics"]["val/acc"], m["metrics"]["epoch"], d)
              for d, m in checkpoints(train_run, max_epoch)]
@@ -125,9 +129,12 @@ def best_checkpoint(train_run: Path, max_epoch: int | None = None) -> Path:
 
 
 @torch.no_grad()
-def evaluate(checkpoint: Path, prepared: Prepared, split: str = "test") -> dict[str, Any]:
+def evaluate(checkpoint: Location | Path, prepared: Prepared,
+             split: str = "test") -> dict[str, Any]:
     """Segment accuracy, track accuracy (majority vote), per-genre accuracy, confusion matrix."""
-    feats, model, meta = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="raygenre_ckpt_") as d:
+        checkpoint = Location.parse(checkpoint, "checkpoint")
+        feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
     table = read_split(prepared, split)
     x, y = to_tensor(table["x"]), torch.tensor(table["label"].to_numpy())
     tracks = table["track"].to_pylist()

@@ -1,0 +1,145 @@
+"""What every benchmark shares: the machine line, running the CLI with timestamps, and writing
+`results/bench/<name>.md` ending in the `RESULT <name> <figure>=<value>` lines it also prints."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results" / "bench"
+
+
+def machine() -> str:
+    import psutil
+    import ray
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()}: {os.cpu_count()} CPU ({platform.machine()}), "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}, "
+            f"Ray {ray.__version__}")
+
+
+@dataclass
+class CliRun:
+    """A `python -m raygenre.grid` run: its output lines with the seconds at which each came."""
+
+    argv: list[str]
+    rc: int = 0
+    wall_s: float = 0.0
+    lines: list[tuple[float, str]] = field(default_factory=list)
+
+    def first(self, needle: str) -> float | None:
+        """Seconds from the start to the first line containing `needle`."""
+        return next((t for t, line in self.lines if needle in line), None)
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, echo: bool = True,
+            on_line=None) -> CliRun:
+    """Run the CLI as a user would, in a fresh process; raises if it fails."""
+    argv = [sys.executable, "-m", "raygenre.grid", *args]
+    run = CliRun(argv)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        t = time.perf_counter() - t0
+        run.lines.append((t, line.rstrip("\n")))
+        if echo:
+            print(f"  {t:7.1f}s | {line}", end="", flush=True)
+        if on_line:
+            on_line(proc, line)
+    run.rc = proc.wait()
+    run.wall_s = time.perf_counter() - t0
+    if run.rc != 0:
+        tail = "\n".join(line for _, line in run.lines[-30:])
+        raise RuntimeError(f"{' '.join(argv)} exited {run.rc}:\n{tail}")
+    return run
+
+
+class PeakRss:
+    """Samples the memory of a process tree in a thread: the root process alone, each process
+    whose command line contains one of `roles`, and the tree's sum; peak of each, in MiB.
+
+    PSS (proportional set size): a shared page counts 1/n in each of the n processes that map
+    it, so the object store's shared memory is not counted once per process that touched it
+    (RSS did: 7 GB "in all" for a 0.3 GB data set) and the tree's sum is the real total."""
+
+    def __init__(self, roles: dict[str, str], every_s: float = 0.2) -> None:
+        self.roles = roles
+        self.every_s = every_s
+        self.peak: dict[str, float] = {"driver": 0.0, "tree": 0.0, **{r: 0.0 for r in roles}}
+        self._stop = threading.Event()
+
+    def watch(self, pid: int) -> None:
+        threading.Thread(target=self._loop, args=(pid,), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self, pid: int) -> None:
+        import psutil
+
+        root = psutil.Process(pid)
+        while not self._stop.is_set():
+            try:
+                procs = [root, *root.children(recursive=True)]
+                total = 0.0
+                for p in procs:
+                    try:
+                        rss = _pss(p) / 2**20
+                        cmd = " ".join(p.cmdline())
+                    except psutil.Error:
+                        continue
+                    total += rss
+                    if p.pid == pid:
+                        self.peak["driver"] = max(self.peak["driver"], rss)
+                    for role, needle in self.roles.items():
+                        if needle in cmd:
+                            self.peak[role] = max(self.peak[role], rss)
+                self.peak["tree"] = max(self.peak["tree"], total)
+            except psutil.Error:
+                pass
+            self._stop.wait(self.every_s)
+
+
+def _pss(p) -> float:
+    try:
+        return p.memory_full_info().pss
+    except AttributeError:  # not Linux: no PSS
+        return p.memory_info().rss
+
+
+def write_grid(folder: Path, name: str, text: str) -> Path:
+    """A grid file for one benchmark, named so its results folder is recognisable."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def report(name: str, title: str, body: list[str], figures: dict[str, float | str],
+           command: str | None = None) -> Path:
+    """Print the RESULT lines and write results/bench/<name>.md (machine, date, command)."""
+    command = command or f"python bench/{name}.py " + " ".join(sys.argv[1:])
+    results = [f"RESULT {name} {k}={v}" for k, v in figures.items()]
+    text = "\n".join([f"# {title}", "",
+                      f"- machine: {machine()}",
+                      f"- date: {datetime.now():%Y-%m-%d %H:%M}",
+                      f"- command: `{command.strip()}`", "",
+                      *body, "", "```", *results, "```", ""])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{name}.md"
+    out.write_text(text)
+    print("\n".join(results), flush=True)
+    return out

@@ -1,0 +1,98 @@
+"""Peak memory of the driver and of one trial, and how it grows with the data (1x, 2x, 4x).
+
+Data: the built-in generator at 20, 40 and 80 tracks per genre (1 200, 2 400, 4 800 segments;
+the prepared waveforms are 441 KB a segment). Each size runs one CNN1 trial of one epoch through
+`python -m raygenre.grid` (CPU preset) while a thread samples the memory (PSS: shared pages
+split between the processes that map them) of every process of the run: the driver (the command itself), the Train worker (the trial's training
+process), the Tune trial actor, the raylet (which holds the object store's shared memory, where
+the train and val splits live during the sweep) and the sum over the tree.
+
+    python bench/memory.py [--sizes 20,40,80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import PeakRss, report, run_cli, write_grid
+
+from raygenre import synth
+from raygenre.paths import default_cache
+
+GRID = """\
+description: bench/memory.py - one CNN1 trial of one epoch
+metric: val/acc
+asha: false
+base:
+  model: cnn1
+  features: spectrogram
+  batch_size: 32
+  epochs: 1
+grid:
+  seed: [0]
+"""
+ROLES = {"train worker": "RayTrainWorker", "trial actor": "ImplicitFunc",
+         "raylet": "raylet"}
+
+
+def one(tmp: Path, tracks: int) -> dict[str, float]:
+    root = synth.ensure_builtin(default_cache(), tracks)
+    grid = write_grid(tmp, "memory", GRID)
+    sampler = PeakRss(ROLES, every_s=0.5)
+    out = tmp / str(tracks)
+
+    def watch(proc, line: str) -> None:
+        if not getattr(watch, "started", False):
+            sampler.watch(proc.pid)
+            watch.started = True
+
+    try:
+        run_cli([str(grid), "--data", str(root), "--preset", "cpu", "--storage",
+                 str(out / "runs"), "--results", str(out / "results")], on_line=watch,
+                echo=False)
+    finally:
+        sampler.stop()
+    return dict(sampler.peak)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="20,40,80", help="tracks per genre, smallest first")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    peaks = {}
+    with tempfile.TemporaryDirectory(prefix="bench_memory_") as d:
+        for n in sizes:
+            peaks[n] = one(Path(d), n)
+            print(f"{n} tracks/genre: " + ", ".join(f"{k} {v:.0f} MiB"
+                                                     for k, v in peaks[n].items()), flush=True)
+    cols = ["driver", *ROLES, "tree"]
+    body = ["Peak PSS in MiB; one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. "
+            "Segments x 441 KB is what the prepared splits weigh (train+val go to the object "
+            "store; test is read by the driver after the sweep).", "",
+            "| tracks/genre | segments | prepared MB | " + " | ".join(cols) + " |",
+            "|---:|---:|---:|" + "---:|" * len(cols)]
+    for n, p in peaks.items():
+        segs = n * 10 * 6
+        body.append(f"| {n} | {segs} | {segs * 0.441:.0f} | "
+                    + " | ".join(f"{p[c]:.0f}" for c in cols) + " |")
+    lo, hi = sizes[0], sizes[-1]
+    scale = hi / lo
+    growth = {c: (peaks[hi][c] - peaks[lo][c]) / (segs_mb := (hi - lo) * 60 * 0.441)
+              for c in cols}
+    body += ["", f"Growth from {lo} to {hi} tracks/genre, MiB of peak PSS per MB of prepared "
+                 f"data added ({segs_mb:.0f} MB): "
+             + ", ".join(f"{c} {g:.2f}" for c, g in growth.items())]
+    report("memory", "Peak memory of the driver and of one trial against data size", body, {
+        "driver_peak_mib": f"{peaks[lo]['driver']:.0f}",
+        "trial_peak_mib": f"{peaks[lo]['train worker']:.0f}",
+        f"driver_growth_{scale:g}x": f"{peaks[hi]['driver'] / peaks[lo]['driver']:.2f}",
+        f"trial_growth_{scale:g}x": f"{peaks[hi]['train worker'] / peaks[lo]['train worker']:.2f}",
+    })
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""What raygenre costs over a plain PyTorch loop, for one trial.
+
+The same trial (CNN1 on spectrograms, the CPU preset, batch 32, EPOCHS epochs, seed 0, the
+built-in data, one torch thread as a trial gets on this machine) run two ways, each as a fresh
+process from the command line:
+  plain:    read the prepared Parquet into tensors, shuffle, train, validate each epoch, test;
+  raygenre: `python -m raygenre.grid` on a one-trial grid (Ray start, Ray Data, Tune trial,
+            Train worker, a checkpoint per epoch, results, plots).
+Reports the wall-time ratio, time to the first epoch and where raygenre's extra time goes.
+
+    python bench/overhead.py [--epochs 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, report, run_cli, write_grid
+
+T0 = time.perf_counter()  # the plain loop's clock starts with its process, as raygenre's does
+
+
+def plain(epochs: int) -> None:
+    """The plain loop, in this process: prints one line per epoch and a JSON summary."""
+    import torch
+
+    from raygenre import synth
+    from raygenre.config import PRESETS, Config
+    from raygenre.data import prepare, read_split, to_tensor
+    from raygenre.optim import build_optimizer
+    from raygenre.paths import default_cache
+    from raygenre.train import build, make_deterministic, run_epoch
+
+    torch.set_num_threads(1)
+    cfg = Config().replace(**PRESETS["cpu"], model="cnn1", features="spectrogram",
+                           epochs=epochs, batch_size=32)
+    cache = default_cache()
+    prepared = prepare(synth.ensure_builtin(cache),
+                       cache, cfg, log=lambda s: None)
+    data = {}
+    for split in ("train", "val", "test"):
+        t = read_split(prepared, split)
+        data[split] = (to_tensor(t.column("x")), torch.tensor(t.column("label").to_numpy()))
+    make_deterministic(cfg.seed)
+    feats, model = build(cfg, {"num_classes": len(prepared.genres),
+                               "segment_samples": prepared.segment_samples})
+    opt = build_optimizer(model.parameters(), cfg)
+
+    def batches(split: str, size: int, seed: int | None = None):
+        x, y = data[split]
+        order = (torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+                 if seed is not None else torch.arange(len(y)))
+        for i in range(0, len(y), size):
+            idx = order[i:i + size]
+            yield {"x": x[idx], "label": y[idx]}
+
+    train_s = 0.0
+    for epoch in range(1, epochs + 1):
+        t = time.perf_counter()
+        loss, acc = run_epoch(model, feats, batches("train", cfg.batch_size, epoch), "cpu", opt)
+        _, val_acc = run_epoch(model, feats, batches("val", 128), "cpu")
+        train_s += time.perf_counter() - t
+        print(f"plain epoch {epoch}/{epochs} val/acc {val_acc:.3f} "
+              f"at {time.perf_counter() - T0:.1f}s", flush=True)
+    _, test_acc = run_epoch(model, feats, batches("test", 128), "cpu")
+    print(json.dumps({"train_s": train_s, "test_acc": test_acc}), flush=True)
+
+
+def run_plain(epochs: int) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, "--plain", "--epochs", str(epochs)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    first, summary = None, {}
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(f"  {time.perf_counter() - t0:7.1f}s | {line}", end="", flush=True)
+        if first is None and "epoch 1/" in line:
+            first = time.perf_counter() - t0
+        if line.startswith("{"):
+            summary = json.loads(line)
+    if proc.wait() != 0:
+        raise RuntimeError("the plain loop failed")
+    return {"wall_s": time.perf_counter() - t0, "first_epoch_s": first, **summary}
+
+
+GRID = """\
+description: bench/overhead.py - one CNN1 trial, every epoch run
+metric: val/acc
+asha: false
+base:
+  model: cnn1
+  features: spectrogram
+  batch_size: 32
+  epochs: {epochs}
+grid:
+  seed: [0]
+"""
+
+
+def run_raygenre(epochs: int, tmp: Path) -> dict:
+    grid = write_grid(tmp, "overhead", GRID.format(epochs=epochs))
+    run = run_cli([str(grid), "--preset", "cpu", "--storage", str(tmp / "runs"),
+                   "--results", str(tmp / "results")])
+    folder = tmp / "results" / "overhead"
+    best = json.loads((folder / "best.json").read_text())
+    (trial,) = list(csv.DictReader(open(folder / "trials.csv")))
+    fit_start = run.first("[grid] TensorBoard")
+    first_epoch = run.first("epoch 1/")
+    last_epoch = run.first(f"epoch {epochs}/")
+    return {"wall_s": run.wall_s, "first_epoch_s": first_epoch,
+            "ray_up_s": run.first("[ray] dashboard"), "before_fit_s": fit_start,
+            "fit_s": best["wall_s"], "trial_s": float(trial["wall_s"]),
+            "train_s": float(trial["train_s"]), "last_epoch_s": last_epoch,
+            "test_acc": best["test/acc"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.plain:
+        return plain(args.epochs)
+    print(f"plain PyTorch loop, {args.epochs} epochs")
+    p = run_plain(args.epochs)
+    with tempfile.TemporaryDirectory(prefix="bench_overhead_") as d:
+        print(f"raygenre, the same trial, {args.epochs} epochs")
+        r = run_raygenre(args.epochs, Path(d))
+    per_epoch_p, per_epoch_r = p["train_s"] / args.epochs, r["train_s"] / args.epochs
+    body = [
+        f"One trial: CNN1 on spectrograms, CPU preset, batch 32, {args.epochs} epochs, seed 0, "
+        "built-in data (960 train segments), one torch thread. Both runs start as a fresh "
+        "process; times in seconds from that start.", "",
+        "| | plain PyTorch | raygenre | ratio |", "|---|---:|---:|---:|",
+        f"| whole command | {p['wall_s']:.1f} | {r['wall_s']:.1f} | "
+        f"{r['wall_s'] / p['wall_s']:.2f} |",
+        f"| to the end of epoch 1 | {p['first_epoch_s']:.1f} | {r['first_epoch_s']:.1f} | "
+        f"{r['first_epoch_s'] / p['first_epoch_s']:.2f} |",
+        f"| training + validation, per epoch | {per_epoch_p:.2f} | {per_epoch_r:.2f} | "
+        f"{per_epoch_r / per_epoch_p:.2f} |",
+        f"| test accuracy | {p['test_acc']:.3f} | {r['test_acc']:.3f} | |", "",
+        "Where raygenre's time goes (seconds from the command's start):", "",
+        f"- Ray up, dashboard URL printed: {r['ray_up_s']:.1f}",
+        f"- data checked, grid planned, `Tuner.fit` starts: {r['before_fit_s']:.1f}",
+        f"- trial start (actor, Train controller, worker group) + epoch 1: "
+        f"{r['first_epoch_s'] - r['before_fit_s']:.1f}, of which epoch 1 "
+        f"~{per_epoch_r:.1f}",
+        f"- last epoch reported: {r['last_epoch_s']:.1f}",
+        f"- `Tuner.fit` in all: {r['fit_s']:.1f} (Tune's trial time {r['trial_s']:.1f})",
+        f"- results (test evaluation, tables, plots) and shutdown: "
+        f"{r['wall_s'] - r['before_fit_s'] - r['fit_s']:.1f}",
+    ]
+    # The sweep cost of one more trial: Tuner.fit's share, against the plain loop's whole run.
+    report("overhead", "Overhead: raygenre against a plain PyTorch loop, one trial", body, {
+        "overhead_ratio": f"{r['wall_s'] / p['wall_s']:.2f}",
+        "trial_overhead_ratio": f"{r['fit_s'] / p['wall_s']:.2f}",
+        "epoch_overhead_ratio": f"{per_epoch_r / per_epoch_p:.2f}",
+        "first_epoch_plain_s": f"{p['first_epoch_s']:.1f}",
+        "first_epoch_raygenre_s": f"{r['first_epoch_s']:.1f}",
+    })
+
+
+if __name__ == "__main__":
+    sys.exit(main())
