@@ -2,10 +2,11 @@
 
 Data: the built-in generator at 20, 40 and 80 tracks per genre (1 200, 2 400, 4 800 segments;
 the prepared waveforms are 441 KB a segment). Each size runs one CNN1 trial of one epoch through
-`python -m raygenre.grid` (CPU preset) while a thread samples the memory (PSS: shared pages
-split between the processes that map them) of every process of the run: the driver (the command itself), the Train worker (the trial's training
-process), the Tune trial actor, the raylet (which holds the object store's shared memory, where
-the train and val splits live during the sweep) and the sum over the tree.
+`python -m raygenre.grid` (CPU preset) while a thread samples the memory of every process of
+the run as PSS (a shared page split between the processes that map it): the driver (the
+command itself), the Train worker (the trial's training process), the Tune trial actor, the
+raylet (which holds the object store, where the train and val splits live during the sweep)
+and the sum over the tree.
 
     python bench/memory.py [--sizes 20,40,80]
 """

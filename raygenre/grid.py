@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.schedulers import ASHAScheduler  # trial actors import ray.tune anyway
 
 from raygenre.config import (
+    METRICS,
     PRESETS,
     Config,
     ConfigError,
@@ -240,6 +241,50 @@ def _progress_callback(n_trials: int, concurrency: int, metric: str, mode: str) 
     return Progress()
 
 
+def _tensorboard_callback(logdir: Path, labels: list[str]) -> Any:
+    """TensorBoard event files with the metric names of trials.csv (`val/acc`, ...), one run
+    per trial named by its id and swept values, stepped by epoch (Tune's own logger prefixes
+    every name with `ray/tune/` and steps by report)."""
+    from ray import tune
+
+    class TensorBoard(tune.Callback):
+        def setup(self, **info: Any) -> None:
+            self.writers: dict[str, Any] = {}
+
+        def _writer(self, trial: Any) -> Any:
+            if trial.trial_id not in self.writers:
+                from tensorboardX import SummaryWriter
+
+                cfg = flat_trial_config(trial.config)
+                shown = [f"{k}={cfg.get(k)}" for k in labels]  # a variant shows its name
+                name = ",".join([trial.trial_id, *shown]).replace("/", "_").replace(" ", "")
+                self.writers[trial.trial_id] = SummaryWriter(str(logdir / name))
+            return self.writers[trial.trial_id]
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+            if result.get("epoch") is None:
+                return
+            w = self._writer(trial)
+            for m in (*METRICS, "lr"):
+                if result.get(m) is not None:
+                    w.add_scalar(m, result[m], int(result["epoch"]))
+            w.flush()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+            w = self.writers.pop(trial.trial_id, None)
+            if w is not None:
+                w.close()
+
+        on_trial_error = on_trial_complete
+
+        def on_experiment_end(self, trials, **info):  # noqa: ANN001
+            for w in self.writers.values():
+                w.close()
+            self.writers.clear()
+
+    return TensorBoard()
+
+
 class ResumableASHA(ASHAScheduler):
     """ASHA whose rung records survive `Tuner.restore`.
 
@@ -409,6 +454,28 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
     runtime_env = None
+    if args.address and not args.address.startswith("ray://"):
+        from ray._private.services import canonicalize_bootstrap_address
+
+        # Workers are told the cluster's address, as for a local instance below: Train's
+        # helpers otherwise look it up and can pick another instance on the same machine.
+        try:
+            address = canonicalize_bootstrap_address(args.address)
+        except ConnectionError as e:  # "auto" and no cluster on this machine
+            raise ConfigError(f"--address {args.address}: no Ray cluster found ({e}). Start "
+                              f"one (ray start --head, or ray up cluster.yaml) or drop "
+                              f"--address to run on this machine alone") from e
+        if address:
+            # Ray waits minutes on an address where nothing listens; a plain connect tells now.
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--address {args.address}: no Ray cluster to connect to "
+                                  f"({e}). Start one (ray start --head, or ray up "
+                                  f"cluster.yaml) or drop --address to run on this machine "
+                                  f"alone") from e
+            runtime_env = {"env_vars": {"RAY_ADDRESS": address}}
     if not args.address:
         port = _free_port()
         runtime_env = {"env_vars": {
@@ -533,7 +600,7 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
     how = f"ASHA on {grid.metric} ({grid.mode})" if grid.asha else "every trial in full"
     print(f"[grid] {grid.n_trials} trials, {how}; {plan.describe()}")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
-    print(f"[grid] TensorBoard: tensorboard --logdir {paths.experiment}")
+    print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
 
     t_data = time.time()
     datasets = {s: ray_dataset(prepared, s) for s in ("train", "val")}
@@ -569,7 +636,8 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
             run_config=tune.RunConfig(name=paths.experiment.name,
                                       storage_path=str(paths.experiment.parent),
                                       failure_config=tune.FailureConfig(max_failures=1),
-                                      callbacks=[progress], verbose=0))
+                                      callbacks=[progress, _tensorboard_callback(
+                                          paths.tensorboard, grid.labels)], verbose=0))
     results = tuner.fit()
     wall = time.time() - t0
     # Against the grid's count, not len(results): Tune creates trials as slots free up, so

@@ -41,3 +41,8 @@ class RunPaths:
     @property
     def results(self) -> Path:
         return self.results_root / self.name
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, one run per trial, on the machine running the sweep."""
+        return self.results / "tensorboard"

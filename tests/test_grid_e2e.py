@@ -95,3 +95,37 @@ def test_same_seed_gives_identical_metrics(smoke_run: dict, tmp_path: Path) -> N
     assert len(common) >= 4, (first.keys(), second.keys())
     for key in common:
         assert first[key] == second[key], key
+
+
+def _events(path: Path) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in a TensorBoard event file (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out, data = [], path.read_bytes()
+    i = 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        event = Event.FromString(data[i + 12:i + 12 + n])
+        i += 12 + n + 4
+        out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return out
+
+
+def test_tensorboard_has_the_trials_csv_names_by_epoch(smoke_run: dict) -> None:
+    out = smoke_run["out"]
+    assert f"tensorboard --logdir {out / 'tensorboard'}" in smoke_run["proc"].stdout
+    trials = {t["trial_id"]: t for t in _rows(out / "trials.csv")}
+    runs = sorted((out / "tensorboard").iterdir())
+    assert len(runs) == len(trials)
+    history = {(h["trial_id"], int(h["epoch"])): h for h in _rows(out / "history.csv")}
+    for run in runs:
+        tid = run.name.split(",")[0]
+        assert tid in trials and f"batch_size={trials[tid]['batch_size']}" in run.name
+        scalars = [e for f in run.iterdir() for e in _events(f)]
+        assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= {t for t, _, _ in scalars}
+        for tag, step, value in scalars:
+            if tag == "val/acc":
+                assert abs(value - float(history[(tid, step)]["val/acc"])) < 1e-5
+        assert max(s for _, s, _ in scalars) == int(trials[tid]["epoch"])

@@ -1,0 +1,37 @@
+"""How the CLI starts or joins Ray: the dashboard on loopback only, a clear error for a wrong
+--address, and the storage check before any trial."""
+
+from __future__ import annotations
+
+import psutil
+import pytest
+import ray
+
+from raygenre import grid
+from raygenre.config import ConfigError
+
+
+def test_local_dashboard_listens_on_loopback_only(capsys: pytest.CaptureFixture) -> None:
+    args = grid.parse_args(["batch_epoch"])
+    try:
+        cluster = grid._start_ray(args)
+        out = capsys.readouterr().out
+        assert cluster["CPU"] >= 1
+        line = next(x for x in out.splitlines() if x.startswith("[ray] dashboard: "))
+        url = line.split(": ", 1)[1]
+        assert url.startswith("http://127.0.0.1:")
+        port = int(url.rsplit(":", 1)[1])
+        listening = [c.laddr.ip for c in psutil.net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert listening == ["127.0.0.1"], listening
+    finally:
+        ray.shutdown()
+
+
+def test_wrong_address_is_a_clear_error() -> None:
+    args = grid.parse_args(["batch_epoch", "--address", "127.0.0.1:1"])
+    try:
+        with pytest.raises(ConfigError, match="--address 127.0.0.1:1: no Ray cluster"):
+            grid._start_ray(args)
+    finally:
+        ray.shutdown()
