@@ -454,15 +454,21 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
     runtime_env = None
-    if args.address and not args.address.startswith("ray://"):
+    # Without --address (or RAY_ADDRESS) a sweep starts its own Ray instance, even if another
+    # runs on this machine: Ray would otherwise join the last one `ray start` (or a test
+    # cluster) made, and a sweep could land on, and die with, somebody else's instance.
+    joined = args.address or os.environ.get("RAY_ADDRESS") or None
+    if joined and not args.address:
+        print(f"[ray] joining RAY_ADDRESS={joined} (unset it to run on a Ray of its own)")
+    if joined and not joined.startswith("ray://"):
         from ray._private.services import canonicalize_bootstrap_address
 
         # Workers are told the cluster's address, as for a local instance below: Train's
         # helpers otherwise look it up and can pick another instance on the same machine.
         try:
-            address = canonicalize_bootstrap_address(args.address)
+            address = canonicalize_bootstrap_address(joined)
         except ConnectionError as e:  # "auto" and no cluster on this machine
-            raise ConfigError(f"--address {args.address}: no Ray cluster found ({e}). Start "
+            raise ConfigError(f"--address {joined}: no Ray cluster found ({e}). Start "
                               f"one (ray start --head, or ray up cluster.yaml) or drop "
                               f"--address to run on this machine alone") from e
         if address:
@@ -471,12 +477,12 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
             try:
                 socket.create_connection((host, int(port)), timeout=5).close()
             except (OSError, ValueError) as e:
-                raise ConfigError(f"--address {args.address}: no Ray cluster to connect to "
+                raise ConfigError(f"--address {joined}: no Ray cluster to connect to "
                                   f"({e}). Start one (ray start --head, or ray up "
                                   f"cluster.yaml) or drop --address to run on this machine "
                                   f"alone") from e
             runtime_env = {"env_vars": {"RAY_ADDRESS": address}}
-    if not args.address:
+    if not joined:
         port = _free_port()
         runtime_env = {"env_vars": {
             # A local instance has no spot nodes to watch: Train's preemption watcher would
@@ -489,7 +495,7 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
             "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     try:
-        ctx = ray.init(address=args.address, include_dashboard=True,
+        ctx = ray.init(address=joined or "local", include_dashboard=True,
                        dashboard_host="127.0.0.1", configure_logging=True,
                        logging_level="WARNING", runtime_env=runtime_env,
                        # Worker logs stay in the session's log folder (printed on errors).

@@ -35,3 +35,18 @@ def test_wrong_address_is_a_clear_error() -> None:
             grid._start_ray(args)
     finally:
         ray.shutdown()
+
+
+def test_without_address_a_sweep_gets_its_own_instance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray alone would join the instance another process started last (seen: a benchmark's
+    sweep joined a test's cluster and died when the test shut it down)."""
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        grid._start_ray(grid.parse_args(["batch_epoch"]))
+        assert ray.get_runtime_context().gcs_address != other.address
+    finally:
+        ray.shutdown()
+        other.shutdown()
