@@ -131,6 +131,12 @@ def plan_resources(cluster: dict[str, float], n_trials: int, cpus_per_trial: flo
         cpt = cpus_per_trial or max(1.0, math.floor(cpus / max(concurrency, 1)))
         concurrency = min(concurrency, int(cpus // cpt))
         worker = {"CPU": cpt - driver - headroom, "GPU": gpu}
+    elif gpus_per_trial:
+        # No GPU yet, but asked for: an autoscaling cluster starts with none. Trials wait for
+        # the GPU nodes their requests make the autoscaler add; --max-concurrent caps them.
+        cpt = cpus_per_trial or 1.0
+        concurrency = n_trials
+        worker = {"CPU": cpt - driver - headroom, "GPU": gpus_per_trial}
     else:
         # Small machines: one core per trial is faster in total than several threads per trial
         # (conv training scales sub-linearly in threads); big ones: two keeps per-trial latency.
@@ -359,6 +365,7 @@ def run(args: argparse.Namespace) -> Path:
     paths = RunPaths(storage=Location.parse(args.storage or default_storage()),
                      name=grid.name + ("-smoke" if args.smoke else ""),
                      results_root=Path(args.results).resolve())
+    paths.storage.check_reachable()
     # Refuse before any work if a run exists and the user did not say what to do with it.
     restoring = _existing_run(paths, _manifest(grid, args, {}), args.resume, args.fresh)
     cluster = _start_ray(args)
@@ -571,9 +578,11 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
     cache_loc = Location.parse(args.cache, "--cache") if args.cache else None
     shared = cache_loc if cache_loc is not None and cache_loc.scheme else None
     cache = (default_cache() if cache_loc is None or shared else cache_loc.local_path).resolve()
+    plan = plan_resources(cluster, grid.n_trials, args.cpus_per_trial, args.gpus_per_trial,
+                          args.max_concurrent)
     preset = args.preset
     if preset == "auto":
-        preset = "cpu" if (args.data is None and not cluster.get("GPU")) else "study"
+        preset = "cpu" if (args.data is None and not plan.use_gpu) else "study"
     print(f"[grid] {paths.name}: {grid.description}")
     print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'}"
           + ("  (built-in data, no GPU; --preset study for 201x552)" if preset == "cpu" else ""))
@@ -601,10 +610,10 @@ def run_sweep(grid: Grid, args: argparse.Namespace, paths: RunPaths, cluster: di
     _check_batch_sizes(grid, base, prepared)
     _check_models(grid, base, prepared)
 
-    plan = plan_resources(cluster, grid.n_trials, args.cpus_per_trial, args.gpus_per_trial,
-                          args.max_concurrent)
     how = f"ASHA on {grid.metric} ({grid.mode})" if grid.asha else "every trial in full"
     print(f"[grid] {grid.n_trials} trials, {how}; {plan.describe()}")
+    if plan.use_gpu and not cluster.get("GPU"):
+        print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
 
@@ -675,6 +684,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
         grids = [g.smoke() for g in grids]
     top = "all" + ("-smoke" if args.smoke else "")
     storage = Location.parse(args.storage or default_storage())
+    storage.check_reachable()
     results_root = Path(args.results).resolve()
     if args.fresh:
         (storage / top).rmtree()

@@ -118,6 +118,14 @@ class Location:
         fs, path = self._fs_path
         return fs.get_file_info(path)
 
+    def check_reachable(self, what: str = "--storage") -> None:
+        """Fail now, with the option named, if this place cannot even be looked at (no
+        credentials, no such bucket, no network)."""
+        try:
+            self._info()
+        except OSError as e:
+            raise StorageError(f"{what} {self}: cannot reach it ({type(e).__name__}: {e})") from e
+
     def exists(self) -> bool:
         import pyarrow.fs as pafs
 

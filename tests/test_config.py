@@ -89,3 +89,12 @@ def test_plan_fills_a_small_cpu_machine_and_caps_at_trial_count() -> None:
     assert plan_resources({"CPU": 16.0}, 3, None, None, None).concurrency == 3
     g = plan_resources({"CPU": 16.0, "GPU": 1.0}, 24, None, 0.25, None)
     assert g.use_gpu and g.concurrency == 4 and g.worker["GPU"] == 0.25
+
+
+def test_gpus_asked_for_before_the_autoscaler_adds_them() -> None:
+    """An autoscaling cluster starts with a CPU head only: GPU trials are planned anyway and
+    wait for GPU nodes; without the option, such a cluster runs CPU trials."""
+    p = plan_resources({"CPU": 8.0}, 24, None, 0.5, 6)
+    assert p.use_gpu and p.worker["GPU"] == 0.5 and p.concurrency == 6
+    assert not plan_resources({"CPU": 8.0}, 24, None, None, None).use_gpu
+    assert not plan_resources({"CPU": 8.0, "GPU": 4.0}, 24, None, 0, None).use_gpu

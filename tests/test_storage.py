@@ -136,3 +136,15 @@ def test_prepared_data_is_shared_through_a_bucket(gtzan_like: Path, tmp_path: Pa
     assert b.path.name == a.path.name and b.counts == a.counts and b.reused
     for split in ("train", "val", "test"):
         assert b.split_path(split).read_bytes() == a.split_path(split).read_bytes()
+
+
+def test_unreachable_storage_is_named() -> None:
+    class Denied:  # what pyarrow's S3 filesystem raises without credentials
+        def get_file_info(self, path: str) -> None:
+            raise OSError("AWS Error ACCESS_DENIED during HeadObject operation")
+
+    loc = Location.parse("s3://bucket/runs")
+    loc.__dict__["_fs_path"] = (Denied(), "bucket/runs")  # no network in tests
+    with pytest.raises(StorageError, match=r"--storage s3://bucket/runs: cannot reach it "
+                                           r"\(OSError: AWS Error ACCESS_DENIED"):
+        loc.check_reachable("--storage")
