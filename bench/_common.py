@@ -78,7 +78,9 @@ class PeakRss:
     def __init__(self, roles: dict[str, str], every_s: float = 0.2) -> None:
         self.roles = roles
         self.every_s = every_s
-        self.peak: dict[str, float] = {"driver": 0.0, "tree": 0.0, **{r: 0.0 for r in roles}}
+        names = ["driver", *roles, "tree"]
+        self.peak: dict[str, float] = {n: 0.0 for n in names}  # PSS
+        self.peak_uss: dict[str, float] = {n: 0.0 for n in names}  # private memory only
         self._stop = threading.Event()
 
     def watch(self, pid: int) -> None:
@@ -94,30 +96,34 @@ class PeakRss:
         while not self._stop.is_set():
             try:
                 procs = [root, *root.children(recursive=True)]
-                total = 0.0
+                total = total_uss = 0.0
                 for p in procs:
                     try:
-                        rss = _pss(p) / 2**20
+                        pss, uss = (m / 2**20 for m in _pss_uss(p))
                         cmd = " ".join(p.cmdline())
                     except psutil.Error:
                         continue
-                    total += rss
-                    if p.pid == pid:
-                        self.peak["driver"] = max(self.peak["driver"], rss)
-                    for role, needle in self.roles.items():
-                        if needle in cmd:
-                            self.peak[role] = max(self.peak[role], rss)
+                    total, total_uss = total + pss, total_uss + uss
+                    roles = [r for r, needle in self.roles.items() if needle in cmd]
+                    for role in (["driver"] if p.pid == pid else []) + roles:
+                        self.peak[role] = max(self.peak[role], pss)
+                        self.peak_uss[role] = max(self.peak_uss[role], uss)
                 self.peak["tree"] = max(self.peak["tree"], total)
+                self.peak_uss["tree"] = max(self.peak_uss["tree"], total_uss)
             except psutil.Error:
                 pass
             self._stop.wait(self.every_s)
 
 
-def _pss(p) -> float:
+def _pss_uss(p) -> tuple[float, float]:
+    """(PSS, USS) in bytes; USS is the memory only this process holds (no shared pages, so
+    not the object store's); RSS for both where the platform has neither."""
     try:
-        return p.memory_full_info().pss
+        m = p.memory_full_info()
+        return m.pss, m.uss
     except AttributeError:  # not Linux: no PSS
-        return p.memory_info().rss
+        rss = p.memory_info().rss
+        return rss, rss
 
 
 def write_grid(folder: Path, name: str, text: str) -> Path:

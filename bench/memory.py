@@ -56,7 +56,7 @@ def one(tmp: Path, tracks: int) -> dict[str, float]:
                 echo=False)
     finally:
         sampler.stop()
-    return dict(sampler.peak)
+    return {**sampler.peak, **{f"{k} (USS)": v for k, v in sampler.peak_uss.items()}}
 
 
 def main() -> None:
@@ -70,10 +70,14 @@ def main() -> None:
             peaks[n] = one(Path(d), n)
             print(f"{n} tracks/genre: " + ", ".join(f"{k} {v:.0f} MiB"
                                                      for k, v in peaks[n].items()), flush=True)
-    cols = ["driver", *ROLES, "tree"]
-    body = ["Peak PSS in MiB; one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. "
-            "Segments x 441 KB is what the prepared splits weigh (train+val go to the object "
-            "store; test is read by the driver after the sweep).", "",
+    cols = ["driver", "driver (USS)", "train worker", "train worker (USS)", "trial actor",
+            "raylet", "tree", "tree (USS)"]
+    body = ["Peak memory in MiB; one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. "
+            "Segments x 441 KB is what the prepared splits weigh (train and val go to the "
+            "object store; test is read by the driver after the sweep). PSS splits a shared "
+            "page between the processes that map it, so the object store's pages show in the "
+            "driver (which wrote them) and the worker (which reads them); USS is a process's "
+            "private memory alone.", "",
             "| tracks/genre | segments | prepared MB | " + " | ".join(cols) + " |",
             "|---:|---:|---:|" + "---:|" * len(cols)]
     for n, p in peaks.items():
@@ -92,6 +96,10 @@ def main() -> None:
         "trial_peak_mib": f"{peaks[lo]['train worker']:.0f}",
         f"driver_growth_{scale:g}x": f"{peaks[hi]['driver'] / peaks[lo]['driver']:.2f}",
         f"trial_growth_{scale:g}x": f"{peaks[hi]['train worker'] / peaks[lo]['train worker']:.2f}",
+        f"driver_uss_growth_{scale:g}x":
+            f"{peaks[hi]['driver (USS)'] / peaks[lo]['driver (USS)']:.2f}",
+        f"trial_uss_growth_{scale:g}x":
+            f"{peaks[hi]['train worker (USS)'] / peaks[lo]['train worker (USS)']:.2f}",
     })
 
 

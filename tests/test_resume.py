@@ -8,9 +8,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,13 +31,49 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen:
 
 
 def _read_until(proc: subprocess.Popen, needle: str, timeout: float = 600) -> list[str]:
-    lines, t0 = [], time.time()
-    for line in proc.stdout:  # type: ignore[union-attr]
+    """The child's output lines up to the first holding `needle`. A reader thread feeds a
+    queue, so a child that hangs silently fails the test at `timeout` instead of hanging it."""
+    q: queue.Queue = getattr(proc, "_lines", None) or queue.Queue()
+    if not hasattr(proc, "_lines"):
+        proc._lines = q  # type: ignore[attr-defined]
+
+        def pump() -> None:
+            for line in proc.stdout:  # type: ignore[union-attr]
+                q.put(line)
+            q.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+    lines, deadline = [], time.time() + timeout
+    while True:
+        try:
+            line = q.get(timeout=max(0.1, deadline - time.time()))
+        except queue.Empty:
+            raise AssertionError(f"no {needle!r} after {timeout:.0f} s:\n"
+                                 + "".join(lines[-50:])) from None
+        if line is None:
+            raise AssertionError(f"run ended before {needle!r}:\n" + "".join(lines[-80:]))
         lines.append(line)
         if needle in line:
             return lines
-        assert time.time() - t0 < timeout, "".join(lines[-50:])
-    raise AssertionError(f"run ended before {needle!r}:\n" + "".join(lines[-80:]))
+
+
+def _finish(proc: subprocess.Popen, timeout: float) -> str:
+    """The rest of the child's output once it exits (after `_read_until` took the start)."""
+    lines: list[str] = []
+    q = getattr(proc, "_lines", None)
+    deadline = time.time() + timeout
+    while q is not None:
+        try:
+            line = q.get(timeout=max(0.1, deadline - time.time()))
+        except queue.Empty:
+            proc.kill()
+            raise AssertionError(f"still running after {timeout:.0f} s:\n"
+                                 + "".join(lines[-50:])) from None
+        if line is None:
+            break
+        lines.append(line)
+    proc.wait(timeout=max(1, deadline - time.time()))
+    return "".join(lines)
 
 
 def _kill_tree(pid: int) -> None:
@@ -133,7 +171,7 @@ def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
     assert workers, "no Train worker process found"
     for w in workers:
         w.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=900)
+    out = _finish(proc, 900)
     assert proc.returncode == 0, out[-4000:]
     trials = _rows(tmp_path / "res" / "slowtrial-smoke" / "trials.csv")
     assert [(t["status"], t["epoch"]) for t in trials] == [("completed", "2")]
@@ -164,7 +202,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Pat
     proc = _start(args, tmp_path)
     _read_until(proc, "epoch 1/")
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
+    out = _finish(proc, 300)
     assert proc.returncode == 130, out[-3000:]
     assert "Resume with the same command plus --resume" in out
     assert not (tmp_path / "results" / "batch_epoch-smoke" / "summary.md").exists()
