@@ -365,7 +365,7 @@ def _load_meta(path: Path, reused: bool) -> Prepared:
 
 
 def read_split(prepared: Prepared, split: str) -> pa.Table:
-    """One split as an Arrow table (driver-side evaluation; trials read through Ray Data)."""
+    """One split as an Arrow table, whole (tests, benchmarks; trials read through Ray Data)."""
     return pq.read_table(prepared.split_path(split))
 
 

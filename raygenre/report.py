@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import pyarrow.parquet as pq
 
 matplotlib.use("Agg")  # files only; no display on clusters or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from raygenre.config import METRICS, Config, Grid, flat_trial_config  # noqa: E402
-from raygenre.data import Prepared, read_split, to_tensor  # noqa: E402
+from raygenre.data import Prepared, to_tensor  # noqa: E402
 from raygenre.paths import RunPaths  # noqa: E402
 from raygenre.storage import Location  # noqa: E402
 from raygenre.train import META_FILE, STATE_FILE, load_checkpoint  # noqa: E402
@@ -135,10 +136,14 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared,
     with tempfile.TemporaryDirectory(prefix="raygenre_ckpt_") as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")
         feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
-    table = read_split(prepared, split)
-    x, y = to_tensor(table["x"]), torch.tensor(table["label"].to_numpy())
-    tracks = table["track"].to_pylist()
-    probs = torch.cat([model(feats(x[i:i + 128])).softmax(1) for i in range(0, len(x), 128)])
+    # Streamed in batches: the driver's memory does not grow with the test split.
+    probs_parts, labels, tracks = [], [], []
+    for batch in pq.ParquetFile(prepared.split_path(split)).iter_batches(
+            128, columns=["x", "label", "track"]):
+        probs_parts.append(model(feats(to_tensor(batch.column("x")))).softmax(1))
+        labels += batch.column("label").to_pylist()
+        tracks += batch.column("track").to_pylist()
+    probs, y = torch.cat(probs_parts), torch.tensor(labels)
     pred = probs.argmax(1)
     n = len(prepared.genres)
     confusion = torch.zeros(n, n, dtype=torch.long)
