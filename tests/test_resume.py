@@ -166,8 +166,10 @@ def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
     proc = _start([str(grid), *common, "--results", str(tmp_path / "res"),
                    "--storage", str(tmp_path / "runs")], tmp_path)
     _read_until(proc, "epoch 1/2")
-    workers = [p for p in psutil.process_iter(["cmdline"])
-               if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    # This sweep's own worker only (its Ray instance descends from it): another sweep on the
+    # machine is not this test's to kill.
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "RayTrainWorker" in " ".join(p.cmdline())]
     assert workers, "no Train worker process found"
     for w in workers:
         w.send_signal(signal.SIGKILL)
