@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> Path:
     # Refuse before any work if a run exists and the user did not say what to do with it.
     restoring = _existing_run(paths, _manifest(grid, args, {}), args.resume, args.fresh)
     cluster = _start_ray(args)
-    _check_storage(paths.storage)
+    _check_storage(paths.storage, bool(_joined(args)))
     run_sweep(grid, args, paths, cluster, restoring)
     return paths.results
 
@@ -454,6 +454,11 @@ def _band_stats(grid: Grid, base: Config, prepared: Prepared) -> dict[str, Any]:
     return {k: band_stats(cfg, batches()) for k, cfg in wanted.items()}
 
 
+def _joined(args: argparse.Namespace) -> str | None:
+    """The Ray address this sweep joins (--address, else RAY_ADDRESS), or None: its own."""
+    return args.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     import ray
     import ray.data
@@ -464,7 +469,7 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     # Without --address (or RAY_ADDRESS) a sweep starts its own Ray instance, even if another
     # runs on this machine: Ray would otherwise join the last one `ray start` (or a test
     # cluster) made, and a sweep could land on, and die with, somebody else's instance.
-    joined = args.address or os.environ.get("RAY_ADDRESS") or None
+    joined = _joined(args)
     if joined and not args.address:
         print(f"[ray] joining RAY_ADDRESS={joined} (unset it to run on a Ray of its own)")
     if joined and not joined.startswith("ray://"):
@@ -515,12 +520,16 @@ def _start_ray(args: argparse.Namespace) -> dict[str, float]:
     return ray.cluster_resources()
 
 
-def _check_storage(storage: Location) -> None:
+# `ray up` leaves the cluster's config on the head: its autoscaler may add machines.
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
+
+
+def _check_storage(storage: Location, joined: bool) -> None:
     """Before any trial: on several machines the run folder must be one they all see."""
     import ray
 
     ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
-    why = check_shared(storage, ips)
+    why = check_shared(storage, ips, may_grow=joined and AUTOSCALER_CONFIG.exists())
     try:
         storage.mkdir()
     except OSError as e:  # no credentials, no such bucket, read-only mount...
@@ -690,7 +699,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
         (storage / top).rmtree()
         shutil.rmtree(results_root / top, ignore_errors=True)
     cluster = _start_ray(args)
-    _check_storage(storage)
+    _check_storage(storage, bool(_joined(args)))
     carried: dict[str, Any] = {}
     rows = []
     for grid in grids:

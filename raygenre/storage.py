@@ -226,15 +226,17 @@ def filesystem_type(path: Path) -> str:
     return kind
 
 
-def check_shared(loc: Location, node_ips: list[str], what: str = "--storage") -> str:
+def check_shared(loc: Location, node_ips: list[str], what: str = "--storage",
+                 may_grow: bool = False) -> str:
     """Refuse a run folder that other machines of the cluster cannot see; say why it is fine.
 
     One machine (every node on one IP, as a laptop or a test cluster) shares its disk; on
     several, a plain path must be a network mount, else each node would write its checkpoints
-    to its own disk and a resumed trial could not find them.
+    to its own disk and a resumed trial could not find them. `may_grow`: an autoscaler can add
+    machines later (a `ray up` cluster that starts with its head alone), so one is not enough.
     """
     hosts = sorted(set(node_ips))
-    if len(hosts) <= 1:
+    if len(hosts) <= 1 and not may_grow:
         return "one machine"
     local = loc.local_path
     if local is None:
@@ -245,11 +247,12 @@ def check_shared(loc: Location, node_ips: list[str], what: str = "--storage") ->
     kind = filesystem_type(probe)
     if kind in NETWORK_FS:
         return f"{probe} is a {kind} mount"
+    machines = (f"has {len(hosts)} machines ({', '.join(hosts)})" if len(hosts) > 1 else
+                "can grow (its autoscaler adds machines)")
     raise StorageError(
-        f"{what} {loc}: on this head node's own disk ({kind}), but the cluster has "
-        f"{len(hosts)} machines ({', '.join(hosts)}): their trials could not write checkpoints "
-        f"there, nor find them on resume. Pass a folder every node mounts (NFS, EFS) or a "
-        f"bucket: {what} s3://BUCKET/raygenre")
+        f"{what} {loc}: on this head node's own disk ({kind}), but the cluster {machines}: "
+        f"their trials could not write checkpoints there, nor find them on resume. Pass a "
+        f"folder every node mounts (NFS, EFS) or a bucket: {what} s3://BUCKET/raygenre")
 
 
 def mirror(src: Location, dest: Path) -> Path:

@@ -148,3 +148,13 @@ def test_unreachable_storage_is_named() -> None:
     with pytest.raises(StorageError, match=r"--storage s3://bucket/runs: cannot reach it "
                                            r"\(OSError: AWS Error ACCESS_DENIED"):
         loc.check_reachable("--storage")
+
+
+def test_a_cluster_that_can_grow_is_not_one_machine(tmp_path: Path) -> None:
+    """`ray up` starts the head alone and adds GPU workers later: a head-local folder would
+    look fine at the start and lose the workers' checkpoints."""
+    if storage.filesystem_type(tmp_path) in storage.NETWORK_FS:
+        pytest.skip("tmp is a network mount here")
+    with pytest.raises(StorageError, match="can grow"):
+        check_shared(Location.parse(tmp_path), ["10.0.0.1"], may_grow=True)
+    assert "s3://" in check_shared(Location.parse("s3://b/r"), ["10.0.0.1"], may_grow=True)
