@@ -80,7 +80,11 @@ class PeakRss:
         self.every_s = every_s
         names = ["driver", *roles, "tree"]
         self.peak: dict[str, float] = {n: 0.0 for n in names}  # PSS
-        self.peak_uss: dict[str, float] = {n: 0.0 for n in names}  # private memory only
+        # PSS outside the object store's shared memory (/dev/shm/plasma*): a process's own
+        # memory. The pages a driver writes into the object store count as "private" in
+        # /proc (USS) until another process touches them, so USS does not separate them.
+        self.peak_own: dict[str, float] = {n: 0.0 for n in names}
+        self.peak_store = 0.0  # the object store pages mapped by any process of the tree
         self._stop = threading.Event()
 
     def watch(self, pid: int) -> None:
@@ -96,34 +100,35 @@ class PeakRss:
         while not self._stop.is_set():
             try:
                 procs = [root, *root.children(recursive=True)]
-                total = total_uss = 0.0
+                total = total_own = store = 0.0
                 for p in procs:
                     try:
-                        pss, uss = (m / 2**20 for m in _pss_uss(p))
+                        pss, shm = (m / 2**20 for m in _pss_and_store(p))
                         cmd = " ".join(p.cmdline())
                     except psutil.Error:
                         continue
-                    total, total_uss = total + pss, total_uss + uss
+                    total, total_own, store = total + pss, total_own + pss - shm, store + shm
                     roles = [r for r, needle in self.roles.items() if needle in cmd]
                     for role in (["driver"] if p.pid == pid else []) + roles:
                         self.peak[role] = max(self.peak[role], pss)
-                        self.peak_uss[role] = max(self.peak_uss[role], uss)
+                        self.peak_own[role] = max(self.peak_own[role], pss - shm)
                 self.peak["tree"] = max(self.peak["tree"], total)
-                self.peak_uss["tree"] = max(self.peak_uss["tree"], total_uss)
+                self.peak_own["tree"] = max(self.peak_own["tree"], total_own)
+                self.peak_store = max(self.peak_store, store)
             except psutil.Error:
                 pass
             self._stop.wait(self.every_s)
 
 
-def _pss_uss(p) -> tuple[float, float]:
-    """(PSS, USS) in bytes; USS is the memory only this process holds (no shared pages, so
-    not the object store's); RSS for both where the platform has neither."""
+def _pss_and_store(p) -> tuple[float, float]:
+    """(PSS, the part of it in the object store's shared memory), in bytes; RSS and 0 where
+    the platform has no PSS."""
     try:
-        m = p.memory_full_info()
-        return m.pss, m.uss
-    except AttributeError:  # not Linux: no PSS
-        rss = p.memory_info().rss
-        return rss, rss
+        maps = p.memory_maps(grouped=True)
+    except AttributeError:  # not Linux
+        return p.memory_info().rss, 0.0
+    return (sum(m.pss for m in maps),
+            sum(m.pss for m in maps if "plasma" in m.path or "/dev/shm/" in m.path))
 
 
 def write_grid(folder: Path, name: str, text: str) -> Path:

@@ -56,7 +56,8 @@ def one(tmp: Path, tracks: int) -> dict[str, float]:
                 echo=False)
     finally:
         sampler.stop()
-    return {**sampler.peak, **{f"{k} (USS)": v for k, v in sampler.peak_uss.items()}}
+    return {**sampler.peak, **{f"{k} own": v for k, v in sampler.peak_own.items()},
+            "object store": sampler.peak_store}
 
 
 def main() -> None:
@@ -70,14 +71,16 @@ def main() -> None:
             peaks[n] = one(Path(d), n)
             print(f"{n} tracks/genre: " + ", ".join(f"{k} {v:.0f} MiB"
                                                      for k, v in peaks[n].items()), flush=True)
-    cols = ["driver", "driver (USS)", "train worker", "train worker (USS)", "trial actor",
-            "raylet", "tree", "tree (USS)"]
-    body = ["Peak memory in MiB; one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. "
-            "Segments x 441 KB is what the prepared splits weigh (train and val go to the "
-            "object store; test is read by the driver after the sweep). PSS splits a shared "
-            "page between the processes that map it, so the object store's pages show in the "
-            "driver (which wrote them) and the worker (which reads them); USS is a process's "
-            "private memory alone.", "",
+    cols = ["driver", "driver own", "train worker", "train worker own", "trial actor",
+            "tree own", "object store"]
+    body = ["Peak memory in MiB (PSS: a shared page split between the processes that map it); "
+            "one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. Segments x 441 KB is "
+            "what the prepared splits weigh: train and val (90%) go to Ray's object store once "
+            "per sweep; the driver streams test after it. 'own' leaves out the object store's "
+            "shared memory (/dev/shm/plasma*), whose pages show in the driver (it wrote them) "
+            "and the worker (it reads them); 'object store' is those pages, summed over the "
+            "run's processes; 'tree own' is every process of the run, object store left out.",
+            "",
             "| tracks/genre | segments | prepared MB | " + " | ".join(cols) + " |",
             "|---:|---:|---:|" + "---:|" * len(cols)]
     for n, p in peaks.items():
@@ -96,10 +99,10 @@ def main() -> None:
         "trial_peak_mib": f"{peaks[lo]['train worker']:.0f}",
         f"driver_growth_{scale:g}x": f"{peaks[hi]['driver'] / peaks[lo]['driver']:.2f}",
         f"trial_growth_{scale:g}x": f"{peaks[hi]['train worker'] / peaks[lo]['train worker']:.2f}",
-        f"driver_uss_growth_{scale:g}x":
-            f"{peaks[hi]['driver (USS)'] / peaks[lo]['driver (USS)']:.2f}",
-        f"trial_uss_growth_{scale:g}x":
-            f"{peaks[hi]['train worker (USS)'] / peaks[lo]['train worker (USS)']:.2f}",
+        f"driver_own_growth_{scale:g}x":
+            f"{peaks[hi]['driver own'] / peaks[lo]['driver own']:.2f}",
+        f"trial_own_growth_{scale:g}x":
+            f"{peaks[hi]['train worker own'] / peaks[lo]['train worker own']:.2f}",
     })
 
 
