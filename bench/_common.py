@@ -139,6 +139,24 @@ def write_grid(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+def cnn1_grid(folder: Path, name: str, description: str, epochs: int,
+              seeds: list[int]) -> Path:
+    """The benchmarks' grid: CNN1 on spectrograms, batch 32, one trial per seed, every trial
+    in full (no ASHA: each trial's cost is what is measured)."""
+    return write_grid(folder, name, f"""\
+description: {description}
+metric: val/acc
+asha: false
+base:
+  model: cnn1
+  features: spectrogram
+  batch_size: 32
+  epochs: {epochs}
+grid:
+  seed: {list(seeds)}
+""")
+
+
 def report(name: str, title: str, body: list[str], figures: dict[str, float | str],
            command: str | None = None) -> Path:
     """Print the RESULT lines and write results/bench/<name>.md (machine, date, command)."""

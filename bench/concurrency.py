@@ -19,20 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import report, run_cli, write_grid
-
-GRID = """\
-description: bench/concurrency.py - equal trials, one per seed
-metric: val/acc
-asha: false
-base:
-  model: cnn1
-  features: spectrogram
-  batch_size: 32
-  epochs: {epochs}
-grid:
-  seed: {seeds}
-"""
+from _common import cnn1_grid, report, run_cli
 
 
 def sweep(tmp: Path, label: str, grid: Path, extra: list[str]) -> dict:
@@ -52,8 +39,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="bench_concurrency_") as d:
         tmp = Path(d)
-        grid = write_grid(tmp, "concurrency", GRID.format(
-            epochs=args.epochs, seeds=list(range(args.trials))))
+        grid = cnn1_grid(tmp, "concurrency", "bench/concurrency.py - equal trials, one per seed",
+                         args.epochs, list(range(args.trials)))
         runs = {
             "1 at a time, 1 core": sweep(tmp, "c1", grid, ["--max-concurrent", "1",
                                                           "--cpus-per-trial", "1"]),

@@ -18,30 +18,18 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import PeakRss, report, run_cli, write_grid
+from _common import PeakRss, cnn1_grid, report, run_cli
 
 from raygenre import synth
 from raygenre.paths import default_cache
 
-GRID = """\
-description: bench/memory.py - one CNN1 trial of one epoch
-metric: val/acc
-asha: false
-base:
-  model: cnn1
-  features: spectrogram
-  batch_size: 32
-  epochs: 1
-grid:
-  seed: [0]
-"""
 ROLES = {"train worker": "RayTrainWorker", "trial actor": "ImplicitFunc",
          "raylet": "raylet"}
 
 
 def one(tmp: Path, tracks: int) -> dict[str, float]:
     root = synth.ensure_builtin(default_cache(), tracks)
-    grid = write_grid(tmp, "memory", GRID)
+    grid = cnn1_grid(tmp, "memory", "bench/memory.py - one CNN1 trial of one epoch", 1, [0])
     sampler = PeakRss(ROLES, every_s=0.5)
     out = tmp / str(tracks)
 

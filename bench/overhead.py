@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, report, run_cli, write_grid
+from _common import REPO, cnn1_grid, report, run_cli
 
 T0 = time.perf_counter()  # the plain loop's clock starts with its process, as raygenre's does
 
@@ -90,22 +90,9 @@ def run_plain(epochs: int) -> dict:
     return {"wall_s": time.perf_counter() - t0, "first_epoch_s": first, **summary}
 
 
-GRID = """\
-description: bench/overhead.py - one CNN1 trial, every epoch run
-metric: val/acc
-asha: false
-base:
-  model: cnn1
-  features: spectrogram
-  batch_size: 32
-  epochs: {epochs}
-grid:
-  seed: [0]
-"""
-
-
 def run_raygenre(epochs: int, tmp: Path) -> dict:
-    grid = write_grid(tmp, "overhead", GRID.format(epochs=epochs))
+    grid = cnn1_grid(tmp, "overhead", "bench/overhead.py - one CNN1 trial, every epoch run",
+                     epochs, [0])
     run = run_cli([str(grid), "--preset", "cpu", "--storage", str(tmp / "runs"),
                    "--results", str(tmp / "results")])
     folder = tmp / "results" / "overhead"
