@@ -72,7 +72,7 @@ def stages(root: Path, cfg: Config) -> dict[str, float]:
     return out
 
 
-def input_vs_model(prepared, cfg: Config, rows: int) -> tuple[float, float]:
+def input_vs_model(prepared, cfg: Config) -> tuple[float, float]:
     """(input batches/s, model steps/s) for this config."""
     ds = ray_dataset(prepared, "train")
     feats = build_features(cfg)
@@ -127,7 +127,7 @@ def main() -> None:
         ("CNN1, study preset (201x552)", cfg.replace(model="cnn1", features="spectrogram")),
         ("small_cnn, log-mel (best grid)", cfg.replace(model="small_cnn", features="logmel")),
     ]:
-        rates[label] = input_vs_model(prepared, c, prepared.counts["train"])
+        rates[label] = input_vs_model(prepared, c)
         print(f"{label}: input {rates[label][0]:.1f} batches/s, model {rates[label][1]:.2f} "
               f"steps/s", flush=True)
     ray.shutdown()

@@ -229,7 +229,10 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     if remote is not None and (remote / "meta.json").exists():
         tmp = Path(str(out) + f".tmp{os.getpid()}")
         remote.download(tmp)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:  # a concurrent fetch or preparation won: its files are identical
+            shutil.rmtree(tmp, ignore_errors=True)
         log(f"[data] fetched prepared data {remote} -> {out} (same files and settings)")
         return _load_meta(out, reused=True)
 

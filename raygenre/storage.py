@@ -142,12 +142,10 @@ class Location:
         try:
             with fs.open_input_stream(path) as f:
                 return f.read().decode()
-        except FileNotFoundError:
-            raise
-        except OSError as e:
-            if not self.exists():
-                raise FileNotFoundError(self.uri) from e
-            raise
+        except OSError as e:  # a bucket's filesystem says "not found" as a plain OSError
+            if isinstance(e, FileNotFoundError) or self.exists():
+                raise
+            raise FileNotFoundError(self.uri) from e
 
     def write_text(self, text: str) -> None:
         """Whole-file write; atomic (a reader sees the old or the new text, never half)."""
