@@ -29,11 +29,10 @@ from _common import report
 
 from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import discover, prepare, ray_dataset, segment
+from raygenre.data import SHUFFLE_BUFFER_ROWS, discover, prepare, ray_dataset, segment
 from raygenre.features import build_features, feature_shape
 from raygenre.models import build_model
 from raygenre.paths import default_cache
-from raygenre.train import SHUFFLE_BUFFER_ROWS
 
 BATCH = 32
 

@@ -48,7 +48,7 @@ def plain(epochs: int) -> None:
     for split in ("train", "val", "test"):
         t = read_split(prepared, split)
         data[split] = (to_tensor(t.column("x")), torch.tensor(t.column("label").to_numpy()))
-    make_deterministic(cfg.seed)
+    make_deterministic(cfg)
     feats, model = build(cfg, {"num_classes": len(prepared.genres),
                                "segment_samples": prepared.segment_samples})
     opt = build_optimizer(model.parameters(), cfg)

@@ -14,10 +14,10 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -377,6 +377,21 @@ def to_tensor(column: pa.ChunkedArray | pa.Array) -> torch.Tensor:
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     flat = np.array(arr.flatten().to_numpy(zero_copy_only=False))  # Arrow memory is read-only
     return torch.from_numpy(flat.reshape(len(arr), arr.type.list_size))
+
+
+# Rows held for the per-epoch shuffle (~0.45 MB each at 5 s x 22 050 Hz): enough to mix many
+# tracks, since prepared files are already in a seeded random track order.
+SHUFFLE_BUFFER_ROWS = 512
+
+
+def torch_batches(source: Any, batch_size: int, shuffle_seed: int | None) -> Iterator[dict]:
+    """Batches of {"x", "label"} CPU tensors from a Ray Dataset or a Train worker's shard,
+    shuffled through a seeded buffer when `shuffle_seed` is given."""
+    if shuffle_seed is None:
+        return source.iter_torch_batches(batch_size=batch_size)
+    return source.iter_torch_batches(batch_size=batch_size,
+                                     local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
+                                     local_shuffle_seed=shuffle_seed)
 
 
 # Rows per object-store block: Ray Data's blocks are best at tens of MB (a 5-s segment is

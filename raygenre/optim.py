@@ -35,6 +35,11 @@ SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Config], Scheduler | None
 }
 
 
+# Schedulers whose arithmetic depends on the epoch count (cosine's period is `epochs`): a trial
+# using one is not the first epochs of a longer trial, so it never shares a run (gridfile.py).
+READS_EPOCHS = frozenset({"cosine"})
+
+
 def build_optimizer(params: Params, cfg: Config) -> torch.optim.Optimizer:
     return OPTIMIZERS[cfg.optimizer](params, cfg)
 

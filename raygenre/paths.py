@@ -32,11 +32,26 @@ class RunPaths:
 
     @property
     def train_storage(self) -> Location:
-        """Ray Train runs, one per trial, named by trial id so a restored trial finds its own."""
+        """Ray Train runs of data-parallel trials, one per trial, named by trial id so a
+        restored trial finds its own."""
         return self.experiment / "_train"
 
     def train_run(self, trial_id: str) -> Location:
         return self.train_storage / trial_id
+
+    def members(self, trial_id: str) -> Location:
+        """A shared run's checkpoints kept for its shorter members (epoch_NNNN/ each)."""
+        return self.experiment / "members" / trial_id
+
+    @property
+    def manifest(self) -> Location:
+        """What the run was started with, checked on --resume."""
+        return self.experiment / "raygenre_run.json"
+
+    @property
+    def asha_state(self) -> Location:
+        """ASHA's rungs and stop decisions, kept across a resume."""
+        return self.experiment / "asha_rungs.json"
 
     @property
     def results(self) -> Path:

@@ -197,6 +197,12 @@ class Location:
                         destination_filesystem=pafs.LocalFileSystem())
         return dest
 
+    def put_dir(self, src: Path, last: str | None = None) -> None:
+        """Copy the files of the local folder `src` into this folder; `last` goes last (a
+        reader that finds it knows the rest is complete)."""
+        for f in sorted((f for f in src.iterdir() if f.is_file()), key=lambda f: f.name == last):
+            (self / f.name).put_file(f)
+
     def put_file(self, src: Path) -> None:
         """Copy the local file `src` to this location."""
         fs, path = self._fs_path

@@ -1,22 +1,26 @@
-"""`train_func(config)`: one readable PyTorch loop, run by Ray Train on each worker.
+"""`train_loop(config, seam)`: the one training loop, plain PyTorch.
 
-It knows nothing of the sweep: it gets a config dict, its shards of the "train" and "val"
-datasets, reports the fixed metrics once per epoch with a checkpoint, and resumes from the latest
-checkpoint when Ray hands it one. All randomness comes from the seed: torch's generator (init,
-dropout) is saved in each checkpoint, and the shuffle of epoch e is seeded by (seed, e).
+It knows nothing of the sweep nor of who runs it. It gets a config dict (hyperparameters plus the
+runtime facts of the data) and a `Seam`: where its batches come from, which device it runs on,
+how to report an epoch's metrics with a checkpoint, and the latest checkpoint to resume from.
+A one-worker trial hands it a seam onto its Tune trial, a data-parallel trial one onto Ray Train
+(raygenre.sweep.runners); tests and benchmarks can hand it anything with the same five members.
+All randomness comes from the seed: torch's generators (init, dropout, masks, mixup) are saved in
+each checkpoint, and the shuffle of epoch e is seeded by (seed, e).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -30,29 +34,50 @@ from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
 RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
-# Rows held for the per-epoch shuffle (~0.45 MB each at 5 s x 22 050 Hz): enough to mix many
-# tracks, since prepared files are already in a seeded random track order.
-SHUFFLE_BUFFER_ROWS = 512
 EVAL_BATCH = 128
+
+Batch = dict[str, torch.Tensor]
+
+
+class Seam(Protocol):
+    """What the loop needs from whoever runs it."""
+
+    rank: int  # 0 writes checkpoints; others (data-parallel workers) only report
+    device: torch.device
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """The model on the device, wrapped for data parallelism where there is any."""
+
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Iterable[Batch]:
+        """This worker's share of a split, in CPU tensors; shuffled when a seed is given."""
+
+    def latest_checkpoint(self) -> contextlib.AbstractContextManager[Path | None]:
+        """The folder of the checkpoint to resume from, or None on a first start."""
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        """One epoch's metrics, with the folder of its checkpoint (rank 0) or None."""
 
 
 def split_config(config: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
-    """(hyperparameters, runtime facts) from the flat dict Ray passes in."""
+    """(hyperparameters, runtime facts) from the flat dict a runner passes in."""
     runtime = {k: config[k] for k in RUNTIME_KEYS if k in config}
     missing = {"num_classes", "segment_samples"} - set(runtime)
     if missing:
-        raise KeyError(f"train_func config lacks runtime key(s) {sorted(missing)}")
+        raise KeyError(f"train_loop config lacks runtime key(s) {sorted(missing)}")
     hp = {k: v for k, v in config.items() if k not in RUNTIME_KEYS}
-    return Config.from_dict(hp, "train_func config"), runtime
+    return Config.from_dict(hp, "train_loop config"), runtime
 
 
-def make_deterministic(seed: int) -> None:
-    """Same seed, same numbers on CPU. On CUDA, cuBLAS needs a fixed workspace and cuDNN its
-    deterministic kernels; ops without one (e.g. some pooling backward passes) only warn."""
+def make_deterministic(cfg: Config) -> None:
+    """Same seed, same numbers. On CUDA, cuBLAS needs a fixed workspace and cuDNN its
+    deterministic kernels; ops without one (e.g. some pooling backward passes) only warn.
+    TF32 stays off unless the config asks: it changes the arithmetic of every convolution."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
     torch.backends.cudnn.benchmark = False
-    torch.manual_seed(seed)
+    torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+    torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.manual_seed(cfg.seed)
 
 
 def build(cfg: Config, runtime: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
@@ -70,34 +95,39 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
     return t.tolist()
 
 
-def run_epoch(model: nn.Module, feats: nn.Module, batches: Any, device: torch.device,
-              opt: torch.optim.Optimizer | None = None, augment: nn.Module | None = None,
-              mixup: float = 0.0) -> tuple[float, float]:
+def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
+              device: torch.device | str, opt: torch.optim.Optimizer | None = None,
+              augment: nn.Module | None = None, mixup: float = 0.0,
+              precision: str = "fp32") -> tuple[float, float]:
     """(mean loss, accuracy) over `batches`; trains when an optimizer is given.
 
     Training may mask the features (`augment`) and mix pairs of examples (`mixup` alpha);
-    with mixup the accuracy counts the dominant label of each mixed pair.
+    with mixup the loss is the mix of both labels' losses and the accuracy counts the dominant
+    label of each mixed pair. `precision` 'bf16' runs the model under autocast.
     """
+    device = torch.device(device)
     training = opt is not None
     loss_sum, correct, count = 0.0, 0.0, 0.0
     model.train(training)
     beta = torch.distributions.Beta(mixup, mixup) if training and mixup > 0 else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.set_grad_enabled(training):
         for batch in batches:
             x, y = batch["x"].to(device), batch["label"].to(device)
             x = feats(x)
             if training and augment is not None:
                 x = augment(x)
-            if beta is not None:
-                lam = float(beta.sample())
-                perm = torch.randperm(len(y), device=device)
-                logits = model(lam * x + (1 - lam) * x[perm])
-                loss = (lam * nn.functional.cross_entropy(logits, y)
-                        + (1 - lam) * nn.functional.cross_entropy(logits, y[perm]))
-                y = y if lam >= 0.5 else y[perm]
-            else:
-                logits = model(x)
-                loss = nn.functional.cross_entropy(logits, y)
+            with autocast:
+                if beta is not None:
+                    lam = float(beta.sample())
+                    perm = torch.randperm(len(y), device=device)
+                    logits = model(lam * x + (1 - lam) * x[perm])
+                    loss = (lam * nn.functional.cross_entropy(logits, y)
+                            + (1 - lam) * nn.functional.cross_entropy(logits, y[perm]))
+                    y = y if lam >= 0.5 else y[perm]
+                else:
+                    logits = model(x)
+                    loss = nn.functional.cross_entropy(logits, y)
             if training:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -115,84 +145,140 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def train_func(config: dict[str, Any]) -> None:
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """Every generator the loop draws from: the CPU's (init, mixup's Beta) and, on a GPU, the
+    device's (dropout, SpecAugment's masks, mixup's pairing run there)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda":
+        if "cuda" not in state:
+            raise ValueError("this checkpoint was written on a CPU and holds no GPU generator "
+                             "state; resume it on a CPU (or start the trial over)")
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train_loop(config: dict[str, Any], seam: Seam) -> None:
+    """Train `config` for its epochs, reporting each one through `seam`."""
     cfg, runtime = split_config(config)
     if runtime.get("threads"):
         torch.set_num_threads(int(runtime["threads"]))
-    make_deterministic(cfg.seed)
-    device = ray.train.torch.get_device()
+    make_deterministic(cfg)
+    device = seam.device
     feats, model = build(cfg, runtime)
     feats = feats.to(device)
-    model = ray.train.torch.prepare_model(model)
+    model = seam.wrap_model(model)
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
     augment = SpecAugment().to(device) if cfg.spec_augment else None
 
     start_epoch, best_val, history, train_s = 1, float("-inf"), [], 0.0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
+    with seam.latest_checkpoint() as d:
+        if d is not None:
             # weights_only: a checkpoint is data, never code.
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-            meta = json.loads((Path(d) / META_FILE).read_text())
-        history, train_s = meta["history"], meta["metrics"]["train_s"]
-        _unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, best_val = state["epoch"] + 1, state["best_val_acc"]
+            state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
+            meta = json.loads((d / META_FILE).read_text())
+            history, train_s = meta["history"], meta["metrics"]["train_s"]
+            _unwrap(model).load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"], device)
+            start_epoch, best_val = state["epoch"] + 1, state["best_val_acc"]
+            if start_epoch > cfg.epochs:
+                # Restored after its last epoch was saved but before the runner logged it:
+                # say it again, so the record ends where the checkpoints do.
+                seam.report(history[-1], None)
 
-    if checkpoint and start_epoch > cfg.epochs:
-        # Restored after its last epoch was saved but before Tune logged it: say it again.
-        ray.train.report(history[-1])
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
-    rank = ray.train.get_context().get_world_rank()
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
-        train_batches = train_shard.iter_torch_batches(
-            batch_size=cfg.batch_size, local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
-            local_shuffle_seed=cfg.seed * 100_003 + epoch * 101 + rank)
-        train_loss, train_acc = run_epoch(model, feats, train_batches, device, opt, augment,
-                                          cfg.mixup)
-        val_loss, val_acc = run_epoch(model, feats, val_shard.iter_torch_batches(
-            batch_size=EVAL_BATCH), device)
+        train_loss, train_acc = run_epoch(
+            model, feats, seam.batches("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101),
+            device, opt, augment, cfg.mixup, cfg.precision)
+        val_loss, val_acc = run_epoch(model, feats, seam.batches("val", EVAL_BATCH, None),
+                                      device, precision=cfg.precision)
         step_scheduler(sched, val_loss)
         best_val = max(best_val, val_acc)
         metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                    "val/loss": val_loss, "val/acc": val_acc, "best/val/acc": best_val,
-                   "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0,
-                   # Where it ran: on a cluster, trials.csv shows how trials spread.
-                   "node": ray.get_runtime_context().get_node_id()[:12]}
+                   "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
         train_s += metrics["epoch_s"]
         metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            ckpt = None
-            if rank == 0:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict() if sched is not None else {},
-                            "rng": torch.get_rng_state(), "epoch": epoch,
-                            "best_val_acc": best_val}, Path(d) / STATE_FILE)
-                # The whole history rides in every checkpoint: the latest one is the trial's
-                # record even if the driver died before Tune logged the last epochs.
-                # state_bytes lets a reader tell a whole checkpoint from one whose upload was
-                # cut short (a trial stopped by ASHA mid-upload leaves such a folder).
-                (Path(d) / META_FILE).write_text(json.dumps(
-                    {"config": cfg.to_dict(), "runtime": runtime, "metrics": metrics,
-                     "history": history,
-                     "state_bytes": (Path(d) / STATE_FILE).stat().st_size}, indent=1))
-                ckpt = ray.train.Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=f"epoch_{epoch:04d}")
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if seam.rank == 0:
+                checkpoint = Path(tmp)
+                save_checkpoint(checkpoint, cfg, runtime, metrics, history, {
+                    "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict() if sched is not None else {},
+                    "rng": _rng_state(device), "epoch": epoch, "best_val_acc": best_val})
+            seam.report(metrics, checkpoint)
+
+
+def save_checkpoint(folder: Path, cfg: Config, runtime: dict[str, Any], metrics: dict[str, Any],
+                    history: list[dict[str, Any]], state: dict[str, Any]) -> None:
+    """state.pt (tensors) and meta.json (config, metrics, the whole history) in `folder`.
+
+    The whole history rides in every checkpoint: the latest one is the trial's record even if
+    the driver died before logging the last epochs. state_bytes lets a reader tell a whole
+    checkpoint from one whose copy was cut short.
+    """
+    torch.save(state, folder / STATE_FILE)
+    (folder / META_FILE).write_text(json.dumps(
+        {"config": cfg.to_dict(), "runtime": runtime, "metrics": metrics, "history": history,
+         "state_bytes": (folder / STATE_FILE).stat().st_size}, indent=1))
+
+
+def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's meta.json: its config, metrics and history up to its epoch."""
+    return json.loads((Path(folder) / META_FILE).read_text())
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """(features, model with trained weights, meta) from a checkpoint folder, for evaluation."""
-    meta = json.loads((Path(path) / META_FILE).read_text())
+    meta = read_meta(path)
     cfg = Config.from_dict(meta["config"], f"{path}/{META_FILE}")
     feats, model = build(cfg, meta["runtime"])
     state = torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     model.eval()
     return feats, model, meta
+
+
+class LocalSeam:
+    """A seam for one process with the data in memory: tests, benchmarks and notebooks run the
+    same loop without Ray. Checkpoints go to `folder/epoch_NNNN/`; `reports` keeps the metrics."""
+
+    rank = 0
+
+    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]], folder: Path,
+                 device: str = "cpu") -> None:
+        self.data, self.folder, self.device = data, Path(folder), torch.device(device)
+        self.reports: list[dict[str, Any]] = []
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self.device)
+
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Iterator[Batch]:
+        x, y = self.data[split]
+        order = (torch.randperm(len(y), generator=torch.Generator().manual_seed(shuffle_seed))
+                 if shuffle_seed is not None else torch.arange(len(y)))
+        for i in range(0, len(y), batch_size):
+            idx = order[i:i + batch_size]
+            yield {"x": x[idx], "label": y[idx]}
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        found = sorted(self.folder.glob("epoch_*"))
+        yield found[-1] if found else None
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        self.reports.append(dict(metrics))
+        if checkpoint is not None:
+            shutil.copytree(checkpoint, self.folder / f"epoch_{metrics['epoch']:04d}")

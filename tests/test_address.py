@@ -40,7 +40,7 @@ def test_sweep_on_a_running_instance_with_uri_storage_and_data(tmp_path: Path,
     assert trials and all(t["status"] in ("completed", "stopped_early") for t in trials)
     best = json.loads((out / "best.json").read_text())
     # Checkpoints went to the "bucket", the prepared data set too (for the next machine).
-    assert best["checkpoint"].startswith(f"file://{bucket}/runs/batch_epoch-smoke/_train/")
+    assert best["checkpoint"].startswith(f"file://{bucket}/runs/batch_epoch-smoke/")
     ckpt = Path(best["checkpoint"][len("file://"):])
     assert (ckpt / "state.pt").exists() and (ckpt / "meta.json").exists()
     (shared,) = (bucket / "cache" / "prepared").iterdir()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from raygenre.grid import ResumableASHA
+from raygenre.sweep.asha import ResumableASHA
 
 
 def _asha(tmp_path: Path) -> ResumableASHA:

@@ -220,11 +220,11 @@ def test_empty_grid_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_batch_larger_than_training_split() -> None:
-    from raygenre.config import load_grid
     from raygenre.data import Prepared
-    from raygenre.grid import _check_batch_sizes
+    from raygenre.gridfile import load_grid
+    from raygenre.sweep.inputs import check_batch_sizes
 
     prepared = Prepared(Path("."), ("a", "b"), 10, {"train": 100, "val": 10, "test": 10}, True)
     with pytest.raises(ConfigError, match="batch_size 128 is larger than the training split "
                                           "\\(100 segments\\)"):
-        _check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)
+        check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from raygenre.config import Config, ConfigError, list_grids, load_grid
-from raygenre.grid import plan_resources, resolve_base
+from raygenre.config import Config, ConfigError
+from raygenre.gridfile import list_grids, load_grid, resolve_base
 
 
 def _grid(tmp_path: Path, text: str) -> Path:
@@ -77,24 +77,3 @@ def test_config_round_trips_through_plain_values() -> None:
     c = Config(hidden=(10, 20), lr=0.1)
     assert Config.from_dict(c.to_dict()) == c
     assert Config.from_dict({"lr": 1}).lr == 1.0  # YAML's "1" is a fine float
-
-
-def test_plan_fills_a_small_cpu_machine_and_caps_at_trial_count() -> None:
-    p = plan_resources({"CPU": 2.0}, n_trials=24, cpus_per_trial=None, gpus_per_trial=None,
-                       max_concurrent=None)
-    assert p.concurrency == 2 and p.threads == 1 and not p.use_gpu
-    assert p.trial_cpus + p.worker["CPU"] <= 1.0
-    # Ray may put both trials' drivers on one 1-CPU node: that node must still fit a worker.
-    assert 2 * p.trial_cpus + p.worker["CPU"] <= 1.0
-    assert plan_resources({"CPU": 16.0}, 3, None, None, None).concurrency == 3
-    g = plan_resources({"CPU": 16.0, "GPU": 1.0}, 24, None, 0.25, None)
-    assert g.use_gpu and g.concurrency == 4 and g.worker["GPU"] == 0.25
-
-
-def test_gpus_asked_for_before_the_autoscaler_adds_them() -> None:
-    """An autoscaling cluster starts with a CPU head only: GPU trials are planned anyway and
-    wait for GPU nodes; without the option, such a cluster runs CPU trials."""
-    p = plan_resources({"CPU": 8.0}, 24, None, 0.5, 6)
-    assert p.use_gpu and p.worker["GPU"] == 0.5 and p.concurrency == 6
-    assert not plan_resources({"CPU": 8.0}, 24, None, None, None).use_gpu
-    assert not plan_resources({"CPU": 8.0, "GPU": 4.0}, 24, None, 0, None).use_gpu

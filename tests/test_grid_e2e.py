@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from raygenre.config import load_grid
 from raygenre.data import Prepared
+from raygenre.gridfile import load_grid
 from raygenre.report import evaluate
 
 from .conftest import history_by_config, run_cli
@@ -114,18 +114,21 @@ def _events(path: Path) -> list[tuple[str, int, float]]:
 
 
 def test_tensorboard_has_the_trials_csv_names_by_epoch(smoke_run: dict) -> None:
+    """One TensorBoard run per run Tune ran (a shared run holds its members' epochs)."""
     out = smoke_run["out"]
     assert f"tensorboard --logdir {out / 'tensorboard'}" in smoke_run["proc"].stdout
-    trials = {t["trial_id"]: t for t in _rows(out / "trials.csv")}
-    runs = sorted((out / "tensorboard").iterdir())
-    assert len(runs) == len(trials)
+    trials = _rows(out / "trials.csv")
+    runs = {t["run_id"]: t for t in trials}
+    tb = sorted((out / "tensorboard").iterdir())
+    assert len(tb) == len(runs)
     history = {(h["trial_id"], int(h["epoch"])): h for h in _rows(out / "history.csv")}
-    for run in runs:
-        tid = run.name.split(",")[0]
-        assert tid in trials and f"batch_size={trials[tid]['batch_size']}" in run.name
+    for run in tb:
+        rid = run.name.split(",")[0]
+        assert rid in runs and f"batch_size={runs[rid]['batch_size']}" in run.name
+        longest = max((t for t in trials if t["run_id"] == rid), key=lambda t: int(t["epoch"]))
         scalars = [e for f in run.iterdir() for e in _events(f)]
         assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= {t for t, _, _ in scalars}
         for tag, step, value in scalars:
             if tag == "val/acc":
-                assert abs(value - float(history[(tid, step)]["val/acc"])) < 1e-5
-        assert max(s for _, s, _ in scalars) == int(trials[tid]["epoch"])
+                assert abs(value - float(history[(longest["trial_id"], step)]["val/acc"])) < 1e-5
+        assert max(s for _, s, _ in scalars) == int(longest["epoch"])

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from raygenre.config import Config, ConfigError, draw, load_grid
+from raygenre.config import Config, ConfigError
 from raygenre.features import BandNorm, SpecAugment, band_stats, build_features
-from raygenre.grid import STAGES
+from raygenre.gridfile import draw, load_grid
 from raygenre.models import build_model, n_params
+from raygenre.sweep.pipeline import STAGES
 from raygenre.train import run_epoch
 
 

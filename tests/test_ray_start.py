@@ -7,16 +7,15 @@ import psutil
 import pytest
 import ray
 
-from raygenre import grid
 from raygenre.config import ConfigError
+from raygenre.sweep.cluster import start_ray
 
 
 def test_local_dashboard_listens_on_loopback_only(capsys: pytest.CaptureFixture) -> None:
-    args = grid.parse_args(["batch_epoch"])
     try:
-        cluster = grid._start_ray(args)
+        start_ray(None)
         out = capsys.readouterr().out
-        assert cluster["CPU"] >= 1
+        assert ray.cluster_resources()["CPU"] >= 1
         line = next(x for x in out.splitlines() if x.startswith("[ray] dashboard: "))
         url = line.split(": ", 1)[1]
         assert url.startswith("http://127.0.0.1:")
@@ -29,10 +28,9 @@ def test_local_dashboard_listens_on_loopback_only(capsys: pytest.CaptureFixture)
 
 
 def test_wrong_address_is_a_clear_error() -> None:
-    args = grid.parse_args(["batch_epoch", "--address", "127.0.0.1:1"])
     try:
         with pytest.raises(ConfigError, match="--address 127.0.0.1:1: no Ray cluster"):
-            grid._start_ray(args)
+            start_ray("127.0.0.1:1")
     finally:
         ray.shutdown()
 
@@ -45,7 +43,7 @@ def test_without_address_a_sweep_gets_its_own_instance(monkeypatch: pytest.Monke
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
-        grid._start_ray(grid.parse_args(["batch_epoch"]))
+        start_ray(None)
         assert ray.get_runtime_context().gcs_address != other.address
     finally:
         ray.shutdown()

@@ -1,13 +1,27 @@
+"""The report's arithmetic on hand-made cases: checkpoint listings, member rows, the best
+trial, the track vote, per-genre accuracy."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+import torch
 
-from raygenre.report import best_checkpoint, checkpoints, latest_meta
+from raygenre.gridfile import Grid, Objective
+from raygenre.report.evaluate import scores, track_votes
+from raygenre.report.records import (
+    RunRecord,
+    best_of,
+    pick_best,
+    trial_rows,
+    whole_checkpoints,
+)
 from raygenre.storage import Location
 from raygenre.train import META_FILE, STATE_FILE
+
+ACC = Objective("val/acc", "max")
 
 
 def _ckpt(run: Path, epoch: int, acc: float, state: bytes, recorded: int | None = None) -> None:
@@ -22,17 +36,99 @@ def _ckpt(run: Path, epoch: int, acc: float, state: bytes, recorded: int | None 
 
 @pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
 def test_cut_short_and_unseen_checkpoints_are_not_results(tmp_path: Path, as_uri: bool) -> None:
-    """ASHA stopped the trial after epoch 1 while epoch 2's upload was under way (seen in CI:
-    a 20 MB piece of a 43 MB file), and a later epoch ran after Tune's last look. The same
-    through a URI, as read from a bucket (pyarrow's filesystem, not os calls)."""
+    """A data-parallel trial's Train checkpoints: ASHA stopped the trial after epoch 1 while
+    epoch 2's upload was under way (seen in CI: a 20 MB piece of a 43 MB file), and a later
+    epoch ran after Tune's last look. The same through a URI, as read from a bucket."""
     _ckpt(tmp_path, 1, 0.3, b"x" * 100)
     _ckpt(tmp_path, 2, 0.9, b"x" * 40, recorded=100)  # cut short
     _ckpt(tmp_path, 3, 0.8, b"x" * 100)  # finished after Tune's last report (epoch 1)
     run = Location.parse(f"file://{tmp_path}" if as_uri else tmp_path)
-    assert best_checkpoint(run).uri.startswith("file://" if as_uri else "/")
-    tmp_path = run
-    assert [d.name for d, _ in checkpoints(tmp_path)] == ["epoch_0001", "epoch_0003"]
-    assert [d.name for d, _ in checkpoints(tmp_path, max_epoch=1)] == ["epoch_0001"]
-    assert latest_meta(tmp_path, max_epoch=1)["metrics"]["epoch"] == 1
-    assert best_checkpoint(tmp_path, max_epoch=2).name == "epoch_0001"
-    assert best_checkpoint(tmp_path).name == "epoch_0003"
+    assert best_of(whole_checkpoints(run), ACC).uri.startswith("file://" if as_uri else "/")
+    assert [d.name for d, _ in whole_checkpoints(run)] == ["epoch_0001", "epoch_0003"]
+    assert [d.name for d, _ in whole_checkpoints(run, max_epoch=1)] == ["epoch_0001"]
+    assert best_of(whole_checkpoints(run, max_epoch=2), ACC).name == "epoch_0001"
+    assert best_of(whole_checkpoints(run), ACC).name == "epoch_0003"
+    assert best_of(whole_checkpoints(run), Objective("val/acc", "min")).name == "epoch_0001"
+
+
+def _history(accs: list[float]) -> list[dict]:
+    return [{"epoch": i + 1, "val/acc": a, "val/loss": 1 - a, "train/loss": 1.0,
+             "train/acc": 0.5, "train_s": 2.0 * (i + 1)} for i, a in enumerate(accs)]
+
+
+def _grid(metric: str = "val/acc", mode: str = "max") -> Grid:
+    return Grid(name="g", path=Path("g.yaml"), description="", metric=metric, mode=mode,
+                axes={"batch_size": [16], "epochs": [2, 4, 6]})
+
+
+def test_members_read_their_own_epochs_and_checkpoints() -> None:
+    """A run standing for 2-, 4- and 6-epoch trials: each member's numbers are the run's first
+    e epochs, judged at its best epoch among them (latest on a tie), tested at the run's kept
+    copy for it, or at the run's best when it is the longest."""
+    pins = Location("/runs/g/members/r0")
+    rec = RunRecord("r0", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                    _history([0.5, 0.6, 0.6, 0.55, 0.7, 0.4]), wall_s=30.0,
+                    best=Location("/runs/g/r0/checkpoint_000004"), pins=pins)
+    trials, history = trial_rows([rec], _grid(), ACC)
+    by = {t["epochs"]: t for t in trials}
+    assert [t["trial_id"] for t in trials] == ["r0:e2", "r0:e4", "r0:e6"]
+    assert {e: (t["epoch"], t["status"], t["best_epoch"]) for e, t in by.items()} == {
+        2: (2, "completed", 2), 4: (4, "completed", 3), 6: (6, "completed", 5)}
+    assert by[4]["val/acc"] == 0.55 and by[4]["best/val/acc"] == 0.6
+    assert by[2]["_checkpoint"] == pins / "epoch_0002"
+    assert by[4]["_checkpoint"] == pins / "epoch_0003"  # the tie at 2-3 goes to the later
+    assert by[6]["_checkpoint"] == rec.best
+    assert by[4]["train_s"] == 8.0 and all(t["run_id"] == "r0" for t in trials)
+    assert [h["epoch"] for h in history if h["trial_id"] == "r0:e4"] == [1, 2, 3, 4]
+
+
+def test_a_run_asha_stopped_marks_only_its_longer_members() -> None:
+    rec = RunRecord("r1", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                    _history([0.2, 0.3, 0.25]), best=Location("/b"), pins=Location("/p"))
+    trials, _ = trial_rows([rec], _grid(), ACC)
+    assert [(t["status"], t["epoch"]) for t in trials] == [
+        ("completed", 2), ("stopped_early", 3), ("stopped_early", 3)]
+    assert trials[1]["_checkpoint"] == Location("/b") == trials[2]["_checkpoint"]
+
+
+def test_an_error_marks_the_members_it_cut_short() -> None:
+    rec = RunRecord("r2", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                    _history([0.2, 0.3, 0.25]), error="OOM", best=Location("/b"))
+    trials, _ = trial_rows([rec], _grid(), ACC)
+    assert [(t["status"], t["error"]) for t in trials] == [
+        ("completed", ""), ("error", "OOM"), ("error", "OOM")]
+    none, _ = trial_rows([RunRecord("r3", {"epochs": 2}, None, [2], [], error="boom")],
+                         _grid(), ACC)
+    assert none[0]["status"] == "error" and none[0]["best/val/acc"] is None
+
+
+def test_the_best_trial_follows_the_grids_metric_and_prefers_fewer_epochs_on_a_tie() -> None:
+    runs = [RunRecord("a", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                      _history([0.5, 0.7, 0.6, 0.6, 0.65, 0.7])),
+            RunRecord("b", {"batch_size": 32, "epochs": 6}, None, [6],
+                      _history([0.4, 0.6, 0.69, 0.6, 0.6, 0.6]))]
+    trials, _ = trial_rows(runs, _grid(), ACC)
+    assert pick_best(trials, ACC)["trial_id"] == "a:e2"  # 0.7 at epoch 2 ties epoch 6's
+    loss = Objective("val/loss", "min")
+    trials, _ = trial_rows(runs, _grid("val/loss", "min"), loss)
+    best = pick_best(trials, loss)
+    assert best["trial_id"] == "a:e2" and best["best/val/loss"] == pytest.approx(0.3)
+    assert pick_best(trial_rows([RunRecord("c", {"epochs": 1}, None, [1], [], error="x")],
+                                _grid(), ACC)[0], ACC) is None
+
+
+def test_track_vote_takes_the_majority_and_breaks_ties_by_probability() -> None:
+    # Track t1: segments predict 0, 0, 1 -> 0. Track t2: 1 vs 2, a tie; class 2 has more
+    # total probability -> 2. Track t3: one segment -> its argmax.
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.6, 0.4, 0.0], [0.2, 0.8, 0.0],
+                          [0.0, 0.51, 0.49], [0.0, 0.1, 0.9],
+                          [0.3, 0.3, 0.4]])
+    tracks = ["t1", "t1", "t1", "t2", "t2", "t3"]
+    assert track_votes(probs, tracks) == {"t1": 0, "t2": 2, "t3": 2}
+    labels = torch.tensor([0, 0, 0, 1, 1, 0])  # t1 genre a, t2 genre b, t3 genre a
+    out = scores(probs, labels, tracks, ["a", "b", "c"])
+    assert out["test/acc"] == pytest.approx(3 / 6)  # segments 0, 1, 3 right
+    assert out["test/track_acc"] == pytest.approx(1 / 3)  # only t1
+    assert out["per_genre"] == pytest.approx({"a": 2 / 4, "b": 1 / 2, "c": 0.0})
+    assert out["confusion"] == [[2, 1, 1], [0, 1, 1], [0, 0, 0]]
+    assert (out["n_segments"], out["n_tracks"]) == (6, 3)

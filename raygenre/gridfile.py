@@ -1,0 +1,373 @@
+"""Grid files: deltas over the one default config, loaded, validated and expanded into runs.
+
+A grid file names a description, one objective, base deltas and the axes to cross (plus named
+`variants:` and seeded `draw:`s). Every trial is validated at load, before any work. Trials that
+differ only in `epochs`, where nothing in the config reads the epoch count, are grouped into one
+run: a 3-epoch trial *is* the first three epochs of the 10-epoch one (the loop is seeded and
+deterministic), so the sweep trains it once and reads each member at its own epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raygenre import features, models, optim
+from raygenre.config import (
+    DATA_KEYS,
+    FIELDS,
+    METRIC_MODES,
+    METRICS,
+    PRECISIONS,
+    PRESETS,
+    Config,
+    ConfigError,
+    check_deltas,
+)
+
+GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of a grid: its deltas over the sweep's base, and its variant's name."""
+
+    deltas: dict[str, Any]
+    variant: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """Its swept values as a table row ('variant' first, when there is one)."""
+        return {**({"variant": self.variant} if self.variant else {}), **self.deltas}
+
+
+@dataclass(frozen=True)
+class Run:
+    """What Tune runs as one trial: one grid trial, or several that differ only in `epochs`
+    (each shorter one is an epoch-prefix of the longest), sorted by epoch count."""
+
+    trials: tuple[Trial, ...]
+    base_epochs: int
+
+    @property
+    def longest(self) -> Trial:
+        return self.trials[-1]
+
+    @property
+    def members(self) -> list[int]:
+        """The epoch count of each trial this run stands for."""
+        return [t.deltas.get("epochs", self.base_epochs) for t in self.trials]
+
+    def tune_value(self) -> dict[str, Any]:
+        """This run in Tune's param space (plain JSON values; see `unpack`)."""
+        return json.loads(json.dumps({**self.longest.as_row(), "members": self.members}))
+
+
+def unpack(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[int]]:
+    """(config values, variant, member epochs) of a Tune trial's config: the base keys with the
+    run's deltas merged in."""
+    run = dict(config.get("run") or {})
+    variant, members = run.pop("variant", None), run.pop("members", None)
+    flat = {**{k: v for k, v in config.items() if k != "run"}, **run}
+    return flat, variant, list(members or [flat["epochs"]])
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A grid's one objective: what trials are judged on and checkpoints kept by."""
+
+    metric: str
+    mode: str
+
+    @property
+    def best_column(self) -> str:
+        """Its best value over a trial's epochs, as a table column."""
+        return f"best/{self.metric}"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A sweep: a description, one objective, the base deltas and the axes to cross."""
+
+    name: str
+    path: Path
+    description: str
+    metric: str = "val/acc"
+    mode: str = "max"
+    base: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    # Named delta sets crossed with the axes, for sweeps that are not a product (e.g. each
+    # optimizer with its own learning rate). Each is {"name": ..., <config keys>...}.
+    variants: tuple[dict[str, Any], ...] = ()
+    carry: tuple[str, ...] = ()
+    # ASHA: epochs before the first cut, and how many runs survive each rung (1 in rf).
+    # asha=False runs every trial in full (seed studies, comparisons).
+    asha: bool = True
+    grace_period: int = 1
+    reduction_factor: int = 3
+    # Trials that are epoch-prefixes of another share its run (see the module docstring).
+    share_prefixes: bool = True
+    draw_seed: int = 0  # the seed `draw:` axes were drawn from
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, self.mode)
+
+    @property
+    def n_trials(self) -> int:
+        n = max(1, len(self.variants))
+        for values in self.axes.values():
+            n *= len(values)
+        return n
+
+    @property
+    def swept(self) -> list[str]:
+        """Keys that differ between trials: the columns of every table."""
+        keys = (["variant"] if self.variants else []) + list(self.axes)
+        for v in self.variants:
+            keys += [k for k in v if k != "name" and k not in keys]
+        return keys
+
+    @property
+    def labels(self) -> list[str]:
+        """The short form of `swept` for tables and plots: a variant by its name."""
+        return (["variant"] if self.variants else []) + list(self.axes)
+
+    def grid_trials(self) -> list[Trial]:
+        """Every trial (variants, then the axes' product), in a fixed order."""
+        combos: list[dict[str, Any]] = [{}]
+        for key, values in self.axes.items():
+            combos = [{**c, key: v} for c in combos for v in values]
+        variants = [dict(v) for v in self.variants] or [{}]
+        return [Trial({**{k: x for k, x in v.items() if k != "name"}, **c}, v.get("name"))
+                for v in variants for c in combos]
+
+    def trials(self) -> list[dict[str, Any]]:
+        """Every trial as a flat row: its variant's name and its deltas."""
+        return [t.as_row() for t in self.grid_trials()]
+
+    def runs(self, base: Config) -> list[Run]:
+        """The trials grouped into what Tune runs: trials that differ only in `epochs` share
+        one run when nothing in their config reads the epoch count."""
+        groups: dict[str, list[Trial]] = {}
+        for i, t in enumerate(self.grid_trials()):
+            shared = self.share_prefixes and not reads_epochs(base.replace(**t.deltas))
+            rest = {k: v for k, v in t.as_row().items() if k != "epochs"}
+            key = json.dumps(rest, sort_keys=True) if shared else f"#{i}"
+            groups.setdefault(key, []).append(t)
+        return [Run(tuple(sorted(g, key=lambda t: t.deltas.get("epochs", base.epochs))),
+                    base.epochs) for g in groups.values()]
+
+    def max_epochs(self, base: Config) -> int:
+        return max(t.deltas.get("epochs", base.epochs) for t in self.grid_trials())
+
+    def smoke(self) -> Grid:
+        """The same sweep, shrunk to a few one- and two-epoch trials for tests."""
+        axes = {k: list(v[:2]) for k, v in self.axes.items()}
+        base = dict(self.base)
+        if "epochs" in axes:
+            axes["epochs"] = list(range(1, len(axes["epochs"]) + 1))
+        base["epochs"] = min(base.get("epochs", Config.epochs), 2)
+        variants = tuple({**v, "epochs": min(v["epochs"], 2)} if "epochs" in v else v
+                         for v in self.variants[:2])
+        return dataclasses.replace(self, base=base, axes=axes, variants=variants, grace_period=1)
+
+
+def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
+               upto: int | None = None) -> dict[str, Any] | None:
+    """The epoch a trial is judged and tested at: its best by the grid's metric among epochs
+    up to `upto`, the latest on a tie (as Tune's checkpoint retention keeps them)."""
+    sign = 1 if mode == "max" else -1
+    seen = [h for h in history if (upto is None or h["epoch"] <= upto)
+            and h.get(metric) is not None and not math.isnan(h[metric])]
+    return max(seen, key=lambda h: (sign * h[metric], h["epoch"]), default=None)
+
+
+def reads_epochs(cfg: Config) -> bool:
+    """Whether anything in the trial's arithmetic depends on its epoch count (a schedule whose
+    period is `epochs`): such a trial is not an epoch-prefix of a longer one."""
+    return cfg.scheduler in optim.READS_EPOCHS
+
+
+def describe_runs(runs: list[Run], n_trials: int) -> str:
+    """One line for the plan: how many runs stand for how many trials, and why."""
+    shared = [r for r in runs if len(r.trials) > 1]
+    if not shared:
+        return f"{n_trials} trials, one run each"
+    return (f"{len(runs)} runs stand for {n_trials} trials: {len(shared)} run(s) each stand for "
+            f"trials that differ only in epochs (a shorter trial is the first epochs of the "
+            f"longest: the loop is seeded and its schedule does not read the epoch count)")
+
+
+_GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw", "carry",
+              "asha", "share_prefixes"}
+
+
+def grid_path(name_or_path: str) -> Path:
+    """A grid by name (grids/NAME.yaml) or by path to a YAML file."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"grid file {p} does not exist")
+        return p.resolve()
+    candidate = GRIDS_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"unknown grid {name_or_path!r}. Grids: {', '.join(list_grids())} "
+                          f"(or give a path to a .yaml file)")
+    return candidate
+
+
+def list_grids() -> list[str]:
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.yaml"))
+
+
+def load_grid(name_or_path: str, seed: int | None = None) -> Grid:
+    """Load and check a grid file. `seed` (the command's --seed) is what `draw:` axes are drawn
+    from; without it, the file's base seed (default 0)."""
+    path = grid_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a grid file must be a mapping with keys "
+                          f"{', '.join(sorted(_GRID_KEYS))}")
+    unknown = set(raw) - _GRID_KEYS
+    if unknown:
+        names = ", ".join(map(repr, sorted(unknown)))
+        raise ConfigError(f"{path}: unknown top-level key(s) {names}"
+                          f"; allowed: {', '.join(sorted(_GRID_KEYS))} (config keys go under "
+                          f"'base:' or 'grid:')")
+    metric = raw.get("metric", "val/acc")
+    if metric not in METRICS:
+        raise ConfigError(f"{path}: metric {metric!r} is not one of {', '.join(METRICS)}")
+    mode = raw.get("mode", METRIC_MODES[metric])
+    if mode not in ("max", "min"):
+        raise ConfigError(f"{path}: mode must be 'max' or 'min', got {mode!r}")
+    base = check_deltas(raw.get("base") or {}, f"{path}: base")
+    axes_raw = raw.get("grid") or {}
+    if not isinstance(axes_raw, dict):
+        raise ConfigError(f"{path}: 'grid' must map config keys to lists of values")
+    axes: dict[str, list[Any]] = {}
+    for key, values in axes_raw.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: grid key {key!r} must be a non-empty list of values, "
+                              f"got {values!r}")
+        if key in DATA_KEYS:
+            raise ConfigError(f"{path}: grid key {key!r} cannot be swept: the data is prepared "
+                              f"once per sweep; set it under 'base:' instead")
+        axes[key] = [check_deltas({key: v}, f"{path}: grid")[key] for v in values]
+    variants = _load_variants(raw.get("variants") or [], path)
+    draw_seed = int(base.get("seed", Config.seed)) if seed is None else seed
+    for key, spec in (raw.get("draw") or {}).items():
+        if key in axes:
+            raise ConfigError(f"{path}: {key!r} is both a grid axis and drawn")
+        axes[key] = draw(key, spec, draw_seed, f"{path}: draw")
+    carry = raw.get("carry") or []
+    if not isinstance(carry, list):
+        raise ConfigError(f"{path}: 'carry' must be a list of config keys")
+    for k in carry:
+        if k not in FIELDS:
+            raise ConfigError(f"{path}: carry key {k!r} is not a config key")
+    asha = raw.get("asha", {})
+    use_asha = asha is not False
+    asha = {} if asha in (False, True, None) else asha
+    if not isinstance(asha, dict) or set(asha) - {"grace_period", "reduction_factor"}:
+        raise ConfigError(f"{path}: 'asha' is false (run every trial in full) or a mapping of "
+                          f"grace_period and reduction_factor")
+    for k, v in asha.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(f"{path}: asha.{k} must be a positive integer, got {v!r}")
+    share = raw.get("share_prefixes", True)
+    if not isinstance(share, bool):
+        raise ConfigError(f"{path}: 'share_prefixes' must be true or false, got {share!r}")
+    grid = Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
+                metric=metric, mode=mode, base=base, axes=axes, variants=variants,
+                carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
+                **asha)
+    # Every trial's config must be valid on its own, e.g. epochs >= 1.
+    validate(Config.from_dict(base), f"{path}: base")
+    for t in grid.grid_trials():
+        validate(Config.from_dict({**base, **t.deltas}), f"{path}: trial {t.as_row()}")
+    return grid
+
+
+def _load_variants(raw: Any, path: Path) -> tuple[dict[str, Any], ...]:
+    if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):
+        raise ConfigError(f"{path}: 'variants' must be a list of mappings of config keys")
+    out, names = [], set()
+    for i, v in enumerate(raw):
+        name = str(v.get("name", f"v{i}"))
+        if name in names:
+            raise ConfigError(f"{path}: variant name {name!r} is used twice")
+        names.add(name)
+        deltas = check_deltas({k: x for k, x in v.items() if k != "name"},
+                              f"{path}: variant {name!r}")
+        if any(k in DATA_KEYS for k in deltas):
+            raise ConfigError(f"{path}: variant {name!r} sets a data key; data is prepared "
+                              f"once per sweep")
+        out.append({"name": name, **deltas})
+    return tuple(out)
+
+
+_DRAWS = {"hidden": {"n", "layers", "units"}}
+
+
+def draw(key: str, spec: Any, seed: int, where: str) -> list[Any]:
+    """Values drawn at random from the seed (the study's random MLPs): the same seed, the same
+    list. `hidden: {n: 10, layers: [2, 15], units: [10, 128]}`."""
+    if key not in _DRAWS:
+        raise ConfigError(f"{where}: cannot draw {key!r}; drawable: {', '.join(_DRAWS)}")
+    if not isinstance(spec, dict) or set(spec) != _DRAWS[key]:
+        raise ConfigError(f"{where}: {key} needs exactly {sorted(_DRAWS[key])}, got {spec!r}")
+    (lo_l, hi_l), (lo_u, hi_u) = spec["layers"], spec["units"]
+    rng = random.Random(f"{seed}:draw:{key}")
+    return [tuple(rng.randint(lo_u, hi_u) for _ in range(rng.randint(lo_l, hi_l)))
+            for _ in range(int(spec["n"]))]
+
+
+def validate(cfg: Config, where: str) -> None:
+    """Range and name checks that types alone cannot express."""
+    checks = [
+        (cfg.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}"),
+        (cfg.activation in models.ACTIVATIONS, "activation",
+         f"one of {', '.join(models.ACTIVATIONS)}"),
+        (cfg.features in features.FEATURES, "features", f"one of {', '.join(features.FEATURES)}"),
+        (cfg.optimizer in optim.OPTIMIZERS, "optimizer", f"one of {', '.join(optim.OPTIMIZERS)}"),
+        (cfg.scheduler in optim.SCHEDULERS, "scheduler", f"one of {', '.join(optim.SCHEDULERS)}"),
+        (cfg.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
+        (cfg.epochs >= 1, "epochs", "at least 1"),
+        (cfg.batch_size >= 1, "batch_size", "at least 1"),
+        (0.0 <= cfg.dropout < 1.0, "dropout", "in [0, 1)"),
+        (cfg.lr > 0, "lr", "positive"),
+        (cfg.weight_decay >= 0, "weight_decay", "0 or more"),
+        (all(h >= 1 for h in cfg.hidden) and len(cfg.hidden) >= 1, "hidden",
+         "a non-empty list of positive sizes"),
+        (cfg.n_fft >= 2 and cfg.hop_length >= 1, "n_fft/hop_length", "positive"),
+        (cfg.val_fraction > 0 and cfg.test_fraction > 0
+         and cfg.val_fraction + cfg.test_fraction < 1, "val_fraction/test_fraction",
+         "positive and summing to less than 1"),
+        (cfg.segment_seconds > 0, "segment_seconds", "positive"),
+    ]
+    for ok, key, need in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {key} must be {need}, got "
+                              f"{getattr(cfg, key.split('/')[0])!r}")
+
+
+def resolve_base(grid: Grid, preset: str, seed: int | None,
+                 carried: dict[str, Any] | None = None) -> Config:
+    """Defaults < preset < grid base < keys carried from a previous stage < --seed."""
+    base = Config().replace(**PRESETS[preset]).replace(**grid.base).replace(**(carried or {}))
+    if seed is not None:
+        base = base.replace(seed=seed)
+    validate(base, f"{grid.path}: base")
+    for t in grid.grid_trials():
+        validate(base.replace(**t.deltas), f"{grid.path}: trial {t.as_row()}")
+    return base

@@ -1,0 +1,69 @@
+"""Test evaluation of one checkpoint: segment, track (majority vote) and per-genre accuracy."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+
+from raygenre.data import Prepared, to_tensor
+from raygenre.storage import Location
+from raygenre.train import load_checkpoint
+
+
+def track_votes(probs: torch.Tensor, tracks: list[str]) -> dict[str, int]:
+    """Each track's predicted class: the majority of its segments' predictions; a tie goes to
+    the tied class with the most total probability over the track's segments."""
+    pred = probs.argmax(1)
+    by_track: dict[str, list[int]] = {}
+    for i, t in enumerate(tracks):
+        by_track.setdefault(t, []).append(i)
+    out = {}
+    for track, idx in by_track.items():
+        votes = Counter(pred[idx].tolist())
+        top = max(votes.values())
+        tied = [c for c, v in votes.items() if v == top]
+        out[track] = max(tied, key=lambda c: probs[idx, c].sum().item())
+    return out
+
+
+def scores(probs: torch.Tensor, labels: torch.Tensor, tracks: list[str], genres: list[str],
+           split: str = "test") -> dict[str, Any]:
+    """Segment accuracy, track accuracy, per-genre (segment) accuracy and the confusion matrix
+    of predictions `probs` (segments x classes)."""
+    pred = probs.argmax(1)
+    n = len(genres)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    for t, p in zip(labels.tolist(), pred.tolist(), strict=True):
+        confusion[t, p] += 1
+    truth = {t: int(labels[i]) for i, t in enumerate(tracks)}
+    votes = track_votes(probs, tracks)
+    per_genre = {g: (confusion[i, i].item() / max(1, confusion[i].sum().item()))
+                 for i, g in enumerate(genres)}
+    return {f"{split}/acc": (pred == labels).float().mean().item(),
+            f"{split}/track_acc": sum(votes[t] == truth[t] for t in votes) / len(votes),
+            "n_segments": len(labels), "n_tracks": len(votes), "per_genre": per_genre,
+            "confusion": confusion.tolist()}
+
+
+@torch.no_grad()
+def evaluate(checkpoint: Location | Path, prepared: Prepared,
+             split: str = "test") -> dict[str, Any]:
+    """A checkpoint's scores on a split, which is streamed in batches (the driver's memory
+    does not grow with it)."""
+    with tempfile.TemporaryDirectory(prefix="raygenre_ckpt_") as d:
+        checkpoint = Location.parse(checkpoint, "checkpoint")
+        feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
+    probs_parts, labels, tracks = [], [], []
+    for batch in pq.ParquetFile(prepared.split_path(split)).iter_batches(
+            128, columns=["x", "label", "track"]):
+        probs_parts.append(model(feats(to_tensor(batch.column("x")))).softmax(1))
+        labels += batch.column("label").to_pylist()
+        tracks += batch.column("track").to_pylist()
+    out = scores(torch.cat(probs_parts), torch.tensor(labels), tracks, list(prepared.genres),
+                 split)
+    return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}

@@ -1,0 +1,158 @@
+"""The plots of one sweep and of the pipeline (PNG files, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on clusters or CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from raygenre.data import Prepared  # noqa: E402
+from raygenre.gridfile import Grid  # noqa: E402
+from raygenre.report.tables import fmt  # noqa: E402
+
+
+def _label(t: dict, axes: list[str]) -> str:
+    return ", ".join(f"{a}={fmt(t[a])}" for a in axes) or t["trial_id"]
+
+
+def _axis_values(trials: list[dict], key: str) -> list[Any]:
+    """An axis's distinct values in a readable order: numbers ascending, anything else (names,
+    lists of layer sizes) in the grid's order. Compared by their text: lists are not hashable."""
+    seen: dict[str, Any] = {}
+    for t in trials:
+        seen.setdefault(fmt(t[key]), t[key])
+    values = list(seen.values())
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        values.sort()
+    return values
+
+
+def val_acc_bars(grid: Grid, ok: list[dict], best: dict, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok) + 2), 4))
+    ok_sorted = sorted(ok, key=lambda t: t["val/acc"], reverse=True)
+    ax.bar(range(len(ok_sorted)), [t["val/acc"] for t in ok_sorted],
+           color=["tab:orange" if t is best else "tab:blue" for t in ok_sorted])
+    ax.set_xticks(range(len(ok_sorted)), [_label(t, grid.labels) for t in ok_sorted],
+                  rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("final val/acc")
+    ax.set_title(f"{grid.name}: final validation accuracy per trial (orange: best)")
+    fig.tight_layout()
+    fig.savefig(out / "val_acc_by_trial.png", dpi=110)
+    plt.close(fig)
+    return "val_acc_by_trial.png"
+
+
+def heatmap(grid: Grid, trials: list[dict], out: Path) -> str:
+    """Final val/acc over a two-axis grid; a trial ASHA stopped says at which epoch."""
+    a, b = grid.labels
+    xs, ys = _axis_values(trials, b), _axis_values(trials, a)
+    xi, yi = {fmt(x): j for j, x in enumerate(xs)}, {fmt(y): i for i, y in enumerate(ys)}
+    vals = [[math.nan] * len(xs) for _ in ys]
+    notes = [[""] * len(xs) for _ in ys]
+    for t in trials:
+        i, j = yi[fmt(t[a])], xi[fmt(t[b])]
+        if t["val/acc"] is None:
+            notes[i][j] = "error" if t["status"] == "error" else "-"
+            continue
+        vals[i][j] = t["val/acc"]
+        notes[i][j] = f"{t['val/acc']:.2f}" + (f"\nstopped e{t['epoch']}"
+                                               if t["status"] == "stopped_early" else "")
+    fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.7 * len(ys) + 2))
+    im = ax.imshow(vals, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(xs)), [fmt(x) for x in xs])
+    ax.set_yticks(range(len(ys)), [fmt(y) for y in ys])
+    ax.set_xlabel(b)
+    ax.set_ylabel(a)
+    finite = [v for row in vals for v in row if not math.isnan(v)]
+    mid = (min(finite) + max(finite)) / 2 if finite else 0.0
+    for i in range(len(ys)):
+        for j in range(len(xs)):
+            dark = math.isnan(vals[i][j]) or vals[i][j] < mid  # viridis is dark low
+            ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7,
+                    color="w" if dark else "k")
+    fig.colorbar(im, label="final val/acc")
+    ax.set_title(f"{grid.name}: val/acc by {a} x {b}\n(stopped eN: ASHA stopped its run at "
+                 f"epoch N)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "heatmap_val_acc.png", dpi=110)
+    plt.close(fig)
+    return "heatmap_val_acc.png"
+
+
+def curves(grid: Grid, ok: list[dict], history: list[dict], best: dict, out: Path) -> str:
+    """Train vs val loss and accuracy of the best and the worst trial."""
+    col, sign = grid.objective.best_column, 1 if grid.mode == "max" else -1
+    worst = min(ok, key=lambda t: sign * t[col])
+    fig, (l_ax, a_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for t, color in ((best, "tab:green"), (worst, "tab:red")):
+        rows = [h for h in history if h["trial_id"] == t["trial_id"]]
+        ep = [h["epoch"] for h in rows]
+        tag = f"{'best' if t is best else 'worst'} ({_label(t, grid.labels)})"
+        for split, style in (("train", "-"), ("val", "--")):
+            l_ax.plot(ep, [h[f"{split}/loss"] for h in rows], style, color=color, marker="o",
+                      label=f"{tag} {split}")
+            a_ax.plot(ep, [h[f"{split}/acc"] for h in rows], style, color=color, marker="o",
+                      label=f"{tag} {split}")
+    for ax, what in ((l_ax, "loss"), (a_ax, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(what)
+        ax.set_title(f"train (solid) vs val (dashed) {what}")
+        ax.grid(alpha=0.3)
+    a_ax.legend(fontsize=7)
+    fig.suptitle(f"{grid.name}: best and worst trial")
+    fig.tight_layout()
+    fig.savefig(out / "curves_best_worst.png", dpi=110)
+    plt.close(fig)
+    return "curves_best_worst.png"
+
+
+def confusion(grid: Grid, test: dict, prepared: Prepared, out: Path) -> str:
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(test["confusion"], cmap="Blues")
+    g = prepared.genres
+    ax.set_xticks(range(len(g)), g, rotation=45, ha="right")
+    ax.set_yticks(range(len(g)), g)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i, row in enumerate(test["confusion"]):
+        for j, v in enumerate(row):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    fig.colorbar(im)
+    ax.set_title(f"{grid.name}: test confusion (segments), acc {test['test/acc']:.2f}")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_test.png", dpi=110)
+    plt.close(fig)
+    return "confusion_test.png"
+
+
+def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, test: dict,
+             prepared: Prepared, out: Path) -> list[str]:
+    col = grid.objective.best_column
+    ok = [t for t in trials if t["val/acc"] is not None and t[col] is not None]
+    made = [val_acc_bars(grid, ok, best, out)]
+    if len(grid.labels) == 2:
+        made.append(heatmap(grid, trials, out))
+    made += [curves(grid, ok, history, best, out), confusion(grid, test, prepared, out)]
+    return made
+
+
+def pipeline_plot(stages: list[dict[str, Any]], png: Path) -> None:
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(stages) + 2), 4))
+    xs = range(len(stages))
+    for off, key, color in ((-0.2, "val/acc", "tab:blue"), (0.2, "test/acc", "tab:orange")):
+        ax.bar([x + off for x in xs], [b[key] for b in stages], width=0.4, label=key,
+               color=color)
+    ax.set_xticks(list(xs), [b["grid"] for b in stages], rotation=20)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("best trial per stage: validation and test accuracy")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,125 @@
+"""From runs to trials: one row per grid trial, each read from the run that stood for it.
+
+A run is what Tune ran: one grid trial, or several that differ only in `epochs` (each shorter
+one is the first epochs of the longest). Its record holds its whole metric history and where
+its checkpoints are. A member of e epochs reads the run's first e epochs, is judged at its best
+epoch among them, and is tested at that epoch's checkpoint: the run's best (kept by Tune) when
+the member is the run's longest, or the copy the run kept for it (`members/<run>/epoch_NNNN`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raygenre.config import METRICS
+from raygenre.gridfile import Grid, Objective, best_epoch
+from raygenre.storage import Location
+from raygenre.train import META_FILE, STATE_FILE
+
+
+@dataclass
+class RunRecord:
+    """One finished (or failed) run, as the sweep left it."""
+
+    run_id: str
+    config: dict[str, Any]  # config values of its longest trial
+    variant: str | None
+    members: list[int]  # the epoch count of each trial it stands for
+    history: list[dict[str, Any]]  # per epoch, from its latest checkpoint
+    error: str = ""
+    wall_s: float | None = None
+    best: Location | None = None  # its best checkpoint over all its epochs
+    pins: Location | None = None  # where it kept its shorter members' checkpoints
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def whole_checkpoints(folder: Location | Path, max_epoch: int | None = None
+                      ) -> list[tuple[Location, dict]]:
+    """(folder, meta) of each whole `epoch_NNNN` checkpoint under `folder`, oldest first.
+
+    Used where checkpoints are not Tune's own: a data-parallel trial's Ray Train run (Train
+    keeps its checkpoints and Tune only sees their paths) and the copies a shared run keeps for
+    its members. Skips a checkpoint whose state file is not the size its meta recorded (a copy
+    cut short when ASHA stopped the trial), and epochs after `max_epoch`, the last one Tune saw:
+    a worker may finish an epoch after ASHA's stop, and that epoch is not part of the sweep.
+    """
+    out = []
+    folder = Location.parse(folder, "checkpoint folder")
+    for d in (folder / n for n in folder.listdir() if n.startswith("epoch_")):
+        try:
+            meta = json.loads((d / META_FILE).read_text())
+            whole = (d / STATE_FILE).size() == meta.get("state_bytes")
+        except (OSError, ValueError):
+            continue
+        if whole and (max_epoch is None or meta["metrics"]["epoch"] <= max_epoch):
+            out.append((d, meta))
+    return out
+
+
+def best_of(found: list[tuple[Location, dict]], objective: Objective) -> Location | None:
+    """The checkpoint at the best epoch by the objective (the latest on a tie, as Tune keeps)."""
+    metas = {m["metrics"]["epoch"]: d for d, m in found}
+    best = best_epoch([m["metrics"] for _, m in found], objective.metric, objective.mode)
+    return metas[best["epoch"]] if best else None
+
+
+def _member_ids(run_id: str, members: list[int]) -> list[str]:
+    if len(members) == 1:
+        return [run_id]
+    ids, seen = [], {}
+    for e in members:
+        seen[e] = seen.get(e, 0) + 1
+        ids.append(f"{run_id}:e{e}" + (f"-{seen[e]}" if members.count(e) > 1 else ""))
+    return ids
+
+
+def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per grid trial, one row per trial and epoch). Private keys (leading `_`) carry
+    the trial's config and its test checkpoint to the report; CSV files leave them out."""
+    trials, history = [], []
+    for r in records:
+        last = r.history[-1]["epoch"] if r.history else 0
+        for tid, e in zip(_member_ids(r.run_id, r.members), r.members, strict=True):
+            config = {**r.config, "epochs": e}
+            swept = {k: (r.variant if k == "variant" else config.get(k)) for k in grid.swept}
+            upto = min(e, last)
+            own = [h for h in r.history if h["epoch"] <= upto]
+            for h in own:
+                history.append({"trial_id": tid, **swept, "epoch": h["epoch"],
+                                **{m: h.get(m) for m in METRICS}})
+            final = own[-1] if own else {}
+            best = best_epoch(own, objective.metric, objective.mode)
+            if upto == last:
+                checkpoint = r.best
+            else:
+                checkpoint = r.pins / f"epoch_{best['epoch']:04d}" if best and r.pins else None
+            status = ("completed" if upto == e and own else "error" if r.error
+                      else "stopped_early")
+            trials.append({
+                "trial_id": tid, "status": status, **swept, "epoch": upto,
+                **{m: final.get(m) for m in ("val/acc", "val/loss", "train/loss", "train/acc")},
+                "best/val/acc": max((h["val/acc"] for h in own), default=None),
+                objective.best_column: best[objective.metric] if best else None,
+                "best_epoch": best["epoch"] if best else None,
+                "run_id": r.run_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
+                "node": final.get("node", r.extra.get("node", "")),
+                "error": r.error if upto < e or not own else "",
+                "_config": config, "_checkpoint": checkpoint, "_run": r,
+            })
+    return trials, history
+
+
+def pick_best(trials: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
+    """The sweep's best trial: the best value of the objective over its epochs; on a tie, the
+    one that ran fewer epochs (the same numbers for less compute), then the grid's order."""
+    sign = 1 if objective.mode == "max" else -1
+    ok = [t for t in trials if t[objective.best_column] is not None
+          and not math.isnan(t[objective.best_column])]
+    if not ok:
+        return None
+    return max(ok, key=lambda t: (sign * t[objective.best_column], -t["epoch"]))

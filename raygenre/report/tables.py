@@ -1,0 +1,161 @@
+"""trials.csv, history.csv and summary.md of one sweep."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raygenre.config import Config
+from raygenre.data import Prepared
+from raygenre.gridfile import Grid
+
+
+@dataclass(frozen=True)
+class SweepFacts:
+    """What the sweep did, for the summary: said as it was, not as the defaults would have it."""
+
+    name: str
+    preset: str
+    preset_why: str
+    data: str  # where the data came from, in words
+    run_folder: str
+    plan: str  # the printed plan
+    runs: str  # how many runs stood for how many trials
+    concurrency: int
+    wall_s: float
+    command: str
+
+
+def fmt(v: Any, digits: int | None = 4) -> str:
+    """Table text; digits=None keeps a float's full precision (CSV files, for comparisons)."""
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v) if digits is None else f"{v:.{digits}f}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(map(str, v)) + "]"
+    return "" if v is None else str(v)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    cols = [c for c in (rows[0] if rows else {}) if not c.startswith("_")]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({c: fmt(row.get(c), digits=None) for c in cols})
+
+
+def mean_std(values: list[float]) -> str:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = t.std().item() if len(values) > 1 else 0.0
+    return f"{t.mean().item():.3f} ± {std:.3f}"
+
+
+def training_share(trials: list[dict[str, Any]], facts: SweepFacts) -> float:
+    """Summed epoch compute of every run over the sweep's wall times its concurrent slots: how
+    much of what the sweep held went to training (the rest: starting and stopping trials,
+    waiting, Ray's own work)."""
+    per_run: dict[str, float] = {}
+    for t in trials:
+        if t["train_s"] is not None:
+            per_run[t["run_id"]] = max(per_run.get(t["run_id"], 0.0), t["train_s"])
+    held = facts.wall_s * facts.concurrency
+    return sum(per_run.values()) / held if held else 0.0
+
+
+def asha_line(grid: Grid) -> str:
+    if not grid.asha:
+        return "every run in full (no ASHA)"
+    return (f"ASHA on `epoch` (grace {grid.grace_period}, reduction {grid.reduction_factor}) "
+            f"over runs")
+
+
+def seed_rows(grid: Grid, trials: list[dict], tests: dict[str, dict], objective_col: str
+              ) -> str:
+    """Configs that differ only in seed, grouped: mean ± std of the objective and of test
+    accuracy, each seed's test checkpoint evaluated once on the test split."""
+    keys = [k for k in grid.labels if k != "seed"]
+    groups: dict[tuple, list[dict]] = {}
+    for t in trials:
+        groups.setdefault(tuple(fmt(t[k]) for k in keys), []).append(t)
+    lines = ["| " + " | ".join(keys or ["config"]) + f" | seeds | {objective_col} | test/acc | "
+             "test/track_acc |", "|" + "---|" * (len(keys or [1]) + 4)]
+    rows = []
+    for key, members in groups.items():
+        vals = [t[objective_col] for t in members]
+        done = [tests[t["trial_id"]] for t in members if t["trial_id"] in tests]
+        rows.append((sum(vals) / len(vals), "| " + " | ".join(key or ("all",)) + f" | "
+                     f"{len(members)} | {mean_std(vals)} | "
+                     f"{mean_std([x['test/acc'] for x in done])} | "
+                     f"{mean_std([x['test/track_acc'] for x in done])} |"))
+    lines += [r for _, r in sorted(rows, reverse=True)]
+    return "\n".join(lines) + "\n"
+
+
+def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: dict,
+               prepared: Prepared, facts: SweepFacts, plots: list[str],
+               seeds: str | None = None) -> str:
+    axes = grid.labels
+    col = grid.objective.best_column
+    counts = Counter(t["status"] for t in trials)
+    split_counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
+    status_counts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    share = training_share(trials, facts)
+    lines = [f"# {facts.name}", "", grid.description, "",
+             f"- command: `{facts.command}`",
+             f"- data: {facts.data}: `{prepared.path}` ({split_counts} segments, "
+             f"{len(prepared.genres)} genres)",
+             f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}; objective "
+             f"`{grid.metric}` ({grid.mode}, best over each trial's epochs); {asha_line(grid)}",
+             f"- trials: {len(trials)} ({status_counts}); {facts.runs}",
+             f"- plan: {facts.plan}",
+             f"- wall {facts.wall_s / 60:.1f} min; training share {share:.2f} (summed epoch "
+             f"compute / (wall x {facts.concurrency} slots))",
+             f"- run folder: `{facts.run_folder}`", "",
+             f"## Trials (sorted by {col}; ★ = best)", "",
+             "| | trial | status | " + " | ".join(axes) + f" | epochs run | {col} | best epoch "
+             "| final val/acc | val/loss | train/loss | train/acc | run |",
+             "|---|---|---|" + "---|" * len(axes) + "---:|---:|---:|---:|---:|---:|---:|---|"]
+    sign = 1 if grid.mode == "max" else -1
+
+    def order(t: dict) -> float:
+        return -sign * t[col] if t[col] is not None else math.inf
+
+    for t in sorted(trials, key=order):
+        mark = "★" if t is best else ""
+        run = "" if t["run_id"] == t["trial_id"] else t["run_id"]
+        lines.append(f"| {mark} | {t['trial_id']} | {t['status']} | "
+                     + " | ".join(fmt(t[a]) for a in axes) + " | "
+                     + " | ".join(fmt(t[k]) for k in ("epoch", col, "best_epoch", "val/acc",
+                                                       "val/loss", "train/loss", "train/acc"))
+                     + f" | {run} |")
+    if any(t["run_id"] != t["trial_id"] for t in trials):
+        lines += ["", "A trial named `RUN:eN` is the first N epochs of run RUN, read from it "
+                      "(the loop is seeded and its schedule does not read the epoch count, so "
+                      "these are the numbers the trial would give alone)."]
+    if seeds:
+        lines += ["", "## Over seeds (mean ± std; each seed's test checkpoint on the test split)",
+                  "", seeds]
+    errors = [t for t in trials if t["status"] == "error"]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]
+    cfg = best["_config"]
+    lines += ["", "## Best trial", "",
+              f"Trial `{best['trial_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
+              f" best epoch {test['epoch']}: {grid.metric} {best[col]:.4f}.", "",
+              f"**Test** ({test['n_segments']} segments, {test['n_tracks']} tracks, evaluated once"
+              f" at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f}, "
+              f"`test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
+              f"Chance is {1 / len(prepared.genres):.2f}.", "",
+              "| genre | test acc |", "|---|---:|"]
+    lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
+    lines += ["", "Config of the best trial:", "", "```yaml"]
+    lines += [f"{k}: {fmt(v)}" for k, v in cfg.items()]
+    lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
+    return "\n".join(lines) + "\n"

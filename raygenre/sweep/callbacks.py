@@ -1,0 +1,128 @@
+"""What a sweep says while it runs: one progress line per event, and TensorBoard files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raygenre.config import METRICS
+from raygenre.gridfile import unpack
+
+
+def run_outcome(trial: Any, finished: bool = False) -> str | None:
+    """completed / stopped by ASHA / error for a Tune trial (a run), or None while unfinished.
+    `finished`: Tune said so (in on_trial_complete the status is not yet TERMINATED)."""
+    if trial.status == "ERROR":
+        return "error"
+    if trial.status != "TERMINATED" and not finished:
+        return None
+    done = (trial.last_result or {}).get("epoch", 0)
+    return "completed" if done >= unpack(trial.config)[0]["epochs"] else "stopped by ASHA"
+
+
+class Progress(tune.Callback):
+    """One line per epoch and per finished run: what ran, what ASHA stopped, the best so far,
+    and the time left if every unfinished run goes to its last epoch (an estimate from the
+    seconds per epoch so far, not a bound: later runs may be slower).
+
+    Counts come from Tune's trial list each time, so they stay right after a resume.
+    """
+
+    def __init__(self, n_runs: int, concurrency: int, metric: str, mode: str) -> None:
+        self.n_runs, self.concurrency, self.metric, self.mode = n_runs, concurrency, metric, mode
+
+    def setup(self, **info: Any) -> None:
+        self.t0 = time.time()
+        self.best: tuple[float, str] | None = None
+
+    def _line(self, event: str, trials: list, finishing: Any = None) -> None:
+        outcomes = [run_outcome(t, finished=t is finishing) for t in trials]
+        done = [o for o in outcomes if o]
+        counts = {k: done.count(k) for k in ("completed", "stopped by ASHA", "error")}
+        # Seconds per epoch so far, and the epochs still to run if nothing more is stopped.
+        # Runs Tune has not created yet (after a Ctrl-C and resume) are counted at the mean.
+        epochs_run = sum((t.last_result or {}).get("epoch", 0) for t in trials)
+        wall = sum((t.last_result or {}).get("time_total_s", 0.0) for t in trials)
+        left = sum(unpack(t.config)[0]["epochs"] - (t.last_result or {}).get("epoch", 0)
+                   for t, o in zip(trials, outcomes, strict=True) if not o)
+        if trials:
+            mean_epochs = sum(unpack(t.config)[0]["epochs"] for t in trials) / len(trials)
+            left += (self.n_runs - len(trials)) * mean_epochs
+        eta = ""
+        if epochs_run and left:
+            eta = (f", ~{left * wall / epochs_run / self.concurrency / 60:.1f} min left if no run "
+                   f"stops early")
+        best = f"best {self.metric} {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
+        tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "-"
+        print(f"[tune {(time.time() - self.t0) / 60:5.1f} min] {event:<38} | {len(done)}/"
+              f"{self.n_runs} runs done ({tally}) | {best}{eta}", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        value = result.get(self.metric)
+        if value is not None and (self.best is None or (
+                value > self.best[0] if self.mode == "max" else value < self.best[0])):
+            self.best = (value, trial.trial_id)
+        shown = f"{value:.3f}" if value is not None else "-"
+        epochs = unpack(trial.config)[0]["epochs"]
+        self._line(f"{trial.trial_id} epoch {result.get('epoch')}/{epochs}"
+                   f" {self.metric} {shown}", trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._line(f"{trial.trial_id} {run_outcome(trial, finished=True)}", trials,
+                   finishing=trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        self._line(f"{trial.trial_id} ERROR (see trials.csv)", trials)
+
+
+def run_name(trial_id: str, config: dict[str, Any], labels: list[str]) -> str:
+    """A TensorBoard run's name: the trial id and its swept values (a variant by its name; a
+    shared run's epoch counts as 3|5|10)."""
+    flat, variant, members = unpack(config)
+    shown = {**flat, "variant": variant, "epochs": "|".join(map(str, members))}
+    parts = [trial_id, *(f"{k}={shown.get(k)}" for k in labels)]
+    return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+class TensorBoard(tune.Callback):
+    """Event files with the metric names of trials.csv (`val/acc`, ...), one run per Tune trial,
+    stepped by epoch (Tune's own logger prefixes every name with `ray/tune/` and steps by
+    report)."""
+
+    def __init__(self, logdir: Path, labels: list[str]) -> None:
+        self.logdir, self.labels = logdir, labels
+
+    def setup(self, **info: Any) -> None:
+        self.writers: dict[str, Any] = {}
+
+    def _writer(self, trial: Any) -> Any:
+        if trial.trial_id not in self.writers:
+            from tensorboardX import SummaryWriter
+
+            name = run_name(trial.trial_id, trial.config, self.labels)
+            self.writers[trial.trial_id] = SummaryWriter(str(self.logdir / name))
+        return self.writers[trial.trial_id]
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
+        if result.get("epoch") is None:
+            return
+        w = self._writer(trial)
+        for m in (*METRICS, "lr"):
+            if result.get(m) is not None:
+                w.add_scalar(m, result[m], int(result["epoch"]))
+        w.flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        w = self.writers.pop(trial.trial_id, None)
+        if w is not None:
+            w.close()
+
+    on_trial_error = on_trial_complete
+
+    def on_experiment_end(self, trials, **info):  # noqa: ANN001
+        for w in self.writers.values():
+            w.close()
+        self.writers.clear()

@@ -1,0 +1,121 @@
+"""Starting or joining Ray, what the cluster is made of, and where its run folder may live."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import yaml
+
+from raygenre.config import ConfigError
+from raygenre.storage import Location, StorageError, check_shared
+from raygenre.sweep.plan import Node, nodes_from_autoscaler, nodes_from_ray
+
+# `ray up` leaves the cluster's config on the head: its autoscaler may add machines.
+AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
+
+
+def joined_address(address: str | None) -> str | None:
+    """The Ray address this sweep joins (--address, else RAY_ADDRESS), or None: its own."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def start_ray(address: str | None) -> None:
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a Ray instance of our own."""
+    import ray
+    import ray.data
+
+    for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    runtime_env = None
+    # Without --address (or RAY_ADDRESS) a sweep starts its own Ray instance, even if another
+    # runs on this machine: Ray would otherwise join the last one `ray start` (or a test
+    # cluster) made, and a sweep could land on, and die with, somebody else's instance.
+    joined = joined_address(address)
+    if joined and not address:
+        print(f"[ray] joining RAY_ADDRESS={joined} (unset it to run on a Ray of its own)")
+    if joined and not joined.startswith("ray://"):
+        from ray._private.services import canonicalize_bootstrap_address
+
+        # Workers are told the cluster's address, as for a local instance below: Train's
+        # helpers otherwise look it up and can pick another instance on the same machine.
+        try:
+            resolved = canonicalize_bootstrap_address(joined)
+        except ConnectionError as e:  # "auto" and no cluster on this machine
+            raise ConfigError(f"--address {joined}: no Ray cluster found ({e}). Start "
+                              f"one (ray start --head, or ray up cluster.yaml) or drop "
+                              f"--address to run on this machine alone") from e
+        if resolved:
+            # Ray waits minutes on an address where nothing listens; a plain connect tells now.
+            host, _, port = resolved.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"--address {joined}: no Ray cluster to connect to "
+                                  f"({e}). Start one (ray start --head, or ray up "
+                                  f"cluster.yaml) or drop --address to run on this machine "
+                                  f"alone") from e
+            runtime_env = {"env_vars": {"RAY_ADDRESS": resolved}}
+    if not joined:
+        port = _free_port()
+        runtime_env = {"env_vars": {
+            # A local instance has no spot nodes to watch: Train's preemption watcher would
+            # only add a process start (~1.5 s of CPU) to every data-parallel trial.
+            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+            # Ray Train's helpers look their cluster up by address discovery, which fails
+            # ("multiple active Ray instances") when a second sweep runs on this machine, and
+            # their trials then wait forever. So the GCS gets a known port and workers its
+            # address.
+            "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
+        os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    try:
+        ctx = ray.init(address=joined or "local", include_dashboard=True,
+                       dashboard_host="127.0.0.1", configure_logging=True,
+                       logging_level="WARNING", runtime_env=runtime_env,
+                       # Worker logs stay in the session's log folder (printed on errors).
+                       log_to_driver=False)
+    finally:
+        os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    data_ctx = ray.data.DataContext.get_current()
+    data_ctx.enable_progress_bars = False
+    # Same rows in the same order every epoch: each epoch's shuffle is then seeded alone.
+    data_ctx.execution_options.preserve_order = True
+    if ctx.dashboard_url:
+        print(f"[ray] dashboard: http://{ctx.dashboard_url}")
+
+
+def cluster_nodes(joined: bool) -> list[Node]:
+    """The node shapes trials are sized for: on a `ray up` cluster whose node types declare
+    their resources, what it can grow to (GPU nodes may come later); else what Ray reports
+    alive."""
+    import ray
+
+    if joined and AUTOSCALER_CONFIG.exists():
+        nodes = nodes_from_autoscaler(yaml.safe_load(AUTOSCALER_CONFIG.read_text()))
+        if nodes is not None:
+            return nodes
+        print(f"[grid] {AUTOSCALER_CONFIG}: its node types declare no resources; trials are "
+              f"sized from the nodes alive now")
+    return nodes_from_ray(ray.nodes())
+
+
+def check_storage(storage: Location, joined: bool) -> None:
+    """Before any trial: on several machines the run folder must be one they all see."""
+    import ray
+
+    ips = [n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")]
+    why = check_shared(storage, ips, may_grow=joined and AUTOSCALER_CONFIG.exists())
+    try:
+        storage.mkdir()
+    except OSError as e:  # no credentials, no such bucket, read-only mount...
+        raise StorageError(f"--storage {storage}: cannot create the run folder there "
+                           f"({type(e).__name__}: {e})") from e
+    print(f"[grid] storage {storage}: {why}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,117 @@
+"""A sweep's inputs, settled in the driver before any trial: the data (found, fetched,
+prepared), the checks that would otherwise fail hours in, and the runtime facts trials need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import torch
+
+from raygenre import synth
+from raygenre.config import Config, ConfigError
+from raygenre.data import Prepared, prepare, to_tensor
+from raygenre.features import band_stats, feature_key, feature_shape
+from raygenre.gridfile import Grid
+from raygenre.models import build_model
+from raygenre.paths import default_cache
+from raygenre.storage import Location, local_mirror_dir, mirror
+
+# Smoke runs: a deterministic sample small enough for tests (2 train tracks per genre, 2 segments
+# each), still through every stage.
+SMOKE_TRACKS_PER_GENRE = 4
+SMOKE_SEGMENTS_PER_TRACK = 2
+
+
+@dataclass(frozen=True)
+class Caches:
+    local: Path  # where generated and prepared data live on this machine
+    shared: Location | None  # a bucket every machine shares prepared data through
+
+
+def caches(cache: str | None) -> Caches:
+    """--cache: a folder, or a bucket (data is then prepared into the default local cache and
+    shared through the bucket, so each set is prepared once for every machine)."""
+    loc = Location.parse(cache, "--cache") if cache else None
+    shared = loc if loc is not None and loc.scheme else None
+    local = default_cache() if loc is None or shared else loc.local_path
+    return Caches(local.resolve(), shared)
+
+
+def data_root(data: str | None, cache: Path, log: Callable[..., None] = print) -> Path:
+    """The audio folder: --data (fetched into the cache first if it is a bucket) or the
+    built-in set (generated on first use)."""
+    if data:
+        loc = Location.parse(data, "--data")
+        root = loc.local_path
+        if root is None or loc.scheme:
+            root = local_mirror_dir(cache, loc)
+            log(f"[data] fetching {loc} -> {root} (only files not already there)")
+            root = mirror(loc, root)
+        return root
+    try:
+        root = synth.ensure_builtin(cache)
+    except OSError as e:
+        raise ConfigError(f"cache folder {cache} is not writable ({e}); "
+                          f"choose another with --cache") from e
+    log(f"[data] built-in set: {root}")
+    return root
+
+
+def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
+                 log: Callable[..., None] = print) -> Prepared:
+    root = data_root(data, cache.local, log)
+    sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if smoke else (None, None)
+    return prepare(root, cache.local, base, *sample, log=log, shared=cache.shared)
+
+
+def trial_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:
+    """(swept values, full config) of every trial."""
+    return [(t.as_row(), base.replace(**t.deltas)) for t in grid.grid_trials()]
+
+
+def check_batch_sizes(grid: Grid, base: Config, prepared: Prepared) -> None:
+    n_train = prepared.counts["train"]
+    for bs in sorted({cfg.batch_size for _, cfg in trial_configs(grid, base)}):
+        if bs > n_train:
+            raise ConfigError(f"{grid.path}: batch_size {bs} is larger than the training split "
+                              f"({n_train} segments); use a smaller batch or more data")
+
+
+def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
+    """Build every trial's input and model without memory (meta device): a shape error shows
+    now, with the trial named, not after an hour of other trials."""
+    seen = set()
+    for row, cfg in trial_configs(grid, base):
+        key = (cfg.model, cfg.features, cfg.n_fft, cfg.mel_n_fft, cfg.hop_length, cfg.n_mels,
+               cfg.hidden, cfg.cnn_channels, cfg.fc_width)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            shape = feature_shape(cfg, prepared.segment_samples)
+            with torch.device("meta"):
+                build_model(cfg, shape, len(prepared.genres))
+        except (ValueError, RuntimeError) as e:
+            raise ConfigError(f"{grid.path}: trial {row}: the model cannot be built on this "
+                              f"input: {e}") from e
+
+
+def runtime_facts(grid: Grid, base: Config, prepared: Prepared, threads: int) -> dict[str, Any]:
+    """What every trial's loop needs besides its hyperparameters: facts of the data and the
+    machine, and train-split band statistics for each representation a trial normalises."""
+    wanted = {}
+    for _, cfg in trial_configs(grid, base):
+        if cfg.band_norm:
+            wanted.setdefault(feature_key(cfg), cfg)
+
+    def batches() -> Iterator[torch.Tensor]:  # streamed: the split need not fit in memory
+        for b in pq.ParquetFile(prepared.split_path("train")).iter_batches(64, columns=["x"]):
+            yield to_tensor(b.column("x"))
+
+    return {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
+            "threads": threads,
+            "band_stats": {k: band_stats(cfg, batches()) for k, cfg in wanted.items()}}

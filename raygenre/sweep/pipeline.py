@@ -1,0 +1,97 @@
+"""`all`: the study's seven stages in order, each from the winners of those before it.
+
+A stage is reused only when everything that shaped its numbers is what this command would use
+now (grid file content, config, prepared data, seed, carried keys, per-trial arithmetic); an
+interrupted stage is resumed under the same condition; otherwise the stage runs again and the
+command says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from raygenre.config import ConfigError
+from raygenre.gridfile import load_grid
+from raygenre.paths import RunPaths, default_storage
+from raygenre.report import write_pipeline
+from raygenre.storage import Location, StorageError
+from raygenre.sweep import run_state
+from raygenre.sweep.cluster import check_storage, cluster_nodes, joined_address, start_ray
+from raygenre.sweep.tuner import run_sweep, set_up
+
+# The study's order: each stage starts from the winners of the stages before it.
+STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_epoch",
+          "regularization")
+
+
+def run_pipeline(args: argparse.Namespace) -> Path:
+    """Run (or continue) the pipeline; returns pipeline.md's path."""
+    stages = args.stages.split(",") if args.stages else list(STAGES)
+    grids = [load_grid(s, args.seed) for s in stages]  # every name and file checked first
+    if args.smoke:
+        grids = [g.smoke() for g in grids]
+    top = "all" + ("-smoke" if args.smoke else "")
+    storage = Location.parse(args.storage or default_storage())
+    storage.check_reachable()
+    results_root = Path(args.results).resolve()
+    if args.fresh:
+        (storage / top).rmtree()
+        try:
+            shutil.rmtree(results_root / top)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"--fresh: cannot delete the old results {results_root / top} "
+                               f"({e}); delete it by hand or choose another --results") from e
+    start_ray(args.address)
+    joined = bool(joined_address(args.address))
+    check_storage(storage, joined)
+    nodes = cluster_nodes(joined)
+    carried: dict[str, Any] = {}
+    rows = []
+    for grid in grids:
+        paths = RunPaths(storage=storage, name=f"{top}/{grid.name}", results_root=results_root)
+        setup = set_up(grid, args, nodes, carried)
+        done = paths.results / "best.json"
+        best = json.loads(done.read_text()) if done.exists() else None
+        stored = (best or {}).get("shaped_by")
+        if best is not None and stored == setup.shaped_by:
+            print(f"[all] {grid.name}: finished earlier with the same grid, data, seed and "
+                  f"options ({grid.metric} {best[grid.metric]:.3f}); skipped")
+        else:
+            if best is not None:
+                why = "; ".join(run_state.differences(stored or {}, setup.shaped_by))
+                print(f"[all] {grid.name}: the results in {done.parent} were made otherwise "
+                      f"({why}); running the stage again")
+            best = run_sweep(setup, args, paths, nodes, _restorable(paths, setup.shaped_by))
+        rows.append(best)
+        carried = {**carried, **{k: best["config"][k] for k in grid.carry}}
+    out = write_pipeline(rows, results_root, top)
+    print(f"[all] done: {out}")
+    return out
+
+
+def _restorable(paths: RunPaths, shaped_by: dict[str, Any]) -> bool:
+    """An interrupted stage resumes if it was started as this command would start it; any
+    other run in its folder is cleared (the stage starts over) and the reason printed."""
+    if not paths.experiment.exists():
+        return False
+    why = None
+    if not tune.Tuner.can_restore(str(paths.experiment)):
+        why = "it holds no restorable run"
+    else:
+        try:
+            run_state.check_manifest(paths, shaped_by)
+        except ConfigError as e:
+            why = str(e)
+    if why is None:
+        return True
+    print(f"[all] {paths.name}: not resuming the stored run ({why}); starting it over")
+    paths.experiment.rmtree()
+    return False

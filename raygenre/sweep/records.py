@@ -1,0 +1,60 @@
+"""Tune's results as run records for the report (which knows nothing of Tune)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raygenre.gridfile import Objective, best_epoch, unpack
+from raygenre.paths import RunPaths
+from raygenre.report.records import RunRecord, best_of, whole_checkpoints
+from raygenre.storage import Location
+from raygenre.train import META_FILE
+
+
+def trial_dirname(trial: Any) -> str:
+    """A trial's folder in the run folder: its id, nothing else (stable across a resume, and
+    the id is what every table names)."""
+    return trial.trial_id
+
+
+def run_records(results: Any, paths: RunPaths, objective: Objective,
+                data_parallel: bool) -> list[RunRecord]:
+    """One record per Tune trial (run) of a ResultGrid, in the grid's order."""
+    records = []
+    for r in results:
+        run_id = Path(r.path).name  # trial_dirname: the trial id
+        flat, variant, members = unpack(r.config)
+        seen = (r.metrics or {}).get("epoch")  # the last epoch Tune saw (None if none)
+        if data_parallel:
+            found = whole_checkpoints(paths.train_run(run_id), seen)
+            best = best_of(found, objective)
+            history = found[-1][1]["history"] if found else []
+        else:
+            best, history = _tune_checkpoints(r, paths.experiment / run_id, objective)
+        if seen is not None:
+            history = [h for h in history if h["epoch"] <= seen]
+        error = ""
+        if r.error is not None:
+            error = (str(r.error).strip().splitlines() or [""])[-1][:300]
+        records.append(RunRecord(
+            run_id=run_id, config=flat, variant=variant, members=members, history=history,
+            error=error, wall_s=(r.metrics or {}).get("time_total_s"), best=best,
+            pins=paths.members(run_id), extra={"node": (r.metrics or {}).get("node", "")}))
+    return records
+
+
+def _tune_checkpoints(result: Any, trial_dir: Location, objective: Objective
+                      ) -> tuple[Location | None, list[dict[str, Any]]]:
+    """(the best checkpoint Tune kept, the history in its latest) of a one-worker run. Tune
+    kept them by the grid's objective, so its best is the run's best epoch."""
+    if result.checkpoint is None:
+        return None, []
+    latest = trial_dir / Path(result.checkpoint.path).name
+    history = json.loads((latest / META_FILE).read_text())["history"]
+    kept = [(trial_dir / Path(c.path).name, m) for c, m in (result.best_checkpoints or [])]
+    best = best_epoch([m for _, m in kept], objective.metric, objective.mode)
+    if best is None:
+        return None, history
+    return next(d for d, m in kept if m["epoch"] == best["epoch"]), history

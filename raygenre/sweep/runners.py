@@ -1,0 +1,228 @@
+"""The trial body: the one loop (`train.train_loop`), run by one of two runners.
+
+- One worker (the default: a CPU core or two, one GPU or a fraction of one): the loop runs inside
+  the Tune trial's own process, as Ray's Train guide advises for trials that fit one device. One
+  process starts per trial, and checkpoints are Tune's own (`tune.report`), so Tune's retention
+  and `ResultGrid` / `ExperimentAnalysis` see them.
+- N workers (`--workers-per-trial N`): the Tune trial starts a Ray Train `TorchTrainer` whose N
+  workers run the same loop under DDP (a trial spanning several GPUs or machines). Train keeps
+  those checkpoints in `<run>/_train/<trial_id>/` (Tune only sees their paths).
+
+Each runner hands the loop a seam onto its own reporting, checkpoints and data. A run that
+stands for several trials (epoch-prefix members) also keeps, for each shorter member, the
+checkpoint that member would be tested at (`MemberPins`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from raygenre.data import torch_batches
+from raygenre.gridfile import Objective, best_epoch, unpack
+from raygenre.paths import RunPaths
+from raygenre.storage import Location
+from raygenre.sweep.plan import Plan
+from raygenre.train import META_FILE, read_meta, train_loop
+
+
+class MemberPins:
+    """Keeps the test checkpoint of each shorter member of a shared run.
+
+    A member of e epochs is judged and tested at its best epoch among its first e (what it
+    would be if run alone). Tune keeps the run's best and latest checkpoints only, so when an
+    epoch is the best so far and a shorter member's last epoch is still ahead, its checkpoint is
+    copied to `<run folder>/members/<trial_id>/epoch_NNNN/`; copies that no member can need
+    any more are removed. Stateless: each update reads the history from the checkpoint it is
+    handed, so it is right after a restore too.
+    """
+
+    def __init__(self, folder: Location, members: list[int], objective: Objective) -> None:
+        self.folder, self.members = folder, list(members)
+        self.boundaries = sorted({m for m in members if m < max(members)})
+        self.objective = objective
+
+    def needed(self, history: list[dict[str, Any]]) -> set[int]:
+        """Epochs whose checkpoints some member will be tested at, given the history so far."""
+        epoch = history[-1]["epoch"]
+        m, mode = self.objective.metric, self.objective.mode
+        out = {best_epoch(history, m, mode, b)["epoch"] for b in self.boundaries if b <= epoch}
+        if any(b > epoch for b in self.boundaries):
+            out.add(best_epoch(history, m, mode)["epoch"])  # may stay the best until then
+        return out
+
+    def update(self, checkpoint: Path) -> None:
+        history = read_meta(checkpoint)["history"]
+        needed = self.needed(history)
+        epoch = history[-1]["epoch"]
+        if epoch in needed:
+            (self.folder / pin_name(epoch)).put_dir(checkpoint, last=META_FILE)
+        for name in self.folder.listdir():
+            if pin_epoch(name) not in needed:
+                (self.folder / name).rmtree()
+
+
+def pin_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+def pin_epoch(name: str) -> int | None:
+    m = re.fullmatch(r"epoch_(\d+)", name)
+    return int(m.group(1)) if m else None
+
+
+def _node() -> str:
+    """Where a trial ran: on a cluster, trials.csv shows how trials spread."""
+    return ray.get_runtime_context().get_node_id()[:12]
+
+
+class TuneSeam:
+    """The loop inside the Tune trial's own process."""
+
+    rank = 0
+
+    def __init__(self, datasets: dict[str, Any], device: torch.device,
+                 pins: MemberPins | None) -> None:
+        self.datasets, self.device, self.pins = datasets, device, pins
+        self.node = _node()
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Any:
+        return torch_batches(self.datasets[split], batch_size, shuffle_seed)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        metrics = {**metrics, "node": self.node}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        if self.pins is not None:
+            self.pins.update(checkpoint)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint))
+
+
+class TrainSeam:
+    """The loop on one of a data-parallel trial's Ray Train workers."""
+
+    def __init__(self, pins: MemberPins | None) -> None:
+        import ray.train.torch
+
+        self.pins = pins
+        self.rank = ray.train.get_context().get_world_rank()
+        self.device = ray.train.torch.get_device()
+        self.node = _node()
+
+    def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Any:
+        shard = ray.train.get_dataset_shard(split)
+        seed = None if shuffle_seed is None else shuffle_seed + self.rank
+        return torch_batches(shard, batch_size, seed)
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as d:
+            yield Path(d)
+
+    def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        metrics = {**metrics, "node": self.node}
+        if checkpoint is not None and self.pins is not None:
+            self.pins.update(checkpoint)
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint)
+            if checkpoint is not None else None,
+            checkpoint_dir_name=pin_name(metrics["epoch"]) if checkpoint is not None else None)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """A Ray Train worker's function: the loop, with its pins rebuilt from plain values."""
+    config = dict(config)
+    spec = config.pop("_pins", None)
+    pins = (MemberPins(Location(spec["folder"]), spec["members"],
+                       Objective(spec["metric"], spec["mode"])) if spec else None)
+    train_loop(config, TrainSeam(pins))
+
+
+def trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
+          plan: Plan, paths: RunPaths, objective: Objective) -> None:
+    """One Tune trial: a run of the grid (one trial, or epoch-prefix members sharing it)."""
+    hp, _variant, members = unpack(config)
+    trial_id = tune.get_context().get_trial_id()
+    loop_config = {**hp, **runtime}
+    pins = (MemberPins(paths.members(trial_id), members, objective)
+            if len(set(members)) > 1 else None)
+    if not plan.data_parallel:
+        device = torch.device("cpu")
+        if plan.use_gpu:
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"trial {trial_id} was given a GPU by Ray but torch sees "
+                                   f"none (CUDA_VISIBLE_DEVICES="
+                                   f"{os.environ.get('CUDA_VISIBLE_DEVICES')})")
+            device = torch.device("cuda", 0)
+        train_loop(loop_config, TuneSeam({"train": train_ds, "val": val_ds}, device, pins))
+        return
+    _data_parallel(trial_id, loop_config, pins, train_ds, val_ds, plan, paths, objective)
+
+
+def _data_parallel(trial_id: str, loop_config: dict[str, Any], pins: MemberPins | None,
+                   train_ds: Any, val_ds: Any, plan: Plan, paths: RunPaths,
+                   objective: Objective) -> None:
+    """The loop on `plan.workers` Ray Train workers (DDP), as a Train run named by the trial
+    id: a restored trial reruns this and Train reloads its latest checkpoint."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    if pins is not None:
+        loop_config = {**loop_config, "_pins": {
+            "folder": pins.folder.uri, "members": pins.members, "metric": objective.metric,
+            "mode": objective.mode}}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
+                                               resources_per_worker=plan.worker_resources()),
+        datasets={"train": train_ds, "val": val_ds},
+        # Same rows in the same order every epoch: the per-epoch shuffle is then seeded alone.
+        # Validation is not split: every worker sees all of it and the metric sums agree.
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=["train"],
+            execution_options=ExecutionOptions(preserve_order=True)),
+        run_config=ray.train.RunConfig(
+            name=trial_id, storage_path=str(paths.train_storage),
+            callbacks=[TuneReportCallback()],
+            # Train's checkpoints are not Tune's: Train keeps them by the grid's objective (the
+            # best, and always the latest) and raygenre's results read them from this folder.
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=1, checkpoint_score_attribute=objective.metric,
+                checkpoint_score_order=objective.mode),
+            failure_config=ray.train.FailureConfig(max_failures=2)),
+    )
+    trainer.fit()
+

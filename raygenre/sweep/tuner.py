@@ -1,0 +1,171 @@
+"""One sweep on a started Ray instance: plan, data, checks, `Tuner.fit`, results."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+
+from raygenre import report
+from raygenre.config import PRESETS, Config
+from raygenre.data import Prepared, ray_dataset
+from raygenre.gridfile import Grid, Run, describe_runs, resolve_base
+from raygenre.paths import RunPaths
+from raygenre.sweep import inputs, run_state
+from raygenre.sweep.asha import ResumableASHA
+from raygenre.sweep.callbacks import Progress, TensorBoard
+from raygenre.sweep.plan import Node, Plan, plan_resources
+from raygenre.sweep.records import run_records, trial_dirname
+from raygenre.sweep.runners import trial
+
+
+def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
+    """(preset, why): 'cpu' on the built-in data without a GPU, else the study's settings."""
+    if asked != "auto":
+        return asked, "asked for with --preset"
+    if data is None and not plan.use_gpu:
+        return "cpu", "built-in data, no GPU; --preset study for the study's 201x552"
+    return "study", ("your data (--data)" if data else "a GPU per trial") + (
+        "; on a CPU, --preset cpu is ~20x cheaper" if not plan.use_gpu else "")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A sweep settled before any trial: its plan, config, runs and data."""
+
+    grid: Grid
+    plan: Plan
+    preset: str
+    preset_why: str
+    base: Config
+    runs: list[Run]
+    prepared: Prepared
+    carried: dict[str, Any]
+    shaped_by: dict[str, Any]  # everything that shapes its numbers (run_state.shaped_by)
+
+
+def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
+           carried: dict[str, Any] | None = None, quiet: bool = False) -> Setup:
+    """Plan, preset, config, data and every check that can fail before a trial starts."""
+    say = (lambda *a, **k: None) if quiet else print
+    carried = carried or {}
+    # Runs do not depend on the preset (it changes the input resolution only).
+    n_runs = len(grid.runs(resolve_base(grid, "study", args.seed, carried)))
+    plan = plan_resources(nodes, n_runs, args.workers_per_trial, args.cpus_per_trial,
+                          args.gpus_per_trial, args.max_concurrent)
+    preset, why = choose_preset(args.preset, args.data, plan)
+    say(f"[grid] {grid.name}: {grid.description}")
+    say(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'} ({why})")
+    if carried:
+        say(f"[grid] carried from earlier stages: {carried}")
+    base = resolve_base(grid, preset, args.seed, carried)
+    prepared = inputs.prepare_data(args.data, inputs.caches(args.cache), base, args.smoke,
+                                   log=say)
+    say(prepared.table_path.read_text(), end="")
+    inputs.check_batch_sizes(grid, base, prepared)
+    inputs.check_models(grid, base, prepared)
+    return Setup(grid, plan, preset, why, base, grid.runs(base), prepared, carried,
+                 run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried))
+
+
+def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: list[Node],
+              restoring: bool) -> dict[str, Any]:
+    """Run a set-up sweep (or resume it) and write its results; returns its best.json."""
+    grid, plan, runs, prepared = setup.grid, setup.plan, setup.runs, setup.prepared
+    if restoring:
+        run_state.check_manifest(paths, setup.shaped_by)
+    else:
+        run_state.write_manifest(paths, setup.shaped_by)
+    how = f"ASHA on {grid.metric} ({grid.mode}) over runs" if grid.asha else "every run in full"
+    runs_line = describe_runs(runs, grid.n_trials)
+    print(f"[grid] {runs_line}")
+    print(f"[grid] {how}; {plan.describe()}")
+    if plan.use_gpu and not any(n.gpus for n in nodes):
+        print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
+    print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
+    print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
+
+    t_data = time.time()
+    train_ds, val_ds = (ray_dataset(prepared, s) for s in ("train", "val"))
+    print(f"[grid] train and val splits in Ray's object store ({time.time() - t_data:.1f} s); "
+          f"starting trials")
+    runtime = inputs.runtime_facts(grid, setup.base, prepared, plan.threads)
+    trainable = tune.with_resources(
+        tune.with_parameters(trial, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
+                             plan=plan, paths=paths, objective=grid.objective),
+        plan.trial_resources())
+    # Our progress lines say what the user needs; Tune's own tables would repeat them (and point
+    # TensorBoard at its driver folder, not at ours). Tune snapshots its state after every
+    # checkpoint here (num_to_keep is small): that is what a resume needs, not a bottleneck to
+    # warn about.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    t0 = time.time()
+    if restoring:
+        print(f"[grid] resuming {paths.experiment}")
+        tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, runs),
+                           tune_config=_tune_config(grid, setup.base, paths, plan),
+                           run_config=_run_config(grid, paths, plan, len(runs)))
+    results = tuner.fit()
+    wall = time.time() - t0
+    # Against the run count, not len(results): Tune creates trials as slots free up, so after
+    # a Ctrl-C the runs it never started are in no result at all.
+    finished = results.num_terminated + results.num_errors
+    if finished < len(runs):
+        raise run_state.Interrupted(
+            f"sweep interrupted: {len(runs) - finished} of {len(runs)} runs unfinished; "
+            f"nothing was lost. Resume with the same command plus --resume "
+            f"(run folder {paths.experiment}).")
+    records = run_records(results, paths, grid.objective, plan.data_parallel)
+    facts = report.SweepFacts(
+        name=paths.name, preset=setup.preset, preset_why=setup.preset_why,
+        data=f"`{args.data}`" if args.data else "the built-in set",
+        run_folder=str(paths.experiment), plan=plan.describe(), runs=runs_line,
+        concurrency=plan.concurrency, wall_s=wall,
+        command="python -m raygenre.grid " + " ".join(sys.argv[1:]))
+    best = report.write_results(grid, setup.base, records, paths, prepared, facts,
+                                setup.carried, setup.shaped_by)
+    print(f"[grid] training share {best['training_share']:.2f}: summed epoch compute over "
+          f"{wall / 60:.1f} min of sweep wall x {plan.concurrency} slot(s)")
+    return best
+
+
+def _param_space(base: Config, runs: list[Run]) -> dict[str, Any]:
+    """The base config, and one grid_search axis over the runs (each a dict of its deltas,
+    variant name and member epochs, merged back by `gridfile.unpack`)."""
+    return {**base.to_dict(), "run": tune.grid_search([r.tune_value() for r in runs])}
+
+
+def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.TuneConfig:
+    scheduler = None
+    if grid.asha:
+        scheduler = ResumableASHA(str(paths.asha_state), time_attr="epoch",
+                                  max_t=grid.max_epochs(base), grace_period=grid.grace_period,
+                                  reduction_factor=grid.reduction_factor)
+    return tune.TuneConfig(metric=grid.metric, mode=grid.mode, scheduler=scheduler,
+                           max_concurrent_trials=plan.concurrency,
+                           trial_dirname_creator=trial_dirname)
+
+
+def _run_config(grid: Grid, paths: RunPaths, plan: Plan, n_runs: int) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=paths.experiment.name, storage_path=str(paths.experiment.parent),
+        # The best epoch by the grid's objective (for the test) and the latest (for resume):
+        # Tune keeps the top num_to_keep by score and, always, the latest.
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=1, checkpoint_score_attribute=grid.metric,
+            checkpoint_score_order=grid.mode),
+        # A trial whose process dies (a lost node, a killed worker) restarts from its latest
+        # checkpoint; one that fails on its own fails again and is recorded as an error.
+        failure_config=tune.FailureConfig(max_failures=2),
+        callbacks=[Progress(n_runs, plan.concurrency, grid.metric, grid.mode),
+                   TensorBoard(paths.tensorboard, grid.labels)],
+        verbose=0)
