@@ -38,6 +38,12 @@ SPLITS = ("train", "val", "test")
 PREP_VERSION = 1
 
 
+# What soundfile raises for a file it cannot decode (LibsndfileError is a RuntimeError; a
+# cut-off header can surface as a ValueError or EOFError). Anything else, such as a TypeError,
+# is a bug in raygenre and is raised as such, not reported as a bad file.
+DECODE_ERRORS = (RuntimeError, ValueError, EOFError, OSError)
+
+
 class DataError(ValueError):
     """The data cannot be used; the message names the file or folder and what is wrong."""
 
@@ -149,7 +155,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:  # soundfile raises several types; all mean "not decodable audio"
+    except DECODE_ERRORS as e:  # what libsndfile says of a file it cannot read
         raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
     if not np.isfinite(data).all():
         raise DataError(f"{path}: holds NaN or infinite samples")
@@ -207,18 +213,12 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     """
     root = Path(root).resolve()
     tracks, skipped = discover(root)
-    if max_tracks_per_genre:
-        kept: dict[str, int] = {}
-        sample = []
-        for t in tracks:
-            kept[t.genre] = kept.get(t.genre, 0) + 1
-            if kept[t.genre] <= max_tracks_per_genre:
-                sample.append(t)
-        tracks = sample
     settings = {"sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
                 "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
                 "seed": cfg.seed, "max_tracks_per_genre": max_tracks_per_genre,
                 "max_segments_per_track": max_segments_per_track}
+    if max_tracks_per_genre:
+        settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
     key = _cache_key(root, tracks, settings)
     out = Path(cache_dir).resolve() / "prepared" / key
     if (out / "meta.json").exists():
@@ -237,7 +237,9 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         return _load_meta(out, reused=True)
 
     seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
-    log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}")
+    sampled = f" (a sample of up to {max_tracks_per_genre} per genre is kept)" \
+        if max_tracks_per_genre else ""
+    log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}{sampled}")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(out) + f".tmp{os.getpid()}")
@@ -247,8 +249,10 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         raise DataError(f"cache folder {out.parent} is not writable ({e}); "
                         f"choose another with --cache") from e
     try:
-        # Pass 1: which tracks are usable. The split is drawn over these alone, so a corrupt
-        # file can never leave a genre's validation or test split silently empty.
+        # Pass 1: which tracks are usable, over the whole folder even when only a sample is
+        # kept (a smoke run is how a new folder gets checked). The split is drawn over usable
+        # tracks alone, so a corrupt file can never leave a genre's validation or test split
+        # silently empty.
         usable = []
         for t in tracks:
             reason = _unusable(t.path, cfg.sample_rate, seg_len, cfg.segment_seconds)
@@ -258,6 +262,8 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
                 usable.append(t)
         if not usable:
             raise DataError(f"data path {root}: no usable audio file")
+        if max_tracks_per_genre:
+            usable = _sample(usable, max_tracks_per_genre)
         split_of = split_tracks(usable, cfg.seed, cfg.val_fraction, cfg.test_fraction)
         counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
                                       max_segments_per_track)
@@ -290,6 +296,17 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
             (remote / f.name).put_file(f)
         log(f"[data] prepared data shared at {remote}")
     return _load_meta(out, reused=False)
+
+
+def _sample(tracks: list[Track], per_genre: int) -> list[Track]:
+    """The first `per_genre` tracks of each genre, in name order: the same sample every time."""
+    kept: dict[str, int] = {}
+    out = []
+    for t in tracks:
+        kept[t.genre] = kept.get(t.genre, 0) + 1
+        if kept[t.genre] <= per_genre:
+            out.append(t)
+    return out
 
 
 def _unusable(path: Path, sample_rate: int, seg_len: int, seconds: float) -> str | None:

@@ -167,6 +167,18 @@ class Grid:
     def max_epochs(self, base: Config) -> int:
         return max(t.deltas.get("epochs", base.epochs) for t in self.grid_trials())
 
+    def cap_batch_size(self, n: int) -> Grid:
+        """The same sweep with every batch size at most `n` (a smoke sample's training split);
+        values that become equal are kept once."""
+        axes = dict(self.axes)
+        if "batch_size" in axes:
+            axes["batch_size"] = sorted({min(b, n) for b in axes["batch_size"]})
+        base = {**self.base, **({"batch_size": min(self.base["batch_size"], n)}
+                                if "batch_size" in self.base else {})}
+        variants = tuple({**v, "batch_size": min(v["batch_size"], n)} if "batch_size" in v
+                         else v for v in self.variants)
+        return dataclasses.replace(self, base=base, axes=axes, variants=variants)
+
     def smoke(self) -> Grid:
         """The same sweep, shrunk to a few one- and two-epoch trials for tests."""
         axes = {k: list(v[:2]) for k, v in self.axes.items()}

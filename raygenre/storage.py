@@ -165,13 +165,21 @@ class Location:
         fs.create_dir(path, recursive=True)
 
     def rmtree(self) -> None:
+        """Delete this folder and everything in it; a folder that is not there is no error,
+        one that cannot be deleted is (naming it), never half-deleted in silence."""
         local = self.local_path
-        if local is not None:
-            shutil.rmtree(local, ignore_errors=True)
-            return
-        fs, path = self._fs_path
-        if self.exists():
-            fs.delete_dir(path)
+        try:
+            if local is not None:
+                shutil.rmtree(local)
+                return
+            fs, path = self._fs_path
+            if self.exists():
+                fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise StorageError(f"cannot delete {self} ({type(e).__name__}: {e}); delete it by "
+                               f"hand or use another folder") from e
 
     def listdir(self) -> list[str]:
         """Names directly inside this folder, sorted; [] if it does not exist."""

@@ -24,10 +24,12 @@ def test_rungs_survive_restore_and_a_stopped_trial_stays_judged(tmp_path: Path) 
     sched = _asha(tmp_path)
     as_started = pickle.dumps(sched)  # what tuner.pkl holds: the scheduler before any result
     trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
-    for t, acc in zip(trials[:3], (0.9, 0.8, 0.7), strict=True):
+    # The first at a rung goes on; later ones below the top third of the rung stop.
+    for t, acc, action in zip(trials[:3], (0.9, 0.8, 0.7), ("CONTINUE", "STOP", "STOP"),
+                              strict=True):
         sched.on_trial_add(None, t)
-        assert sched.on_trial_result(None, t, _result(1, acc)) in (
-            TrialScheduler.CONTINUE, TrialScheduler.STOP)
+        assert sched.on_trial_result(None, t, _result(1, acc)) == getattr(TrialScheduler,
+                                                                          action)
 
     # Without the saved rungs, a fresh scheduler lets a weak trial through (empty rung).
     fresh = ResumableASHA(str(tmp_path / "other.json"), time_attr="epoch", metric="val/acc",
@@ -43,3 +45,27 @@ def test_rungs_survive_restore_and_a_stopped_trial_stays_judged(tmp_path: Path) 
     # A trial restored mid-run (never re-added) is handled, not a KeyError.
     again = pickle.loads(as_started)
     assert again.on_trial_result(None, trials[0], _result(3, 0.95)) == TrialScheduler.CONTINUE
+
+
+def test_a_stopped_trial_stays_stopped_when_it_comes_back(tmp_path: Path) -> None:
+    """The driver died after ASHA stopped t1 but before Tune saved that: Tune restores t1 as
+    running from its epoch-1 checkpoint and it reports epoch 1 again. Plain ASHA finds t1 in
+    the rung already and lets it run to the end; this one stops it again, and at any later
+    epoch too."""
+    sched = _asha(tmp_path)
+    as_started = pickle.dumps(sched)
+    t0, t1 = SimpleNamespace(trial_id="t0"), SimpleNamespace(trial_id="t1")
+    for t in (t0, t1):
+        sched.on_trial_add(None, t)
+    assert sched.on_trial_result(None, t0, _result(1, 0.9)) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
+
+    plain = ResumableASHA(str(tmp_path / "plain.json"), time_attr="epoch", metric="val/acc",
+                          mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    plain._brackets = pickle.loads(pickle.dumps(sched._brackets))  # rungs, not decisions
+    assert plain.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.CONTINUE
+
+    restored = pickle.loads(as_started)
+    assert restored.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
+    assert restored.on_trial_result(None, t1, _result(2, 0.95)) == TrialScheduler.STOP
+    assert restored.on_trial_result(None, t0, _result(2, 0.9)) == TrialScheduler.CONTINUE

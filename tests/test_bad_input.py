@@ -228,3 +228,72 @@ def test_batch_larger_than_training_split() -> None:
     with pytest.raises(ConfigError, match="batch_size 128 is larger than the training split "
                                           "\\(100 segments\\)"):
         check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)
+
+
+def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> None:
+    """A 4-genre folder of 10 short tracks each: the smoke sample's training split (8
+    segments) is smaller than the grid's batches, which a smoke run fits to it, saying so. A
+    broken file outside the sample is still reported."""
+    from .conftest import run_cli
+
+    root = tmp_path / "small"
+    for g in ("a", "b", "c", "d"):
+        for k in range(10):
+            write_clip(root / g / f"{g}.{k:05d}.wav", 6.0, seed=k)
+    good = (root / "d" / "d.00009.wav").read_bytes()
+    (root / "d" / "zz_truncated.wav").write_bytes(good[:20_000])  # sorts after the sample
+    args = ["batch_epoch", "--smoke", "--data", str(root), "--preset", "cpu", "--results",
+            str(tmp_path / "r"), "--storage", str(tmp_path / "s"), "--cache", str(tmp_path / "c")]
+    proc = run_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "batch sizes capped at the sample's 8 training segments ([16, 20] -> [8])" \
+        in proc.stdout
+    with open(tmp_path / "r" / "batch_epoch-smoke" / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    assert {t["batch_size"] for t in trials} == {"8"} and len(trials) == 2
+    with open(tmp_path / "r" / "batch_epoch-smoke" / "data_report.csv") as f:
+        reported = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
+    assert "shorter than one 5-s segment" in reported["zz_truncated.wav"]
+    # A full run keeps the clear error (its sample is the whole folder: 8 tracks x 4 train).
+    from raygenre.data import Prepared
+    from raygenre.gridfile import load_grid
+    from raygenre.sweep.inputs import check_batch_sizes
+
+    with pytest.raises(ConfigError, match="batch_size 64 is larger than the training split"):
+        check_batch_sizes(load_grid("batch_epoch"), Config(),
+                          Prepared(Path("."), ("a",), 10, {"train": 32}, True))
+
+
+def test_a_decoder_bug_is_raised_not_reported_as_a_bad_file(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import soundfile
+
+    from raygenre.data import load_audio
+
+    clip = write_clip(tmp_path / "ok.wav", 5.5)
+
+    def broken(*a, **k):
+        raise TypeError("a bug in the caller")
+
+    monkeypatch.setattr(soundfile, "read", broken)
+    with pytest.raises(TypeError, match="a bug in the caller"):
+        load_audio(clip, 22_050)
+
+
+def test_fresh_that_cannot_delete_says_so(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    run = tmp_path / "batch_epoch"
+    run.mkdir()
+    (run / "tuner.pkl").write_bytes(b"x")
+
+    def refuse(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refuse)
+    assert main(["batch_epoch", "--fresh", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --fresh: cannot delete") and str(run) in err
+    assert (run / "tuner.pkl").exists()

@@ -9,10 +9,9 @@ import torch
 
 from raygenre.config import Config, ConfigError
 from raygenre.features import BandNorm, SpecAugment, band_stats, build_features
-from raygenre.gridfile import draw, load_grid
+from raygenre.gridfile import Grid, draw, load_grid, resolve_base
 from raygenre.models import build_model, n_params
 from raygenre.sweep.pipeline import STAGES
-from raygenre.train import run_epoch
 
 
 def test_the_pipeline_stages_are_grid_files_in_the_study_order() -> None:
@@ -90,15 +89,66 @@ def test_band_norm_standardises_each_band_with_train_statistics() -> None:
         build_features(cfg)
 
 
-def test_spec_augment_masks_and_mixup_trains() -> None:
+def test_spec_augment_masks_some_bins_and_leaves_the_rest() -> None:
+    """(SpecAugment only while training, and mixup's arithmetic: tests/test_train.py.)"""
     torch.manual_seed(0)
     x = torch.ones(4, 1, 64, 108)
     masked = SpecAugment()(x)
     assert (masked == 0).any() and (masked == 1).any()
-    cfg = Config(model="mlp", features="waveform", hidden=(16,), mixup=0.4)
-    net = build_model(cfg, (32,), 2)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    batches = [{"x": torch.randn(8, 32), "label": torch.randint(0, 2, (8,))}] * 4
-    loss, acc = run_epoch(net, build_features(cfg), batches, torch.device("cpu"), opt,
-                          mixup=cfg.mixup)
-    assert loss > 0 and 0 <= acc <= 1
+    # Masks are per example (iid) and are whole bands or whole frames.
+    zero = masked[:, 0] == 0
+    assert not all(torch.equal(zero[0], zero[i]) for i in range(1, 4))
+    for z in zero:
+        rows, cols = z.all(1), z.all(0)
+        assert torch.equal(z, rows.unsqueeze(1) | cols.unsqueeze(0))
+
+
+def _g(tmp_path: Path, text: str) -> Grid:
+    (tmp_path / "g.yaml").write_text("description: d\n" + text)
+    return load_grid(str(tmp_path / "g.yaml"))
+
+
+def test_trials_that_differ_only_in_epochs_share_one_run(tmp_path: Path) -> None:
+    g = load_grid("batch_epoch")
+    runs = g.runs(resolve_base(g, "cpu", None))
+    assert len(runs) == 6 and g.n_trials == 24
+    assert all(r.members == [3, 5, 7, 10] for r in runs)
+    assert sorted(r.longest.deltas["batch_size"] for r in runs) == [16, 20, 32, 64, 128, 256]
+    # Every trial is in exactly one run.
+    assert sorted((t.deltas["batch_size"], t.deltas["epochs"]) for r in runs for t in r.trials) \
+        == sorted((t["batch_size"], t["epochs"]) for t in g.trials())
+
+
+@pytest.mark.parametrize("text, n_runs", [
+    # cosine's period is `epochs`: its 3-epoch trial is not the first epochs of the 5-epoch one
+    ("base: {scheduler: cosine}\ngrid: {epochs: [3, 5], lr: [0.1, 0.2]}\n", 4),
+    ("grid: {epochs: [3, 5], scheduler: [none, cosine]}\n", 3),  # only `none` shares
+    ("grid: {epochs: [3, 5], lr: [0.1, 0.2]}\n", 2),  # lr differs: apart; epochs: together
+    ("share_prefixes: false\ngrid: {epochs: [3, 5], lr: [0.1, 0.2]}\n", 4),
+    ("variants: [{name: a, lr: 0.1}, {name: b, lr: 0.1}]\ngrid: {epochs: [2, 4]}\n", 2),
+    ("grid: {lr: [0.1, 0.2]}\n", 2),
+])
+def test_grouping_keeps_apart_whatever_is_not_an_epoch_prefix(tmp_path: Path, text: str,
+                                                              n_runs: int) -> None:
+    g = _g(tmp_path, text)
+    base = resolve_base(g, "cpu", None)
+    runs = g.runs(base)
+    assert len(runs) == n_runs
+    for r in runs:
+        cfgs = [base.replace(**t.deltas) for t in r.trials]
+        # Members differ in epochs alone, and none reads its epoch count.
+        assert len({c.replace(epochs=1) for c in cfgs}) == 1
+        assert len({t.variant for t in r.trials}) == 1
+        assert len(r.trials) == 1 or not any(c.scheduler == "cosine" for c in cfgs)
+
+
+def test_share_prefixes_must_be_a_bool(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'share_prefixes' must be true or false"):
+        _g(tmp_path, "share_prefixes: sometimes\n")
+
+
+def test_draws_follow_the_commands_seed(tmp_path: Path) -> None:
+    """`--seed 3` draws other MLPs than the file's own seed; the same seed, the same ones."""
+    assert load_grid("random_mlp", 3).axes["hidden"] == load_grid("random_mlp", 3).axes["hidden"]
+    assert load_grid("random_mlp", 3).axes["hidden"] != load_grid("random_mlp").axes["hidden"]
+    assert load_grid("random_mlp").axes["hidden"] == load_grid("random_mlp", 0).axes["hidden"]

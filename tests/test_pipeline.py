@@ -49,3 +49,11 @@ def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("finished earlier") == 2
     assert "[tune" not in again.stdout
+    assert f"[grid] done: {tmp_path / 'r' / 'pipeline-smoke.md'}" in again.stdout
+    # Another seed makes other numbers (split, init, shuffle): no stage may be reused.
+    other = run_cli([*args, "--seed", "1"], tmp_path)
+    assert other.returncode == 0, other.stdout[-3000:] + other.stderr[-3000:]
+    assert "finished earlier" not in other.stdout
+    assert other.stdout.count("were made otherwise") == 2 and "seed" in other.stdout
+    redone = json.loads((tmp_path / "r" / "all-smoke" / "cnn" / "best.json").read_text())
+    assert redone["base"]["seed"] == 1 and redone["shaped_by"]["base"]["seed"] == 1

@@ -132,3 +132,19 @@ def test_track_vote_takes_the_majority_and_breaks_ties_by_probability() -> None:
     assert out["per_genre"] == pytest.approx({"a": 2 / 4, "b": 1 / 2, "c": 0.0})
     assert out["confusion"] == [[2, 1, 1], [0, 1, 1], [0, 0, 0]]
     assert (out["n_segments"], out["n_tracks"]) == (6, 3)
+
+
+def test_heatmap_over_a_list_valued_axis(tmp_path: Path) -> None:
+    """`hidden` x `lr`: list values are not hashable; the plot must still be drawn, with a
+    stopped trial, an errored one and a missing cell said as such."""
+    from raygenre.report.plots import heatmap
+
+    grid = Grid(name="g", path=Path("g.yaml"), description="",
+                axes={"hidden": [[16], [64, 64]], "lr": [0.01, 0.001]})
+    trials = [
+        {"hidden": [16], "lr": 0.01, "val/acc": 0.5, "status": "completed", "epoch": 3},
+        {"hidden": [16], "lr": 0.001, "val/acc": 0.4, "status": "stopped_early", "epoch": 1},
+        {"hidden": [64, 64], "lr": 0.01, "val/acc": None, "status": "error", "epoch": 0},
+    ]
+    assert heatmap(grid, trials, tmp_path) == "heatmap_val_acc.png"
+    assert (tmp_path / "heatmap_val_acc.png").stat().st_size > 5_000

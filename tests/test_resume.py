@@ -104,42 +104,98 @@ def _run_grid_text(tmp_path: Path, cache: Path, name: str, text: str,
     return tmp_path / "r" / (name + ("-smoke" if "--smoke" in extra else ""))
 
 
-def _checkpoint_mtimes(storage: Path) -> dict[str, float]:
-    return {str(p.relative_to(storage)): p.stat().st_mtime
-            for p in storage.glob("*/_train/*/epoch_*/state.pt")}
+def _checkpoint_mtimes(storage: Path) -> dict[tuple[str, int], float]:
+    """(trial id, epoch) -> mtime of each checkpoint's state file: Tune's own
+    (<run>/<trial>/checkpoint_N/) and a data-parallel trial's Train ones
+    (<run>/_train/<trial>/epoch_N/); not the copies kept for shorter members."""
+    out = {}
+    for state in storage.rglob("state.pt"):
+        d = state.parent
+        if "members" in d.parts:
+            continue
+        epoch = json.loads((d / "meta.json").read_text())["metrics"]["epoch"]
+        out[(d.parent.name, epoch)] = state.stat().st_mtime
+    return out
 
 
-def test_resume_after_driver_and_ray_were_killed(smoke_run: dict, tmp_path: Path) -> None:
-    args = ["batch_epoch", "--smoke", "--results", str(tmp_path / "results"), "--storage",
-            str(tmp_path / "runs"), "--cache", str(smoke_run["base"] / "cache")]
+RUNNERS = {"one-process": [], "data-parallel": ["--workers-per-trial", "2"]}
+
+
+@pytest.fixture(scope="module")
+def dp_run(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """An uninterrupted `batch_epoch --smoke` with two Ray Train workers per trial (DDP over
+    gloo): the reference for the data-parallel runner."""
+    base = tmp_path_factory.mktemp("dp")
+    args = ["batch_epoch", "--smoke", *RUNNERS["data-parallel"], "--results",
+            str(base / "results"), "--storage", str(base / "runs"), "--cache",
+            str(smoke_run["base"] / "cache")]
+    proc = run_cli(args, cwd=base)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 Ray Train workers, DDP" in proc.stdout
+    return {"base": base, "out": base / "results" / "batch_epoch-smoke"}
+
+
+def _reference(runner: str, smoke_run: dict, dp_run: dict | None) -> Path:
+    return (smoke_run if runner == "one-process" else dp_run)["out"] / "history.csv"
+
+
+def test_data_parallel_runner_same_seed_same_numbers(dp_run: dict, smoke_run: dict,
+                                                     tmp_path: Path) -> None:
+    """Every results file, and a second run with the same seed reporting the same numbers for
+    every trial and epoch. (Two workers shard the data: the numbers are not the one-process
+    runner's.)"""
+    out = dp_run["out"]
+    for name in ("trials.csv", "history.csv", "summary.md", "best.json", "heatmap_val_acc.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert (dp_run["base"] / "runs" / "batch_epoch-smoke" / "_train").is_dir()
+    again = _run_grid_text(tmp_path, smoke_run["base"] / "cache", "batch_epoch",
+                           (Path(__file__).parent.parent / "grids" / "batch_epoch.yaml")
+                           .read_text(), "--smoke", *RUNNERS["data-parallel"])
+    first = history_by_config(out / "history.csv")
+    second = history_by_config(again / "history.csv")
+    assert len(first.keys() & second.keys()) >= 4
+    for key in first.keys() & second.keys():
+        assert first[key] == second[key], key
+    assert first != history_by_config(smoke_run["out"] / "history.csv")
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS))
+def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
+                                                 request: pytest.FixtureRequest,
+                                                 tmp_path: Path) -> None:
+    dp = request.getfixturevalue("dp_run") if runner == "data-parallel" else None
+    args = ["batch_epoch", "--smoke", *RUNNERS[runner], "--results",
+            str(tmp_path / "results"), "--storage", str(tmp_path / "runs"), "--cache",
+            str(smoke_run["base"] / "cache")]
     proc = _start(args, tmp_path)
-    lines = _read_until(proc, "epoch 1/2")  # a 2-epoch trial is halfway
+    lines = _read_until(proc, "epoch 1/2")  # a 2-epoch run is halfway
     _kill_tree(proc.pid)
-    # What Tune had seen when the machine "crashed": trials it saw finish, and the epoch whose
+    # What Tune had seen when the machine "crashed": runs it saw finish, and the epoch whose
     # report we just read. Those must not be trained again. (An epoch in flight at the kill may
     # be: its checkpoint can be on disk before Ray registered it; it is then redone, with the
     # same numbers.)
     seen = [line.split("]", 1)[1].split()[:3] for line in lines if line.startswith("[tune")]
-    kept = {f"_train/{tid}/" for tid, what, *_ in seen if what in ("completed", "stopped")}
+    finished = {tid for tid, what, *_ in seen if what in ("completed", "stopped")}
     halfway = lines[-1].split("]", 1)[1].split()[0]
-    kept.add(f"_train/{halfway}/epoch_0001/")
-    before = {p: m for p, m in _checkpoint_mtimes(tmp_path / "runs").items()
-              if any(k in p for k in kept)}
-    assert before, "".join(lines)
+    before = {k: m for k, m in _checkpoint_mtimes(tmp_path / "runs").items()
+              if k[0] in finished or k == (halfway, 1)}
+    assert (halfway, 1) in before, "".join(lines)
 
     again = run_cli(args, cwd=tmp_path)  # without --resume: refuses, names the way out
     assert again.returncode == 2 and "--resume" in again.stderr
+    other = run_cli([*args, "--resume", "--cpus-per-trial", "0.5"], cwd=tmp_path)
+    assert other.returncode == 2 and "cpus_per_worker" in other.stderr  # other arithmetic
 
     resumed = run_cli([*args, "--resume"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     after = _checkpoint_mtimes(tmp_path / "runs")
-    for path, mtime in before.items():
-        if path in after:  # (num_to_keep may have pruned it; never rewritten)
-            assert after[path] == mtime, path
+    for key, mtime in before.items():
+        if key in after:  # (retention may have pruned it; never rewritten)
+            assert after[key] == mtime, key
     trials = _rows(tmp_path / "results" / "batch_epoch-smoke" / "trials.csv")
     assert len(trials) == 4 and all(t["status"] != "error" for t in trials)
     # And the results equal those of the uninterrupted run.
-    reference = history_by_config(smoke_run["out"] / "history.csv")
+    reference = history_by_config(_reference(runner, smoke_run, dp))
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
     common = reference.keys() & got.keys()
     assert len(common) >= 4
@@ -155,10 +211,16 @@ def _one_trial_grid(tmp_path: Path) -> Path:
     return g
 
 
-def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
-                                                         smoke_run: dict) -> None:
+# The process that runs the loop: the Tune trial itself, or a Ray Train worker.
+LOOP_PROCESS = {"one-process": "ImplicitFunc", "data-parallel": "RayTrainWorker"}
+
+
+@pytest.mark.parametrize("runner", list(RUNNERS))
+def test_a_killed_trial_process_retries_from_its_checkpoint(runner: str, tmp_path: Path,
+                                                            smoke_run: dict) -> None:
     grid = _one_trial_grid(tmp_path)
-    common = ["--smoke", "--preset", "study", "--cache", str(smoke_run["base"] / "cache")]
+    common = ["--smoke", "--preset", "study", *RUNNERS[runner], "--cache",
+              str(smoke_run["base"] / "cache")]
     ref = run_cli([str(grid), *common, "--results", str(tmp_path / "ref"),
                    "--storage", str(tmp_path / "ref_runs")], cwd=tmp_path)
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
@@ -166,19 +228,18 @@ def test_killed_train_worker_retries_from_its_checkpoint(tmp_path: Path,
     proc = _start([str(grid), *common, "--results", str(tmp_path / "res"),
                    "--storage", str(tmp_path / "runs")], tmp_path)
     _read_until(proc, "epoch 1/2")
-    # This sweep's own worker only (its Ray instance descends from it): another sweep on the
-    # machine is not this test's to kill.
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "RayTrainWorker" in " ".join(p.cmdline())]
-    assert workers, "no Train worker process found"
-    for w in workers:
-        w.send_signal(signal.SIGKILL)
+    # This sweep's own processes only (its Ray instance descends from it): another sweep on
+    # the machine is not this test's to kill.
+    victims = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if LOOP_PROCESS[runner] in " ".join(p.cmdline())]
+    assert victims, f"no {LOOP_PROCESS[runner]} process found"
+    for p in victims:
+        p.send_signal(signal.SIGKILL)
     out = _finish(proc, 900)
     assert proc.returncode == 0, out[-4000:]
     trials = _rows(tmp_path / "res" / "slowtrial-smoke" / "trials.csv")
     assert [(t["status"], t["epoch"]) for t in trials] == [("completed", "2")]
-    # Epoch 1 was not redone (its checkpoint predates the kill) and the numbers match a run
-    # that was never interrupted.
+    # The numbers match a run that was never interrupted.
     assert history_by_config(tmp_path / "res" / "slowtrial-smoke" / "history.csv") == \
         history_by_config(tmp_path / "ref" / "slowtrial-smoke" / "history.csv")
 
@@ -212,7 +273,9 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Pat
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
     reference = history_by_config(smoke_run["out"] / "history.csv")
-    for key in got.keys() & reference.keys():
+    common = got.keys() & reference.keys()
+    assert len(common) >= 4, (got.keys(), reference.keys())
+    for key in common:
         assert got[key] == reference[key], key
 
 
@@ -224,8 +287,26 @@ def test_checkpoints_keep_the_best_and_the_latest_epoch_only(tmp_path: Path,
                          "grid: {lr: [0.001]}\n")
     history = _rows(out / "history.csv")
     assert [h["epoch"] for h in history] == ["1", "2", "3", "4"]
-    best_epoch = max(history, key=lambda h: (float(h["val/acc"]), -int(h["epoch"])))["epoch"]
-    kept = sorted(p.name for p in (tmp_path / "s" / "fourepochs" / "_train").glob("*/epoch_*"))
-    assert kept == sorted({f"epoch_{int(best_epoch):04d}", "epoch_0004"})
+    # The best by val/acc, the latest on a tie (as Tune keeps them).
+    best_epoch = max(history, key=lambda h: (float(h["val/acc"]), int(h["epoch"])))["epoch"]
+    kept = sorted(e for (_, e) in _checkpoint_mtimes(tmp_path / "s"))
+    assert kept == sorted({int(best_epoch), 4})
     best = json.loads((out / "best.json").read_text())
     assert best["epoch"] == int(best_epoch)
+
+
+def test_every_trial_failing_is_one_clear_error(tmp_path: Path, smoke_run: dict) -> None:
+    grid = tmp_path / "allfail.yaml"
+    grid.write_text("description: every config runs out of memory\n"
+                    "base: {model: mlp, features: waveform, epochs: 1}\n"
+                    "grid: {hidden: [[1000000], [2000000]]}\n")
+    proc = run_cli([str(grid), "--smoke", "--cache", str(smoke_run["base"] / "cache"),
+                    "--results", str(tmp_path / "r"), "--storage", str(tmp_path / "s")],
+                   cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: every trial failed before reporting val/acc; errors in "
+                      f"{tmp_path / 'r' / 'allfail-smoke' / 'trials.csv'}"]
+    assert "Traceback" not in proc.stderr
+    trials = _rows(tmp_path / "r" / "allfail-smoke" / "trials.csv")
+    assert [t["status"] for t in trials] == ["error", "error"] and all(t["error"] for t in trials)

@@ -6,7 +6,17 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.train import META_FILE, STATE_FILE, build, load_checkpoint, run_epoch, split_config
+from raygenre.train import (
+    META_FILE,
+    STATE_FILE,
+    LocalSeam,
+    build,
+    load_checkpoint,
+    read_meta,
+    run_epoch,
+    split_config,
+    train_loop,
+)
 
 
 def test_split_config_separates_runtime_facts() -> None:
@@ -37,3 +47,105 @@ def test_run_epoch_learns_and_checkpoint_reloads(tmp_path) -> None:
     assert meta["metrics"]["epoch"] == 21
     model.eval()
     assert torch.equal(again(x), model(x))
+
+
+def _data(n: int = 48, length: int = 64, classes: int = 3) -> dict:
+    g = torch.Generator().manual_seed(1)
+    out = {}
+    for split, k in (("train", n), ("val", n // 2)):
+        x = torch.randn(k, length, generator=g)
+        out[split] = (x, (x[:, :classes].argmax(1)))
+    return out
+
+
+def _config(**kw) -> dict:
+    cfg = Config(model="mlp", features="waveform", hidden=(16,), lr=3e-3, batch_size=8,
+                 dropout=0.2, **kw)
+    return {**cfg.to_dict(), "num_classes": 3, "segment_samples": 64, "threads": 1}
+
+
+def _weights(folder) -> dict:
+    return torch.load(folder / STATE_FILE, weights_only=True)["model"]
+
+
+def test_a_resumed_loop_equals_an_uninterrupted_one_bit_for_bit(tmp_path) -> None:
+    """Stopped after epoch 2 of 4 and started again from its checkpoint (the RNG state of
+    dropout included), the loop reports the same numbers and ends with the same weights."""
+    data = _data()
+    whole = LocalSeam(data, tmp_path / "whole")
+    train_loop(_config(epochs=4, scheduler="plateau"), whole)
+    part = LocalSeam(data, tmp_path / "part")
+    train_loop(_config(epochs=2, scheduler="plateau"), part)
+    train_loop(_config(epochs=4, scheduler="plateau"), part)  # resumes at epoch 3
+    strip = ("epoch_s", "train_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in whole.reports] == \
+        [{k: v for k, v in r.items() if k not in strip} for r in part.reports]
+    a, b = _weights(whole.folder / "epoch_0004"), _weights(part.folder / "epoch_0004")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    meta = read_meta(part.folder / "epoch_0004")
+    assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("scheduler, prefix", [("none", True), ("exponential", True),
+                                               ("plateau", True), ("cosine", False)])
+def test_a_shorter_trial_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler: str,
+                                                             prefix: bool) -> None:
+    """What sharing a run rests on: unless the schedule reads the epoch count, 2 epochs of a
+    trial are the first 2 of its 4-epoch version; with cosine they are not."""
+    data = _data()
+    short, long = LocalSeam(data, tmp_path / "s"), LocalSeam(data, tmp_path / "l")
+    train_loop(_config(epochs=2, scheduler=scheduler), short)
+    train_loop(_config(epochs=4, scheduler=scheduler), long)
+    same = [r["val/loss"] for r in short.reports] == [r["val/loss"] for r in long.reports[:2]]
+    assert same == prefix
+    a, b = _weights(short.folder / "epoch_0002"), _weights(long.folder / "epoch_0002")
+    assert all(torch.equal(a[k], b[k]) for k in a) == prefix
+    from raygenre.gridfile import reads_epochs
+
+    assert reads_epochs(Config(scheduler=scheduler)) == (not prefix)
+
+
+class _Probe(torch.nn.Module):
+    """Records its inputs; its logits are its input (one-hot-like examples)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.detach().clone())
+        return x.flatten(1) + self.w
+
+
+def test_spec_augment_masks_training_batches_only() -> None:
+    from raygenre.features import SpecAugment
+
+    torch.manual_seed(0)
+    probe = _Probe()
+    batches = [{"x": torch.ones(4, 1, 32, 40), "label": torch.zeros(4, dtype=torch.long)}]
+    feats = torch.nn.Identity()
+    opt = torch.optim.SGD(probe.parameters(), lr=0.0)
+    run_epoch(probe, feats, batches, "cpu", opt, augment=SpecAugment())
+    run_epoch(probe, feats, batches, "cpu", augment=SpecAugment())  # evaluation
+    assert (probe.seen[0] == 0).any()
+    assert (probe.seen[1] == 1).all()
+
+
+@pytest.mark.parametrize("lam", [0.7, 0.3])
+def test_mixup_mixes_the_loss_and_counts_the_dominant_label(monkeypatch, lam: float) -> None:
+    """lam * CE(y) + (1 - lam) * CE(y[perm]), and a mixed example is right when it predicts
+    the label that dominates it (y for lam >= 0.5, else y[perm])."""
+    y = torch.tensor([0, 1, 2, 3])
+    x = torch.nn.functional.one_hot(y, 4).float() * 5
+    perm = torch.tensor([1, 2, 3, 0])
+    monkeypatch.setattr(torch.distributions.Beta, "sample", lambda self: torch.tensor(lam))
+    monkeypatch.setattr(torch, "randperm", lambda n, device=None: perm)
+    probe = _Probe()
+    loss, acc = run_epoch(probe, torch.nn.Identity(), [{"x": x, "label": y}], "cpu",
+                          torch.optim.SGD(probe.parameters(), lr=0.0), mixup=0.2)
+    logits = lam * x + (1 - lam) * x[perm]
+    want = (lam * torch.nn.functional.cross_entropy(logits, y)
+            + (1 - lam) * torch.nn.functional.cross_entropy(logits, y[perm]))
+    assert loss == pytest.approx(want.item(), rel=1e-6)
+    assert acc == 1.0  # argmax is the dominant label; counting y alone gives 0 at lam 0.3

@@ -109,6 +109,8 @@ def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
                 "run_id": r.run_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
                 "node": final.get("node", r.extra.get("node", "")),
                 "error": r.error if upto < e or not own else "",
+                # Where its best epoch's weights are: what it is tested at, what to load.
+                "checkpoint": str(checkpoint) if checkpoint is not None else "",
                 "_config": config, "_checkpoint": checkpoint, "_run": r,
             })
     return trials, history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,22 @@ class Progress(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
         self._line(f"{trial.trial_id} ERROR (see trials.csv)", trials)
+        error = trial.get_error()
+        last = (str(error).strip().splitlines() or [""])[-1][:200] if error else ""
+        print(f"[tune] {trial.trial_id} failed: {last} (traceback: {trial.error_file})",
+              flush=True)
+
+
+class _DropTrialTracebacks(logging.Filter):
+    """Tune logs every failed trial's whole traceback; Progress prints its last line and where
+    the traceback is, and trials.csv keeps the error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
+
+
+def quiet_trial_tracebacks() -> None:
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_DropTrialTracebacks())
 
 
 def run_name(trial_id: str, config: dict[str, Any], labels: list[str]) -> str:

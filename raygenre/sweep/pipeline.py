@@ -72,9 +72,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
             best = run_sweep(setup, args, paths, nodes, _restorable(paths, setup.shaped_by))
         rows.append(best)
         carried = {**carried, **{k: best["config"][k] for k in grid.carry}}
-    out = write_pipeline(rows, results_root, top)
-    print(f"[all] done: {out}")
-    return out
+    return write_pipeline(rows, results_root, top)
 
 
 def _restorable(paths: RunPaths, shaped_by: dict[str, Any]) -> bool:

@@ -16,6 +16,7 @@ from raygenre.config import Config, ConfigError
 from raygenre.data import Prepared
 from raygenre.gridfile import Grid
 from raygenre.paths import RunPaths
+from raygenre.storage import StorageError
 from raygenre.sweep.plan import Plan
 
 
@@ -59,7 +60,10 @@ def refuse_or_restore(paths: RunPaths, resume: bool, fresh: bool) -> bool:
             raise ConfigError(f"--resume: no run of {paths.name!r} in {paths.experiment}")
         return False
     if fresh:
-        paths.experiment.rmtree()
+        try:
+            paths.experiment.rmtree()
+        except StorageError as e:
+            raise StorageError(f"--fresh: {e}") from e
         return False
     if not resume:
         raise ConfigError(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -14,11 +16,11 @@ from ray import tune
 from raygenre import report
 from raygenre.config import PRESETS, Config
 from raygenre.data import Prepared, ray_dataset
-from raygenre.gridfile import Grid, Run, describe_runs, resolve_base
+from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
 from raygenre.sweep.asha import ResumableASHA
-from raygenre.sweep.callbacks import Progress, TensorBoard
+from raygenre.sweep.callbacks import Progress, TensorBoard, quiet_trial_tracebacks
 from raygenre.sweep.plan import Node, Plan, plan_resources
 from raygenre.sweep.records import run_records, trial_dirname
 from raygenre.sweep.runners import trial
@@ -67,6 +69,16 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
     prepared = inputs.prepare_data(args.data, inputs.caches(args.cache), base, args.smoke,
                                    log=say)
     say(prepared.table_path.read_text(), end="")
+    if args.smoke:
+        # A smoke run checks a data folder of any size: its batches fit its sample.
+        n = prepared.counts["train"]
+        capped = grid.cap_batch_size(n)
+        if capped != grid or base.batch_size > n:
+            before = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
+            grid, base = capped, base.replace(batch_size=min(base.batch_size, n))
+            after = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
+            say(f"[grid] --smoke: batch sizes capped at the sample's {n} training segments "
+                f"({before} -> {after})")
     inputs.check_batch_sizes(grid, base, prepared)
     inputs.check_models(grid, base, prepared)
     return Setup(grid, plan, preset, why, base, grid.runs(base), prepared, carried,
@@ -105,6 +117,7 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     # warn about.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    quiet_trial_tracebacks()
     t0 = time.time()
     if restoring:
         print(f"[grid] resuming {paths.experiment}")
@@ -116,9 +129,9 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
                            run_config=_run_config(grid, paths, plan, len(runs)))
     results = tuner.fit()
     wall = time.time() - t0
-    # Against the run count, not len(results): Tune creates trials as slots free up, so after
-    # a Ctrl-C the runs it never started are in no result at all.
-    finished = results.num_terminated + results.num_errors
+    # Each run's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
+    # may mark a run it stopped as terminated), and the runs it never started are in no result.
+    finished = _finished(results, paths, grid)
     if finished < len(runs):
         raise run_state.Interrupted(
             f"sweep interrupted: {len(runs) - finished} of {len(runs)} runs unfinished; "
@@ -136,6 +149,17 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     print(f"[grid] training share {best['training_share']:.2f}: summed epoch compute over "
           f"{wall / 60:.1f} min of sweep wall x {plan.concurrency} slot(s)")
     return best
+
+
+def _finished(results: tune.ResultGrid, paths: RunPaths, grid: Grid) -> int:
+    """Runs that ended: failed, ran all their epochs, or were stopped by ASHA (its decisions
+    are kept in the run folder)."""
+    stopped = set()
+    if grid.asha and paths.asha_state.exists():
+        stopped = set(json.loads(paths.asha_state.read_text()).get("stopped", []))
+    return sum(r.error is not None or Path(r.path).name in stopped
+               or (r.metrics or {}).get("epoch", 0) >= unpack(r.config)[0]["epochs"]
+               for r in results)
 
 
 def _param_space(base: Config, runs: list[Run]) -> dict[str, Any]:

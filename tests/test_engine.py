@@ -1,0 +1,97 @@
+"""The engine end to end on a small data set: Tune's own checkpoints follow the grid's metric,
+and a trial read from a shared run equals the same trial run alone."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+from ray.tune import ExperimentAnalysis
+
+from raygenre.train import STATE_FILE
+
+from .conftest import run_cli
+
+
+def _sweep(tmp_path: Path, data: Path, name: str, text: str) -> Path:
+    (tmp_path / f"{name}.yaml").write_text(text)
+    proc = run_cli([str(tmp_path / f"{name}.yaml"), "--data", str(data), "--results",
+                    str(tmp_path / "r"), "--storage", str(tmp_path / "s"), "--cache",
+                    str(tmp_path / "c")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return tmp_path / "r" / name
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+MLP = ("base: {model: mlp, features: waveform, hidden: [16], dropout: 0.2}\n"
+       "asha: false\n")
+
+
+def test_the_tested_checkpoint_is_tunes_best_by_the_grids_metric(tmp_path: Path,
+                                                                 builtin_small: Path) -> None:
+    """metric: val/loss. The best trial is the lowest val/loss at any epoch, it is tested at
+    that epoch, and Ray's own reader names the same checkpoint (Tune kept it by val/loss)."""
+    out = _sweep(tmp_path, builtin_small, "byloss", "description: lowest val/loss\n"
+                 "metric: val/loss\n" + MLP + "grid: {lr: [0.0003, 0.01], epochs: [4]}\n")
+    best = json.loads((out / "best.json").read_text())
+    history = _rows(out / "history.csv")
+    lowest = min(float(h["val/loss"]) for h in history)
+    assert best["metric"] == "val/loss" and best["val/loss"] == lowest
+    mine = [h for h in history if h["trial_id"] == best["trial_id"]]
+    at = max(int(h["epoch"]) for h in mine if float(h["val/loss"]) == lowest)
+    assert best["epoch"] == at
+    analysis = ExperimentAnalysis(str(tmp_path / "s" / "byloss"))
+    (trial,) = [t for t in analysis.trials if t.trial_id == best["run_id"]]
+    theirs = analysis.get_best_checkpoint(trial, metric="val/loss", mode="min")
+    assert theirs is not None and Path(theirs.path) == Path(best["checkpoint"])
+    # By val/acc the same reader would pick another epoch's checkpoint if Tune had kept one:
+    # it kept the best by the grid's metric and the latest, no more.
+    kept = sorted(p.name for p in (tmp_path / "s" / "byloss" / best["run_id"]).glob("checkp*"))
+    assert 1 <= len(kept) <= 2
+
+
+def _weights(folder: Path) -> dict:
+    return torch.load(folder / STATE_FILE, weights_only=True)["model"]
+
+
+def test_a_member_of_a_shared_run_equals_its_own_run_bit_for_bit(tmp_path: Path,
+                                                                 builtin_small: Path) -> None:
+    grid = MLP + "grid: {batch_size: [8, 16], epochs: [1, 2, 3]}\n"
+    shared = _sweep(tmp_path, builtin_small, "shared", "description: d\n" + grid)
+    alone = _sweep(tmp_path, builtin_small, "alone",
+                   "description: d\nshare_prefixes: false\n" + grid)
+    rows = {(t["batch_size"], t["epochs"]): t for t in _rows(shared / "trials.csv")}
+    solo = {(t["batch_size"], t["epochs"]): t for t in _rows(alone / "trials.csv")}
+    assert len(rows) == len(solo) == 6
+    assert len({t["run_id"] for t in rows.values()}) == 2  # 2 runs stood for 6 trials
+    assert len({t["run_id"] for t in solo.values()}) == 6
+    for key, t in rows.items():
+        for col in ("status", "epoch", "val/acc", "val/loss", "train/loss", "train/acc",
+                    "best/val/acc", "best_epoch"):
+            assert t[col] == solo[key][col], (key, col)
+    hist = {(h["batch_size"], h["epochs"], h["epoch"]): h for h in _rows(shared / "history.csv")}
+    hist_solo = {(h["batch_size"], h["epochs"], h["epoch"]): h
+                 for h in _rows(alone / "history.csv")}
+    assert {k: {m: v for m, v in h.items() if m != "trial_id"} for k, h in hist.items()} == \
+        {k: {m: v for m, v in h.items() if m != "trial_id"} for k, h in hist_solo.items()}
+    # The checkpoint each member is tested at (trials.csv) holds the weights its own run
+    # was tested at, which is what Ray's reader names as that run's best.
+    a_alone = ExperimentAnalysis(str(tmp_path / "s" / "alone"))
+    for key, t in rows.items():
+        longest = max(int(u["epochs"]) for u in rows.values() if u["run_id"] == t["run_id"])
+        kept_for_it = tmp_path / "s" / "shared" / "members" / t["run_id"]
+        assert (Path(t["checkpoint"]).parent == kept_for_it) == (int(t["epochs"]) < longest)
+        (own,) = [x for x in a_alone.trials if x.trial_id == solo[key]["run_id"]]
+        theirs = Path(a_alone.get_best_checkpoint(own, "val/acc", "max").path)
+        assert Path(solo[key]["checkpoint"]) == theirs
+        a, b = _weights(Path(t["checkpoint"])), _weights(theirs)
+        assert all(torch.equal(a[k], b[k]) for k in a), key
+    b1, b2 = (json.loads((d / "best.json").read_text()) for d in (shared, alone))
+    assert (b1["swept"], b1["test/acc"], b1["test/track_acc"]) == \
+        (b2["swept"], b2["test/acc"], b2["test/track_acc"])
