@@ -71,6 +71,11 @@ def test_a_member_of_a_shared_run_equals_its_own_run_bit_for_bit(tmp_path: Path,
     assert len(rows) == len(solo) == 6
     assert len({t["run_id"] for t in rows.values()}) == 2  # 2 runs stood for 6 trials
     assert len({t["run_id"] for t in solo.values()}) == 6
+    # 6 runs on 2 slots: later runs reused an earlier run's process (torch imported once per
+    # slot), and still gave the numbers of a fresh one (the shared sweep's 2 runs had their own).
+    pids = {json.loads((d / "result.json").read_text().splitlines()[0])["pid"]
+            for d in (tmp_path / "s" / "alone").glob("*_0000*")}
+    assert len(pids) < 6
     for key, t in rows.items():
         for col in ("status", "epoch", "val/acc", "val/loss", "train/loss", "train/acc",
                     "best/val/acc", "best_epoch"):

@@ -110,7 +110,7 @@ class TuneSeam:
             yield Path(d)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = {**metrics, "node": self.node}
+        metrics = {**metrics, "node": self.node, "pid": os.getpid()}
         if checkpoint is None:
             tune.report(metrics)
             return
@@ -150,7 +150,7 @@ class TrainSeam:
             yield Path(d)
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = {**metrics, "node": self.node}
+        metrics = {**metrics, "node": self.node, "pid": os.getpid()}
         if checkpoint is not None and self.pins is not None:
             self.pins.update(checkpoint)
         ray.train.report(
