@@ -4,7 +4,7 @@ Data: the built-in generator at 20, 40 and 80 tracks per genre (1 200, 2 400, 4 
 the prepared waveforms are 441 KB a segment). Each size runs one CNN1 trial of one epoch through
 `python -m raygenre.grid` (CPU preset) while a thread samples the memory of every process of
 the run as PSS (a shared page split between the processes that map it): the driver (the
-command itself), the Train worker (the trial's training process), the Tune trial actor, the
+command itself), the trial (a Tune trial process that runs the training loop itself), the
 raylet (which holds the object store, where the train and val splits live during the sweep)
 and the sum over the tree.
 
@@ -23,8 +23,7 @@ from _common import PeakRss, cnn1_grid, report, run_cli
 from raygenre import synth
 from raygenre.paths import default_cache
 
-ROLES = {"train worker": "RayTrainWorker", "trial actor": "ImplicitFunc",
-         "raylet": "raylet"}
+ROLES = {"trial": "ImplicitFunc", "raylet": "raylet"}
 
 
 def one(tmp: Path, tracks: int) -> dict[str, float]:
@@ -59,14 +58,13 @@ def main() -> None:
             peaks[n] = one(Path(d), n)
             print(f"{n} tracks/genre: " + ", ".join(f"{k} {v:.0f} MiB"
                                                      for k, v in peaks[n].items()), flush=True)
-    cols = ["driver", "driver own", "train worker", "train worker own", "trial actor",
-            "tree own", "object store"]
+    cols = ["driver", "driver own", "trial", "trial own", "tree own", "object store"]
     body = ["Peak memory in MiB (PSS: a shared page split between the processes that map it); "
             "one CNN1 trial (CPU preset, batch 32, 1 epoch) per data size. Segments x 441 KB is "
             "what the prepared splits weigh: train and val (90%) go to Ray's object store once "
             "per sweep; the driver streams test after it. 'own' leaves out the object store's "
             "shared memory (/dev/shm/plasma*), whose pages show in the driver (it wrote them) "
-            "and the worker (it reads them); 'object store' is those pages, summed over the "
+            "and the trial (it reads them); 'object store' is those pages, summed over the "
             "run's processes; 'tree own' is every process of the run, object store left out.",
             "",
             "| tracks/genre | segments | prepared MB | " + " | ".join(cols) + " |",
@@ -84,13 +82,13 @@ def main() -> None:
              + ", ".join(f"{c} {g:.2f}" for c, g in growth.items())]
     report("memory", "Peak memory of the driver and of one trial against data size", body, {
         "driver_peak_mib": f"{peaks[lo]['driver']:.0f}",
-        "trial_peak_mib": f"{peaks[lo]['train worker']:.0f}",
+        "trial_peak_mib": f"{peaks[lo]['trial']:.0f}",
         f"driver_growth_{scale:g}x": f"{peaks[hi]['driver'] / peaks[lo]['driver']:.2f}",
-        f"trial_growth_{scale:g}x": f"{peaks[hi]['train worker'] / peaks[lo]['train worker']:.2f}",
+        f"trial_growth_{scale:g}x": f"{peaks[hi]['trial'] / peaks[lo]['trial']:.2f}",
         f"driver_own_growth_{scale:g}x":
             f"{peaks[hi]['driver own'] / peaks[lo]['driver own']:.2f}",
         f"trial_own_growth_{scale:g}x":
-            f"{peaks[hi]['train worker own'] / peaks[lo]['train worker own']:.2f}",
+            f"{peaks[hi]['trial own'] / peaks[lo]['trial own']:.2f}",
     })
 
 

@@ -5,7 +5,7 @@ built-in data, one torch thread as a trial gets on this machine) run two ways, e
 process from the command line:
   plain:    read the prepared Parquet into tensors, shuffle, train, validate each epoch, test;
   raygenre: `python -m raygenre.grid` on a one-trial grid (Ray start, Ray Data, Tune trial,
-            Train worker, a checkpoint per epoch, results, plots).
+            the loop in it, a checkpoint per epoch, results, plots).
 Reports the wall-time ratio, time to the first epoch and where raygenre's extra time goes.
 
     python bench/overhead.py [--epochs 8]

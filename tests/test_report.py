@@ -148,3 +148,17 @@ def test_heatmap_over_a_list_valued_axis(tmp_path: Path) -> None:
     ]
     assert heatmap(grid, trials, tmp_path) == "heatmap_val_acc.png"
     assert (tmp_path / "heatmap_val_acc.png").stat().st_size > 5_000
+
+
+def test_member_pins_keep_what_a_shorter_member_will_be_tested_at() -> None:
+    """Members of 2, 4 and 6 epochs: after each epoch, the checkpoints to keep are the best of
+    each finished shorter member and the best so far while a shorter member is still ahead."""
+    from raygenre.sweep.runners import MemberPins
+
+    pins = MemberPins(Location("/nowhere"), [2, 4, 6], ACC)
+    accs = [0.5, 0.6, 0.6, 0.55, 0.7, 0.4]
+    want = [{1}, {2}, {2, 3}, {2, 3}, {2, 3}, {2, 3}]
+    for e, keep in enumerate(want, start=1):
+        assert pins.needed(_history(accs[:e])) == keep, e
+    nan = MemberPins(Location("/nowhere"), [1, 3], ACC)
+    assert nan.needed(_history([float("nan")])) == set()  # nothing finite to keep yet

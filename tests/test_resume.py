@@ -1,4 +1,4 @@
-"""Interruption and failure: kill the driver and Ray, kill a Train worker, a trial that fails.
+"""Interruption and failure: kill the driver and Ray, kill the training process, a failing trial.
 
 Slow (each runs a sweep or two through Ray): `pytest -m slow`.
 """

@@ -149,3 +149,17 @@ def test_mixup_mixes_the_loss_and_counts_the_dominant_label(monkeypatch, lam: fl
             + (1 - lam) * torch.nn.functional.cross_entropy(logits, y[perm]))
     assert loss == pytest.approx(want.item(), rel=1e-6)
     assert acc == 1.0  # argmax is the dominant label; counting y alone gives 0 at lam 0.3
+
+
+def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
+    """`precision: bf16` changes the arithmetic (autocast on the device, the CPU here); the
+    default fp32 is the bit-identical path."""
+    data = _data()
+    runs = {}
+    for precision in ("fp32", "bf16", "fp32"):
+        seam = LocalSeam(data, tmp_path / f"{precision}{len(runs)}")
+        train_loop(_config(epochs=1, precision=precision), seam)
+        runs.setdefault(precision, []).append(seam.reports[0]["train/loss"])
+    assert runs["fp32"][0] == runs["fp32"][1]
+    assert runs["bf16"][0] != runs["fp32"][0]
+    assert abs(runs["bf16"][0] - runs["fp32"][0]) < 0.05  # the same training, rounded

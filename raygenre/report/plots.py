@@ -76,8 +76,8 @@ def heatmap(grid: Grid, trials: list[dict], out: Path) -> str:
             ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7,
                     color="w" if dark else "k")
     fig.colorbar(im, label="final val/acc")
-    ax.set_title(f"{grid.name}: val/acc by {a} x {b}\n(stopped eN: ASHA stopped its run at "
-                 f"epoch N)", fontsize=9)
+    note = "\n(stopped eN: ASHA stopped its run at epoch N)" if grid.asha else ""
+    ax.set_title(f"{grid.name}: final val/acc by {a} x {b}{note}", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "heatmap_val_acc.png", dpi=110)
     plt.close(fig)

@@ -54,10 +54,10 @@ class MemberPins:
         """Epochs whose checkpoints some member will be tested at, given the history so far."""
         epoch = history[-1]["epoch"]
         m, mode = self.objective.metric, self.objective.mode
-        out = {best_epoch(history, m, mode, b)["epoch"] for b in self.boundaries if b <= epoch}
+        best = [best_epoch(history, m, mode, b) for b in self.boundaries if b <= epoch]
         if any(b > epoch for b in self.boundaries):
-            out.add(best_epoch(history, m, mode)["epoch"])  # may stay the best until then
-        return out
+            best.append(best_epoch(history, m, mode))  # may stay the best until then
+        return {h["epoch"] for h in best if h is not None}  # None: no finite value yet
 
     def update(self, checkpoint: Path) -> None:
         history = read_meta(checkpoint)["history"]
@@ -98,7 +98,8 @@ class TuneSeam:
         return model.to(self.device)
 
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Any:
-        return torch_batches(self.datasets[split], batch_size, shuffle_seed)
+        prefetch = self.device.type != "cpu" or torch.get_num_threads() > 1
+        return torch_batches(self.datasets[split], batch_size, shuffle_seed, prefetch)
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
