@@ -140,7 +140,7 @@ def main() -> None:
         f"- data checked, grid planned: {r['planned_s']:.1f}",
         f"- train and val splits in the object store, `Tuner.fit` starts: "
         f"{r['before_fit_s']:.1f}",
-        f"- trial start (actor, Train controller, worker group) + epoch 1: "
+        f"- trial start (its process, the first batches) + epoch 1: "
         f"{r['first_epoch_s'] - r['before_fit_s']:.1f}, of which epoch 1 "
         f"~{per_epoch_r:.1f}",
         f"- last epoch reported: {r['last_epoch_s']:.1f}",

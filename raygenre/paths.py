@@ -19,6 +19,12 @@ def default_storage() -> Path:
     return Path(os.environ.get("RAYGENRE_STORAGE", Path.home() / "raygenre_runs"))
 
 
+def epoch_dir(epoch: int) -> str:
+    """The folder name of an epoch's checkpoint where raygenre names it (a data-parallel run's
+    Train checkpoints, the copies kept for a shared run's members); Tune names its own."""
+    return f"epoch_{epoch:04d}"
+
+
 @dataclass(frozen=True)
 class RunPaths:
     storage: Location  # --storage: a folder every node sees, or a bucket URI

@@ -17,6 +17,7 @@ from typing import Any
 
 from raygenre.config import METRICS
 from raygenre.gridfile import Grid, Objective, best_epoch
+from raygenre.paths import epoch_dir
 from raygenre.storage import Location
 from raygenre.train import META_FILE, STATE_FILE
 
@@ -97,7 +98,7 @@ def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
             if upto == last:
                 checkpoint = r.best
             else:
-                checkpoint = r.pins / f"epoch_{best['epoch']:04d}" if best and r.pins else None
+                checkpoint = r.pins / epoch_dir(best["epoch"]) if best and r.pins else None
             status = ("completed" if upto == e and own else "error" if r.error
                       else "stopped_early")
             trials.append({

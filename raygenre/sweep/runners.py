@@ -28,7 +28,7 @@ from ray import tune
 
 from raygenre.data import torch_batches
 from raygenre.gridfile import Objective, best_epoch, unpack
-from raygenre.paths import RunPaths
+from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
 from raygenre.sweep.plan import Plan
 from raygenre.train import META_FILE, read_meta, train_loop
@@ -64,14 +64,10 @@ class MemberPins:
         needed = self.needed(history)
         epoch = history[-1]["epoch"]
         if epoch in needed:
-            (self.folder / pin_name(epoch)).put_dir(checkpoint, last=META_FILE)
+            (self.folder / epoch_dir(epoch)).put_dir(checkpoint, last=META_FILE)
         for name in self.folder.listdir():
             if pin_epoch(name) not in needed:
                 (self.folder / name).rmtree()
-
-
-def pin_name(epoch: int) -> str:
-    return f"epoch_{epoch:04d}"
 
 
 def pin_epoch(name: str) -> int | None:
@@ -84,15 +80,42 @@ def _node() -> str:
     return ray.get_runtime_context().get_node_id()[:12]
 
 
-class TuneSeam:
+class _RaySeam:
+    """What both seams share: the latest checkpoint's folder, where each epoch ran, and the
+    copies kept for shorter members."""
+
+    def __init__(self, pins: MemberPins | None) -> None:
+        self.pins = pins
+        self.node = _node()
+
+    def _latest(self) -> Any:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self) -> Iterator[Path | None]:
+        checkpoint = self._latest()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as d:
+            yield Path(d)
+
+    def _stamp(self, metrics: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
+        """The epoch's metrics with where it ran; keeps a member's copy before the report."""
+        if checkpoint is not None and self.pins is not None:
+            self.pins.update(checkpoint)
+        return {**metrics, "node": self.node, "pid": os.getpid()}
+
+
+class TuneSeam(_RaySeam):
     """The loop inside the Tune trial's own process."""
 
     rank = 0
 
     def __init__(self, datasets: dict[str, Any], device: torch.device,
                  pins: MemberPins | None) -> None:
-        self.datasets, self.device, self.pins = datasets, device, pins
-        self.node = _node()
+        super().__init__(pins)
+        self.datasets, self.device = datasets, device
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
@@ -101,35 +124,24 @@ class TuneSeam:
         prefetch = self.device.type != "cpu" or torch.get_num_threads() > 1
         return torch_batches(self.datasets[split], batch_size, shuffle_seed, prefetch)
 
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[Path | None]:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as d:
-            yield Path(d)
+    def _latest(self) -> Any:
+        return tune.get_checkpoint()
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = {**metrics, "node": self.node, "pid": os.getpid()}
-        if checkpoint is None:
-            tune.report(metrics)
-            return
-        if self.pins is not None:
-            self.pins.update(checkpoint)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint))
+        metrics = self._stamp(metrics, checkpoint)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint)
+                    if checkpoint is not None else None)
 
 
-class TrainSeam:
+class TrainSeam(_RaySeam):
     """The loop on one of a data-parallel trial's Ray Train workers."""
 
     def __init__(self, pins: MemberPins | None) -> None:
         import ray.train.torch
 
-        self.pins = pins
+        super().__init__(pins)
         self.rank = ray.train.get_context().get_world_rank()
         self.device = ray.train.torch.get_device()
-        self.node = _node()
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         import ray.train.torch
@@ -141,23 +153,16 @@ class TrainSeam:
         seed = None if shuffle_seed is None else shuffle_seed + self.rank
         return torch_batches(shard, batch_size, seed)
 
-    @contextlib.contextmanager
-    def latest_checkpoint(self) -> Iterator[Path | None]:
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as d:
-            yield Path(d)
+    def _latest(self) -> Any:
+        return ray.train.get_checkpoint()
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = {**metrics, "node": self.node, "pid": os.getpid()}
-        if checkpoint is not None and self.pins is not None:
-            self.pins.update(checkpoint)
-        ray.train.report(
-            metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint)
-            if checkpoint is not None else None,
-            checkpoint_dir_name=pin_name(metrics["epoch"]) if checkpoint is not None else None)
+        metrics = self._stamp(metrics, checkpoint)
+        if checkpoint is None:
+            ray.train.report(metrics)
+            return
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint),
+                         checkpoint_dir_name=epoch_dir(metrics["epoch"]))
 
 
 def train_worker(config: dict[str, Any]) -> None:
