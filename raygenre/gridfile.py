@@ -10,8 +10,10 @@ deterministic), so the sweep trains it once and reads each member at its own epo
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +33,6 @@ from raygenre.config import (
     ConfigError,
     check_deltas,
 )
-
-GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
 
 
 @dataclass(frozen=True)
@@ -221,28 +221,48 @@ _GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw
               "asha", "share_prefixes"}
 
 
-def grid_path(name_or_path: str) -> Path:
-    """A grid by name (grids/NAME.yaml) or by path to a YAML file."""
+def builtin_grids() -> Path:
+    """The grid files shipped with raygenre: the source tree's top-level `grids/`, installed as
+    the package data `raygenre.grids` (so a wheel has them, wherever the command runs)."""
+    return Path(str(importlib.resources.files("raygenre.grids")))
+
+
+def _dirs(grids: str | os.PathLike | None) -> list[Path]:
+    """Where grid names are looked up: the user's --grids folder first, then the built-ins."""
+    if grids is None:
+        return [builtin_grids()]
+    user = Path(grids).expanduser()
+    if not user.is_dir():
+        raise ConfigError(f"--grids {grids}: not a folder of grid files (NAME.yaml)")
+    return [user.resolve(), builtin_grids()]
+
+
+def grid_path(name_or_path: str, grids: str | os.PathLike | None = None) -> Path:
+    """A grid by name (NAME.yaml in --grids, else among the built-ins) or by path to a file."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
             raise ConfigError(f"grid file {p} does not exist")
         return p.resolve()
-    candidate = GRIDS_DIR / f"{name_or_path}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(f"unknown grid {name_or_path!r}. Grids: {', '.join(list_grids())} "
-                          f"(or give a path to a .yaml file)")
-    return candidate
+    for folder in _dirs(grids):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"unknown grid {name_or_path!r}. Grids: {', '.join(list_grids(grids))} "
+                      f"(or give a path to a .yaml file, or a folder of them with --grids)")
 
 
-def list_grids() -> list[str]:
-    return sorted(p.stem for p in GRIDS_DIR.glob("*.yaml"))
+def list_grids(grids: str | os.PathLike | None = None) -> list[str]:
+    """Grid names: the user's --grids folder's and the built-ins (a user's file of the same
+    name as a built-in one replaces it)."""
+    return sorted({p.stem for folder in _dirs(grids) for p in folder.glob("*.yaml")})
 
 
-def load_grid(name_or_path: str, seed: int | None = None) -> Grid:
+def load_grid(name_or_path: str, seed: int | None = None,
+              grids: str | os.PathLike | None = None) -> Grid:
     """Load and check a grid file. `seed` (the command's --seed) is what `draw:` axes are drawn
-    from; without it, the file's base seed (default 0)."""
-    path = grid_path(name_or_path)
+    from; without it, the file's base seed (default 0). `grids`: the user's grid folder."""
+    path = grid_path(name_or_path, grids)
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

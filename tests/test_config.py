@@ -77,3 +77,16 @@ def test_config_round_trips_through_plain_values() -> None:
     c = Config(hidden=(10, 20), lr=0.1)
     assert Config.from_dict(c.to_dict()) == c
     assert Config.from_dict({"lr": 1}).lr == 1.0  # YAML's "1" is a fine float
+
+
+def test_a_grid_folder_of_ones_own_comes_first(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "batch_epoch.yaml").write_text("description: mine\ngrid: {lr: [0.1]}\n")
+    (mine / "extra.yaml").write_text("description: extra\ngrid: {lr: [0.1, 0.2]}\n")
+    assert load_grid("batch_epoch", grids=mine).description == "mine"
+    assert load_grid("batch_epoch").n_trials == 24  # the built-in one, without --grids
+    assert {"extra", "batch_epoch", "cnn"} <= set(list_grids(mine))
+    assert load_grid("cnn", grids=mine).name == "cnn"  # built-ins still found
+    with pytest.raises(ConfigError, match="--grids .*nowhere: not a folder"):
+        load_grid("cnn", grids=tmp_path / "nowhere")

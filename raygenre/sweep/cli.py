@@ -20,6 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("name", nargs="?", help="grid name (see --list), a path to a grid .yaml "
                                            "file, or 'all' for the study's pipeline")
     p.add_argument("--list", action="store_true", help="list the grids and exit")
+    p.add_argument("--grids", help="a folder of your own grid files (NAME.yaml), looked up "
+                                   "before the built-in ones")
     p.add_argument("--stages", help="with NAME 'all': comma-separated stages to run, in order "
                                     "(default: the study's seven)")
     p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>, local or a bucket "
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.stages:
         raise ConfigError("--stages goes with the pipeline: python -m raygenre.grid all --stages "
                           "cnn,activations")
-    grid = load_grid(args.name, args.seed)
+    grid = load_grid(args.name, args.seed, args.grids)
     if args.smoke:
         grid = grid.smoke()
     paths = RunPaths(storage=Location.parse(args.storage or default_storage()),
@@ -84,13 +86,13 @@ def run(args: argparse.Namespace) -> Path:
     return paths.results / "summary.md"
 
 
-def grid_listing(names: list[str]) -> str:
+def grid_listing(names: list[str], grids: str | None = None) -> str:
     """Each grid: its trials, the runs they take (epoch-prefix trials share one), its question."""
     from raygenre.sweep.pipeline import STAGES
 
     rows = []
     for n in names:
-        g = load_grid(n)
+        g = load_grid(n, grids=grids)
         runs = len(g.runs(resolve_base(g, "study", None)))
         rows.append(f"{n:<16} {g.n_trials:>4} trials {runs:>4} runs  {g.description}")
     rows.append(f"{'all':<16} {len(STAGES):>4} stages       the study's pipeline "
@@ -103,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     if args.list:
-        print(grid_listing(list_grids()))
+        try:
+            print(grid_listing(list_grids(args.grids), args.grids))
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return 0
     if not args.name:
         print("usage: python -m raygenre.grid NAME [options]   (--list shows the grids)",
@@ -120,3 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[grid] done: {out}")
     return 0
 
+
+
+def console() -> None:
+    """The `raygenre` command: `raygenre batch_epoch ...` is `python -m raygenre.grid ...`."""
+    sys.exit(main())

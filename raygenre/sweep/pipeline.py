@@ -33,7 +33,7 @@ STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_e
 def run_pipeline(args: argparse.Namespace) -> Path:
     """Run (or continue) the pipeline; returns pipeline.md's path."""
     stages = args.stages.split(",") if args.stages else list(STAGES)
-    grids = [load_grid(s, args.seed) for s in stages]  # every name and file checked first
+    grids = [load_grid(s, args.seed, args.grids) for s in stages]  # all checked first
     if args.smoke:
         grids = [g.smoke() for g in grids]
     top = "all" + ("-smoke" if args.smoke else "")
