@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     import ray.data
 
 from raygenre.config import Config
+from raygenre.splits import (
+    SplitLists,
+    apply_split_lists,
+    duplicates,
+    file_digests,
+    keep_together,
+)
 from raygenre.storage import Location
 
 AUDIO_EXTS = (".au", ".wav", ".flac", ".ogg", ".mp3")
@@ -180,6 +187,7 @@ class Prepared:
     segment_samples: int
     counts: dict[str, int]  # segments per split
     reused: bool
+    split: str = "random by track"  # how tracks were assigned to splits, in words
 
     def split_path(self, split: str) -> Path:
         return self.path / f"{split}.parquet"
@@ -204,16 +212,20 @@ def _cache_key(root: Path, tracks: list[Track], settings: dict) -> str:
 
 def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
             max_tracks_per_genre: int | None = None, max_segments_per_track: int | None = None,
-            log: Callable[[str], None] = print, shared: Location | None = None) -> Prepared:
+            log: Callable[[str], None] = print, shared: Location | None = None,
+            split: SplitLists | None = None) -> Prepared:
     """Prepare (or reuse) the Parquet data set for `root` under these settings.
 
     `max_tracks_per_genre` / `max_segments_per_track` take a deterministic sample (for smoke runs).
     `shared`: a cache folder in a bucket: a data set prepared by any machine is fetched from
     there, and one prepared here is put there, so it is prepared once, not once per machine.
+    `split`: fixed split lists (splits.py); without them, a random split by track from the seed
+    that keeps byte-identical files together.
     """
     root = Path(root).resolve()
     tracks, skipped = discover(root)
-    settings = {"sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
+    settings = {"split": split.digest if split is not None else "random",
+                "sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
                 "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
                 "seed": cfg.seed, "max_tracks_per_genre": max_tracks_per_genre,
                 "max_segments_per_track": max_segments_per_track}
@@ -248,6 +260,7 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     except OSError as e:
         raise DataError(f"cache folder {out.parent} is not writable ({e}); "
                         f"choose another with --cache") from e
+    notes: list[tuple[str, str]] = []  # files used (or listed), with a word on them
     try:
         # Pass 1: which tracks are usable, over the whole folder even when only a sample is
         # kept (a smoke run is how a new folder gets checked). The split is drawn over usable
@@ -262,40 +275,80 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
                 usable.append(t)
         if not usable:
             raise DataError(f"data path {root}: no usable audio file")
-        if max_tracks_per_genre:
-            usable = _sample(usable, max_tracks_per_genre)
-        split_of = split_tracks(usable, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+        if split is not None:
+            split_of, listed_notes = apply_split_lists(tracks, split)
+            notes += [n for n in listed_notes if n[0] not in {p for p, _ in skipped}]
+            usable = [t for t in usable if t.track_id in split_of]
+            if max_tracks_per_genre:
+                usable = _sample_each_split(usable, split_of, max_tracks_per_genre)
+            how = f"fixed lists ({split.source})"
+        else:
+            if max_tracks_per_genre:
+                usable = _sample(usable, max_tracks_per_genre)
+            dup_of = duplicates(usable, file_digests(usable))
+            notes += [(str(t.path), f"byte-identical to {dup_of[t.track_id]}: kept, in the "
+                                    f"same split as it") for t in usable if t.track_id in dup_of]
+            split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
+                                                  cfg.test_fraction), dup_of)
+            train = 1 - cfg.val_fraction - cfg.test_fraction
+            how = (f"random by track inside each genre ({train:.0%}/{cfg.val_fraction:.0%}/"
+                   f"{cfg.test_fraction:.0%}, seed {cfg.seed}), byte-identical files kept "
+                   f"together")
+        if not usable:
+            raise DataError(f"data path {root}: no usable audio file is in the split lists")
         counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
                                       max_segments_per_track)
+        missing = [s for s in SPLITS if not counts[s]]
+        if missing:
+            raise DataError(f"data path {root}: the {' and '.join(missing)} split(s) hold no "
+                            f"usable track")
     except DataError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if not skipped:
             raise
         report = out.parent / f"{key}.data_report.csv"
-        _write_report(report, skipped)
+        _write_report(report, skipped + notes)
         raise DataError(f"{e} ({len(skipped)} file(s) were set aside as unusable; "
                         f"file and reason for each in {report})") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     genres = tuple(table)
-    _write_report(tmp / "data_report.csv", skipped)
+    _write_report(tmp / "data_report.csv", skipped + notes)
     (tmp / "split_table.md").write_text(split_table(table))
     meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
-            "counts": counts, "settings": settings, "skipped": len(skipped)}
+            "counts": counts, "settings": settings, "skipped": len(skipped), "split": how,
+            "notes": len(notes)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
         tmp.rename(out)
     except OSError:  # a concurrent preparation won: its output is identical
         shutil.rmtree(tmp, ignore_errors=True)
-    if skipped:
-        log(f"[data] skipped {len(skipped)} file(s); reasons in {out / 'data_report.csv'}")
+    if skipped or notes:
+        log(f"[data] {len(skipped)} file(s) skipped, {len(notes)} noted (duplicates, split "
+            f"lists); file and reason for each in {out / 'data_report.csv'}")
+    log(f"[data] split: {how}")
     if remote is not None:
         # meta.json last: its presence is what tells other machines the folder is complete.
         for f in sorted(out.iterdir(), key=lambda f: f.name == "meta.json"):
             (remote / f.name).put_file(f)
         log(f"[data] prepared data shared at {remote}")
     return _load_meta(out, reused=False)
+
+
+def _sample_each_split(tracks: list[Track], split_of: dict[str, str],
+                       per_genre: int) -> list[Track]:
+    """A smoke sample of fixed split lists: per genre, the first tracks of each split (one
+    for val and test, the rest of `per_genre` for train), so no split is left empty."""
+    want = {"train": max(1, per_genre - 2), "val": 1, "test": 1}
+    kept: dict[tuple[str, str], int] = {}
+    out = []
+    for t in tracks:
+        k = (t.genre, split_of[t.track_id])
+        kept[k] = kept.get(k, 0) + 1
+        if kept[k] <= want[k[1]]:
+            out.append(t)
+    return out
 
 
 def _sample(tracks: list[Track], per_genre: int) -> list[Track]:
@@ -381,7 +434,7 @@ def _load_meta(path: Path, reused: bool) -> Prepared:
     meta = json.loads((path / "meta.json").read_text())
     return Prepared(path=path, genres=tuple(meta["genres"]),
                     segment_samples=meta["segment_samples"], counts=meta["counts"],
-                    reused=reused)
+                    reused=reused, split=meta.get("split", "random by track"))
 
 
 def read_split(prepared: Prepared, split: str) -> pa.Table:

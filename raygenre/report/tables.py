@@ -109,7 +109,7 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
     lines = [f"# {facts.name}", "", grid.description, "",
              f"- command: `{facts.command}`",
              f"- data: {facts.data}: `{prepared.path}` ({split_counts} segments, "
-             f"{len(prepared.genres)} genres)",
+             f"{len(prepared.genres)} genres); split: {prepared.split}",
              f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}; objective "
              f"`{grid.metric}` ({grid.mode}, best over each trial's epochs); {asha_line(grid)}",
              f"- trials: {len(trials)} ({status_counts}); {facts.runs}",

@@ -26,6 +26,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                     "(default: the study's seven)")
     p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>, local or a bucket "
                                   "URI (s3://...); default: the built-in set")
+    p.add_argument("--split", help="fixed split lists (names relative to the data root): a "
+                                   "folder of train/val/test lists, train=FILE,val=FILE,test=FILE,"
+                                   " or a CSV with file and split columns; default: a random "
+                                   "split by track from --seed")
     p.add_argument("--results", default="results", help="tables and plots go to RESULTS/<grid>/")
     p.add_argument("--storage", help=f"Ray run folder: a local or NFS path, or an s3:// or gs:// "
                                      f"URI; on a multi-node cluster, one every node sees "

@@ -18,6 +18,7 @@ from raygenre.features import band_stats, feature_key, feature_shape
 from raygenre.gridfile import Grid
 from raygenre.models import build_model
 from raygenre.paths import default_cache
+from raygenre.splits import read_split_lists
 from raygenre.storage import Location, local_mirror_dir, mirror
 
 # Smoke runs: a deterministic sample small enough for tests (2 train tracks per genre, 2 segments
@@ -62,10 +63,12 @@ def data_root(data: str | None, cache: Path, log: Callable[..., None] = print) -
 
 
 def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
-                 log: Callable[..., None] = print) -> Prepared:
+                 split: str | None = None, log: Callable[..., None] = print) -> Prepared:
+    lists = read_split_lists(split) if split else None  # its errors before any decoding
     root = data_root(data, cache.local, log)
     sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if smoke else (None, None)
-    return prepare(root, cache.local, base, *sample, log=log, shared=cache.shared)
+    return prepare(root, cache.local, base, *sample, log=log, shared=cache.shared,
+                   split=lists)
 
 
 def trial_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:

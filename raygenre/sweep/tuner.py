@@ -67,7 +67,7 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
         say(f"[grid] carried from earlier stages: {carried}")
     base = resolve_base(grid, preset, args.seed, carried)
     prepared = inputs.prepare_data(args.data, inputs.caches(args.cache), base, args.smoke,
-                                   log=say)
+                                   args.split, log=say)
     say(prepared.table_path.read_text(), end="")
     if args.smoke:
         # A smoke run checks a data folder of any size: its batches fit its sample.

@@ -1,0 +1,165 @@
+"""Which split each track lands in: fixed split lists, or a random split that keeps
+byte-identical files together.
+
+GTZAN holds exact duplicates and many tracks by one artist; a random split leaks them between
+train and test and inflates accuracy by several points, so published work uses fixed lists (for
+example the "fault-filtered" train/valid/test lists). `--split` takes such lists as given:
+- a folder holding one list per split (files named train*, val*/valid*, test*: one name a line);
+- `train=FILE,val=FILE,test=FILE`;
+- one CSV/TSV file with a header naming a `file` (or `path`) column and a `split` column.
+Names are relative to the data root (`blues/blues.00000.wav`); a name whose extension differs
+from the file's (lists say .wav, a copy holds .au) still matches its file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from raygenre.config import ConfigError
+
+if TYPE_CHECKING:
+    from raygenre.data import Track
+
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+               "validation": "val", "dev": "val", "test": "test", "eval": "test"}
+
+
+@dataclass(frozen=True)
+class SplitLists:
+    """Fixed split lists: relative name -> split."""
+
+    source: str  # what the user gave, for summaries
+    names: dict[str, str]
+
+    @property
+    def digest(self) -> str:
+        """Part of the prepared data's cache key: other lists, another data set."""
+        text = "\n".join(f"{n}\t{s}" for n, s in sorted(self.names.items()))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _split_name(word: str, where: str) -> str:
+    key = word.strip().lower()
+    if key not in SPLIT_NAMES:
+        raise ConfigError(f"--split {where}: {word!r} is not a split; use one of "
+                          f"{', '.join(sorted(SPLIT_NAMES))}")
+    return SPLIT_NAMES[key]
+
+
+def _norm(name: str) -> str:
+    return PurePosixPath(name.strip().replace("\\", "/").lstrip("./")).as_posix()
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"--split: cannot read {path} ({e})") from e
+    return [line.split()[0] for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def read_split_lists(spec: str) -> SplitLists:
+    """Parse --split (see the module docstring); every problem names the file and the line."""
+    names: dict[str, str] = {}
+
+    def add(name: str, split: str, where: str) -> None:
+        name = _norm(name)
+        if names.get(name, split) != split:
+            raise ConfigError(f"--split {where}: {name} is listed in both {names[name]} and "
+                              f"{split}")
+        names[name] = split
+
+    path = Path(spec).expanduser()
+    if "=" in spec and not path.exists():
+        for part in spec.split(","):
+            split, _, file = part.partition("=")
+            for n in _lines(Path(file).expanduser()):
+                add(n, _split_name(split, spec), file)
+    elif path.is_dir():
+        for f in sorted(path.iterdir()):
+            stem = f.stem.lower().split("_")[0].split("-")[0].split(".")[0]
+            if f.is_file() and stem in SPLIT_NAMES:
+                for n in _lines(f):
+                    add(n, SPLIT_NAMES[stem], str(f))
+    elif path.is_file():
+        with open(path, newline="") as fh:
+            sample = fh.read(4096)
+            fh.seek(0)
+            dialect = csv.Sniffer().sniff(sample, delimiters=",\t;")
+            rows = list(csv.DictReader(fh, dialect=dialect))
+        header = {k.strip().lower(): k for k in (rows[0] if rows else {})}
+        file_col = header.get("file") or header.get("path")
+        if file_col is None or "split" not in header:
+            raise ConfigError(f"--split {path}: needs a header with a 'file' (or 'path') column "
+                              f"and a 'split' column, got {list(header)}")
+        for i, row in enumerate(rows, start=2):
+            add(row[file_col], _split_name(row[header["split"]], f"{path} line {i}"), str(path))
+    else:
+        raise ConfigError(f"--split {spec}: no such file or folder (give a folder of train/"
+                          f"val/test lists, train=FILE,val=FILE,test=FILE, or a CSV file with "
+                          f"file and split columns)")
+    missing = {"train", "val", "test"} - set(names.values())
+    if missing:
+        raise ConfigError(f"--split {spec}: no track is listed for {', '.join(sorted(missing))}")
+    return SplitLists(spec, names)
+
+
+def apply_split_lists(tracks: list[Track], lists: SplitLists
+                      ) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """(track_id -> split for the tracks the lists name, notes for the data report): listed
+    names with no file, and files the lists leave out (not used)."""
+    by_id = {t.track_id: t for t in tracks}
+    by_stem: dict[str, list[Track]] = {}
+    for t in tracks:
+        by_stem.setdefault(str(PurePosixPath(t.track_id).with_suffix("")), []).append(t)
+    split_of, notes = {}, []
+    root = tracks[0].path.parent.parent if tracks else Path(".")
+    for name, split in sorted(lists.names.items()):
+        hit = by_id.get(name)
+        if hit is None:
+            same = by_stem.get(str(PurePosixPath(name).with_suffix("")), [])
+            hit = same[0] if len(same) == 1 else None
+        if hit is None:
+            notes.append((str(root / name), f"listed for {split} in the split file but not "
+                                            f"found under the data root"))
+            continue
+        split_of[hit.track_id] = split
+    for t in tracks:
+        if t.track_id not in split_of:
+            notes.append((str(t.path), "not in the split file: left out"))
+    return split_of, notes
+
+
+def file_digests(tracks: list[Track]) -> dict[str, str]:
+    """track_id -> SHA-256 of the file's bytes."""
+    out = {}
+    for t in tracks:
+        h = hashlib.sha256()
+        with open(t.path, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 20), b""):
+                h.update(block)
+        out[t.track_id] = h.hexdigest()
+    return out
+
+
+def duplicates(tracks: list[Track], digests: dict[str, str]) -> dict[str, str]:
+    """track_id -> the first track (by name) whose file is byte-identical to it."""
+    first: dict[str, str] = {}
+    out = {}
+    for t in sorted(tracks, key=lambda t: t.track_id):
+        d = digests[t.track_id]
+        if d in first:
+            out[t.track_id] = first[d]
+        else:
+            first[d] = t.track_id
+    return out
+
+
+def keep_together(split_of: dict[str, str], dup_of: dict[str, str]) -> dict[str, str]:
+    """Each duplicate in its original's split: a copy is never trained on and tested on."""
+    return {tid: split_of[dup_of[tid]] if tid in dup_of else s for tid, s in split_of.items()}
