@@ -21,6 +21,7 @@ from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
 from raygenre.sweep.asha import ResumableASHA
 from raygenre.sweep.callbacks import Progress, TensorBoard, quiet_trial_tracebacks
+from raygenre.sweep.estimate import LONG_MIN, cheaper, estimate
 from raygenre.sweep.plan import Node, Plan, plan_resources
 from raygenre.sweep.records import run_records, trial_dirname
 from raygenre.sweep.runners import trial
@@ -81,7 +82,17 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
                 f"({before} -> {after})")
     inputs.check_batch_sizes(grid, base, prepared)
     inputs.check_models(grid, base, prepared)
-    return Setup(grid, plan, preset, why, base, grid.runs(base), prepared, carried,
+    runs = grid.runs(base)
+    if not args.smoke:
+        cost = estimate(runs, base, prepared, plan)
+        if cost is None:
+            say("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
+        else:
+            say(f"[grid] {cost.describe(plan.concurrency, grid.asha)}")
+            if cost.minutes > LONG_MIN:
+                say(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
+                    f"{cheaper(preset, plan)}")
+    return Setup(grid, plan, preset, why, base, runs, prepared, carried,
                  run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried))
 
 
