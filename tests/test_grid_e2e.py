@@ -37,6 +37,8 @@ def test_smoke_writes_every_result_file(smoke_run: dict) -> None:
     for t in trials:
         epochs = [int(h["epoch"]) for h in history if h["trial_id"] == t["trial_id"]]
         assert epochs == list(range(1, int(t["epoch"]) + 1))
+    index = (out.parent / "index.html").read_text()
+    assert index.count('<img src="batch_epoch-smoke/') == 4 and "<th>batch_size</th>" in index
     log = smoke_run["proc"].stdout
     assert "dashboard: http://127.0.0.1:" in log
     assert "preset 'cpu'" in log and "| **all** |" in log

@@ -16,6 +16,7 @@ from raygenre.data import Prepared
 from raygenre.gridfile import Grid
 from raygenre.paths import RunPaths
 from raygenre.report.evaluate import evaluate
+from raygenre.report.index import write_index
 from raygenre.report.plots import pipeline_plot, plot_all
 from raygenre.report.records import RunRecord, pick_best, trial_rows
 from raygenre.report.tables import (
@@ -27,7 +28,8 @@ from raygenre.report.tables import (
     write_csv,
 )
 
-__all__ = ["RunRecord", "SweepFacts", "evaluate", "write_pipeline", "write_results"]
+__all__ = ["RunRecord", "SweepFacts", "evaluate", "write_index", "write_pipeline",
+           "write_results"]
 
 
 class NoResults(RuntimeError):
@@ -68,11 +70,15 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
                  "swept": {k: best[k] for k in grid.labels},
                  "base": base.to_dict(), "carried": carried, "n_trials": len(trials),
                  "n_runs": len(records), "wall_s": facts.wall_s,
-                 "training_share": training_share(trials, facts), "shaped_by": shaped_by}
+                 "training_share": training_share(trials, facts),
+                 "description": grid.description, "command": facts.command,
+                 "per_genre": test["per_genre"], "split": prepared.split,
+                 "shaped_by": shaped_by}
     (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
     plots = plot_all(grid, trials, history, best, test, prepared, out)
     (out / "summary.md").write_text(
         summary_md(grid, base, trials, best, test, prepared, facts, plots, seeds))
+    write_index(paths.results_root)
     print(f"[results] best trial {best['trial_id']}: {grid.metric} "
           f"{best[objective.best_column]:.3f} (epoch {test['epoch']}), test/acc "
           f"{test['test/acc']:.3f}, test/track_acc {test['test/track_acc']:.3f}")
@@ -106,5 +112,9 @@ def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -
                      f"{b.get('n_trials', '')} | {b.get('wall_s', 0) / 60:.1f} |")
     lines += ["", f"![best accuracy per stage]({png.name})", ""]
     md.write_text("\n".join(lines))
+    keep = ("grid", "swept", "val/acc", "test/acc", "test/track_acc", "n_trials", "wall_s")
+    (results_root / f"pipeline{suffix}.json").write_text(
+        json.dumps([{k: b.get(k) for k in keep} for b in stages], indent=1))
     pipeline_plot(stages, png)
+    write_index(results_root)
     return md

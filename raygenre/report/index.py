@@ -1,0 +1,137 @@
+"""results/index.html: every sweep and pipeline of a results folder on one page.
+
+Regenerated after every sweep and pipeline, from the files they wrote (best.json, trials.csv,
+pipeline*.json, the PNGs). Plain HTML and CSS with images by relative path: it opens from the
+disk in any browser, with no server, and moves with the folder. A few lines of script only
+mark images that failed to load (`data-loaded`), which a test reads.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from raygenre.report.tables import fmt
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+tr.best td { background: #fff4d6; font-weight: 600; }
+code { background: #f3f3f3; padding: 1px 4px; }
+.plots img { max-width: 560px; width: 48%; margin: 4px; border: 1px solid #eee;
+             vertical-align: top; }
+.facts { color: #444; }
+nav a { margin-right: 1em; }
+"""
+
+MARK_IMAGES = """
+window.addEventListener('load', function () {
+  var imgs = document.querySelectorAll('img'), bad = 0;
+  imgs.forEach(function (i) {
+    var ok = i.complete && i.naturalWidth > 0;
+    i.dataset.loaded = ok ? 'yes' : 'no'; if (!ok) { bad += 1; }
+  });
+  document.body.dataset.images = imgs.length + ' images, ' + bad + ' broken';
+});
+"""
+
+PLOTS = ("heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_trial.png",
+         "confusion_test.png")
+
+
+def _table(header: list[str], rows: list[list[Any]], best_row: int | None = None) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = ' class="best"' if i == best_row else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{escape(fmt(v))}</td>" for v in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _sweep(folder: Path, root: Path) -> tuple[str, str]:
+    """(anchor, HTML section) for one sweep's results folder."""
+    best = json.loads((folder / "best.json").read_text())
+    rel = folder.relative_to(root).as_posix()
+    anchor = rel.replace("/", "-")
+    metric = best.get("metric", "val/acc")
+    col = f"best/{metric}"
+    with open(folder / "trials.csv") as f:
+        trials = list(csv.DictReader(f))
+    labels = list(best.get("swept", {}))
+    sign = -1 if best.get("mode", "max") == "max" else 1
+    trials.sort(key=lambda t: (_number(t.get(col, "")) is None, sign * (_number(t.get(col, ""))
+                                                                      or 0.0)))
+    header = ["trial", "status", *labels, "epochs run", col, "best epoch", "final val/acc"]
+    rows = [[t["trial_id"], t["status"], *(t.get(k, "") for k in labels), t["epoch"],
+             _number(t.get(col, "")), t.get("best_epoch", ""), _number(t["val/acc"])]
+            for t in trials]
+    best_row = next((i for i, t in enumerate(trials) if t["trial_id"] == best["trial_id"]), None)
+    genres = best.get("per_genre", {})
+    parts = [f'<h2 id="{escape(anchor)}">{escape(rel)}</h2>',
+             f'<p class="facts">{escape(best.get("description", ""))}</p>',
+             f"<p>Command: <code>{escape(best.get('command', ''))}</code></p>",
+             f"<p><b>Best trial</b> <code>{escape(best['trial_id'])}</code> "
+             f"({escape(', '.join(f'{k}={fmt(v)}' for k, v in best.get('swept', {}).items()))})"
+             f", {escape(metric)} {fmt(best.get(metric))} at epoch {best['epoch']}. "
+             f"<b>Test</b>: segment accuracy {fmt(best['test/acc'])}, track accuracy "
+             f"(majority vote) {fmt(best['test/track_acc'])}.</p>",
+             _table(header, rows, best_row)]
+    if genres:
+        parts.append(_table(["genre", "test accuracy"], [[g, a] for g, a in genres.items()]))
+    cfg = best.get("config", {})
+    parts.append("<details><summary>Config of the best trial</summary>"
+                 + _table(["key", "value"], [[k, v] for k, v in cfg.items()]) + "</details>")
+    imgs = [f'<img src="{escape(rel)}/{p}" alt="{escape(rel)}: {p}">' for p in PLOTS
+            if (folder / p).exists()]
+    parts.append(f'<div class="plots">{"".join(imgs)}</div>')
+    parts.append(f'<p><a href="{escape(rel)}/summary.md">summary.md</a> · '
+                 f'<a href="{escape(rel)}/trials.csv">trials.csv</a> · '
+                 f'<a href="{escape(rel)}/history.csv">history.csv</a></p>')
+    return anchor, "\n".join(parts)
+
+
+def _pipeline(path: Path, root: Path) -> str:
+    rows = json.loads(path.read_text())
+    png = path.with_suffix(".png")
+    table = _table(["stage", "winner", "val/acc", "test/acc", "test/track_acc", "trials",
+                    "wall min"],
+                   [[r["grid"], ", ".join(f"{k}={fmt(v)}" for k, v in r.get("swept", {}).items())
+                     or "(fixed)", r["val/acc"], r["test/acc"], r["test/track_acc"],
+                     r.get("n_trials", ""), r.get("wall_s", 0) / 60] for r in rows])
+    img = (f'<div class="plots"><img src="{escape(png.name)}" alt="{escape(png.name)}"></div>'
+           if png.exists() else "")
+    return f"<h2>{escape(path.stem)}</h2>{table}{img}"
+
+
+def write_index(results_root: Path) -> Path:
+    """Write results_root/index.html from whatever sweeps and pipelines it holds."""
+    sweeps = sorted(p.parent for p in results_root.glob("**/best.json")
+                    if (p.parent / "trials.csv").exists())
+    sections = [_sweep(folder, results_root) for folder in sweeps]
+    pipelines = [_pipeline(p, results_root) for p in sorted(results_root.glob("pipeline*.json"))]
+    nav = " ".join(f'<a href="#{escape(a)}">{escape(a)}</a>' for a, _ in sections)
+    page = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+            "<title>raygenre results</title>", f"<style>{STYLE}</style>",
+            f"<script>{MARK_IMAGES}</script></head><body>",
+            "<h1>raygenre results</h1>",
+            f"<p class=\"facts\">{len(sections)} sweep(s) in <code>{escape(str(results_root))}"
+            f"</code>. Each is a folder of tables and plots; this page is made anew after every "
+            f"sweep.</p>", f"<nav>{nav}</nav>", *pipelines, *(s for _, s in sections),
+            "</body></html>"]
+    out = results_root / "index.html"
+    out.write_text("\n".join(page))
+    return out
