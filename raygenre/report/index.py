@@ -128,9 +128,9 @@ def write_index(results_root: Path) -> Path:
             "<title>raygenre results</title>", f"<style>{STYLE}</style>",
             f"<script>{MARK_IMAGES}</script></head><body>",
             "<h1>raygenre results</h1>",
-            f"<p class=\"facts\">{len(sections)} sweep(s) in <code>{escape(str(results_root))}"
-            f"</code>. Each is a folder of tables and plots; this page is made anew after every "
-            f"sweep.</p>", f"<nav>{nav}</nav>", *pipelines, *(s for _, s in sections),
+            f"<p class=\"facts\">{len(sections)} sweep(s) in <code>{escape(results_root.name)}"
+            f"/</code>. Each is a folder of tables and plots beside this page, which is made anew "
+            f"after every sweep.</p>", f"<nav>{nav}</nav>", *pipelines, *(s for _, s in sections),
             "</body></html>"]
     out = results_root / "index.html"
     out.write_text("\n".join(page))
