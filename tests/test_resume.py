@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -310,3 +311,5 @@ def test_every_trial_failing_is_one_clear_error(tmp_path: Path, smoke_run: dict)
     assert "Traceback" not in proc.stderr
     trials = _rows(tmp_path / "r" / "allfail-smoke" / "trials.csv")
     assert [t["status"] for t in trials] == ["error", "error"] and all(t["error"] for t in trials)
+    # Their ids are Tune's, though neither reported anything (once read from folder names).
+    assert all(re.fullmatch(r"[0-9a-f]{5}_0000[01]", t["trial_id"]) for t in trials), trials

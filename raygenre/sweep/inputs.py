@@ -3,7 +3,7 @@ prepared), the checks that would otherwise fail hours in, and the runtime facts 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ def caches(cache: str | None) -> Caches:
     return Caches(local.resolve(), shared)
 
 
-def data_root(data: str | None, cache: Path, log: Callable[..., None] = print) -> Path:
+def data_root(data: str | None, cache: Path) -> Path:
     """The audio folder: --data (fetched into the cache first if it is a bucket) or the
     built-in set (generated on first use)."""
     if data:
@@ -50,7 +50,7 @@ def data_root(data: str | None, cache: Path, log: Callable[..., None] = print) -
         root = loc.local_path
         if root is None or loc.scheme:
             root = local_mirror_dir(cache, loc)
-            log(f"[data] fetching {loc} -> {root} (only files not already there)")
+            print(f"[data] fetching {loc} -> {root} (only files not already there)")
             root = mirror(loc, root)
         return root
     try:
@@ -58,17 +58,16 @@ def data_root(data: str | None, cache: Path, log: Callable[..., None] = print) -
     except OSError as e:
         raise ConfigError(f"cache folder {cache} is not writable ({e}); "
                           f"choose another with --cache") from e
-    log(f"[data] built-in set: {root}")
+    print(f"[data] built-in set: {root}")
     return root
 
 
 def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
-                 split: str | None = None, log: Callable[..., None] = print) -> Prepared:
+                 split: str | None = None) -> Prepared:
     lists = read_split_lists(split) if split else None  # its errors before any decoding
-    root = data_root(data, cache.local, log)
+    root = data_root(data, cache.local)
     sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if smoke else (None, None)
-    return prepare(root, cache.local, base, *sample, log=log, shared=cache.shared,
-                   split=lists)
+    return prepare(root, cache.local, base, *sample, shared=cache.shared, split=lists)
 
 
 def trial_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:

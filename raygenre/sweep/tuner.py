@@ -53,23 +53,22 @@ class Setup:
 
 
 def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
-           carried: dict[str, Any] | None = None, quiet: bool = False) -> Setup:
+           carried: dict[str, Any] | None = None) -> Setup:
     """Plan, preset, config, data and every check that can fail before a trial starts."""
-    say = (lambda *a, **k: None) if quiet else print
     carried = carried or {}
     # Runs do not depend on the preset (it changes the input resolution only).
     n_runs = len(grid.runs(resolve_base(grid, "study", args.seed, carried)))
     plan = plan_resources(nodes, n_runs, args.workers_per_trial, args.cpus_per_trial,
                           args.gpus_per_trial, args.max_concurrent)
     preset, why = choose_preset(args.preset, args.data, plan)
-    say(f"[grid] {grid.name}: {grid.description}")
-    say(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'} ({why})")
+    print(f"[grid] {grid.name}: {grid.description}")
+    print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'} ({why})")
     if carried:
-        say(f"[grid] carried from earlier stages: {carried}")
+        print(f"[grid] carried from earlier stages: {carried}")
     base = resolve_base(grid, preset, args.seed, carried)
     prepared = inputs.prepare_data(args.data, inputs.caches(args.cache), base, args.smoke,
-                                   args.split, log=say)
-    say(prepared.table_path.read_text(), end="")
+                                   args.split)
+    print(prepared.table_path.read_text(), end="")
     if args.smoke:
         # A smoke run checks a data folder of any size: its batches fit its sample.
         n = prepared.counts["train"]
@@ -78,7 +77,7 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
             before = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
             grid, base = capped, base.replace(batch_size=min(base.batch_size, n))
             after = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
-            say(f"[grid] --smoke: batch sizes capped at the sample's {n} training segments "
+            print(f"[grid] --smoke: batch sizes capped at the sample's {n} training segments "
                 f"({before} -> {after})")
     inputs.check_batch_sizes(grid, base, prepared)
     inputs.check_models(grid, base, prepared)
@@ -86,11 +85,11 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
     if not args.smoke:
         cost = estimate(runs, base, prepared, plan)
         if cost is None:
-            say("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
+            print("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
         else:
-            say(f"[grid] {cost.describe(plan.concurrency, grid.asha)}")
+            print(f"[grid] {cost.describe(plan.concurrency, grid.asha)}")
             if cost.minutes > LONG_MIN:
-                say(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
+                print(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
                     f"{cheaper(preset, plan)}")
     return Setup(grid, plan, preset, why, base, runs, prepared, carried,
                  run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried))
