@@ -48,3 +48,30 @@ def test_without_address_a_sweep_gets_its_own_instance(monkeypatch: pytest.Monke
     finally:
         ray.shutdown()
         other.shutdown()
+
+
+def test_the_gcs_port_is_never_one_of_rays_fixed_defaults(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """The OS once handed out 52365, the dashboard agent's default port, and Ray refused to
+    start (seen in CI)."""
+    import socket
+
+    from raygenre.sweep import cluster
+
+    offered = iter([52365, 8265, 6379, 40123])
+
+    class FakeSocket:
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *a) -> None:  # noqa: ANN002
+            pass
+
+        def bind(self, address: tuple) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple:
+            return ("", self.port)
+
+    monkeypatch.setattr(socket, "socket", FakeSocket)
+    assert cluster.free_gcs_port() == 40123

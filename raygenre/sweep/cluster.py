@@ -59,7 +59,7 @@ def start_ray(address: str | None) -> None:
                                   f"alone") from e
             runtime_env = {"env_vars": {"RAY_ADDRESS": resolved}}
     if not joined:
-        port = _free_port()
+        port = free_gcs_port()
         runtime_env = {"env_vars": {
             # A local instance has no spot nodes to watch: Train's preemption watcher would
             # only add a process start (~1.5 s of CPU) to every data-parallel trial.
@@ -115,7 +115,15 @@ def check_storage(storage: Location, joined: bool) -> None:
     print(f"[grid] storage {storage}: {why}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
+def free_gcs_port() -> int:
+    """A free port for the GCS, never one of Ray's fixed defaults: the OS handed out 52365 once
+    (a CI run), the dashboard agent's default, and Ray refused to start."""
+    from ray._private import ray_constants as rc
+
+    taken = {rc.DEFAULT_PORT, rc.DEFAULT_DASHBOARD_PORT, rc.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT}
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+        if port not in taken:
+            return port
