@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import random
@@ -34,7 +35,6 @@ from raygenre.splits import (
     SplitLists,
     apply_split_lists,
     duplicates,
-    file_digests,
     keep_together,
 )
 from raygenre.storage import Location
@@ -156,12 +156,15 @@ def split_tracks(tracks: list[Track], seed: int, val_fraction: float,
     return out
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Mono float32 at `sample_rate`. Raises DataError naming the file if it cannot be decoded."""
-    if os.path.getsize(path) == 0:
+def load_audio(path: str | os.PathLike, sample_rate: int, raw: bytes | None = None
+               ) -> np.ndarray:
+    """Mono float32 at `sample_rate`, from the file or from its bytes `raw` when the caller has
+    read them already. Raises DataError naming the file if it cannot be decoded."""
+    if (len(raw) if raw is not None else os.path.getsize(path)) == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        source = io.BytesIO(raw) if raw is not None else str(path)
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
     except DECODE_ERRORS as e:  # what libsndfile says of a file it cannot read
         raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
     if not np.isfinite(data).all():
@@ -266,9 +269,12 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         # kept (a smoke run is how a new folder gets checked). The split is drawn over usable
         # tracks alone, so a corrupt file can never leave a genre's validation or test split
         # silently empty.
-        usable = []
+        usable, digests = [], {}
         for t in tracks:
-            reason = _unusable(t.path, cfg.sample_rate, seg_len, cfg.segment_seconds)
+            # Read once: the bytes are both decoded and hashed (to find byte-identical files).
+            raw = t.path.read_bytes()
+            digests[t.track_id] = hashlib.sha256(raw).hexdigest()
+            reason = _unusable(t.path, raw, cfg.sample_rate, seg_len, cfg.segment_seconds)
             if reason:
                 skipped.append((str(t.path), reason))
             else:
@@ -285,7 +291,7 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         else:
             if max_tracks_per_genre:
                 usable = _sample(usable, max_tracks_per_genre)
-            dup_of = duplicates(usable, file_digests(usable))
+            dup_of = duplicates(usable, digests)
             notes += [(str(t.path), f"byte-identical to {dup_of[t.track_id]}: kept, in the "
                                     f"same split as it") for t in usable if t.track_id in dup_of]
             split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
@@ -362,11 +368,12 @@ def _sample(tracks: list[Track], per_genre: int) -> list[Track]:
     return out
 
 
-def _unusable(path: Path, sample_rate: int, seg_len: int, seconds: float) -> str | None:
+def _unusable(path: Path, raw: bytes, sample_rate: int, seg_len: int,
+              seconds: float) -> str | None:
     """Why a file cannot give a segment, or None. Decodes it whole: a file corrupt halfway
     through must be caught here, not while writing."""
     try:
-        wave = load_audio(path, sample_rate)
+        wave = load_audio(path, sample_rate, raw)
     except DataError as e:
         return str(e).split(": ", 1)[-1]
     if len(wave) < seg_len:

@@ -135,18 +135,6 @@ def apply_split_lists(tracks: list[Track], lists: SplitLists
     return split_of, notes
 
 
-def file_digests(tracks: list[Track]) -> dict[str, str]:
-    """track_id -> SHA-256 of the file's bytes."""
-    out = {}
-    for t in tracks:
-        h = hashlib.sha256()
-        with open(t.path, "rb") as f:
-            for block in iter(lambda f=f: f.read(1 << 20), b""):
-                h.update(block)
-        out[t.track_id] = h.hexdigest()
-    return out
-
-
 def duplicates(tracks: list[Track], digests: dict[str, str]) -> dict[str, str]:
     """track_id -> the first track (by name) whose file is byte-identical to it."""
     first: dict[str, str] = {}

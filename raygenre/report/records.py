@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ class RunRecord:
     wall_s: float | None = None
     best: Location | None = None  # its best checkpoint over all its epochs
     pins: Location | None = None  # where it kept its shorter members' checkpoints
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def whole_checkpoints(folder: Location | Path, max_epoch: int | None = None
@@ -108,7 +107,7 @@ def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
                 objective.best_column: best[objective.metric] if best else None,
                 "best_epoch": best["epoch"] if best else None,
                 "run_id": r.run_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
-                "node": final.get("node", r.extra.get("node", "")),
+                "node": final.get("node", ""),
                 "error": r.error if upto < e or not own else "",
                 # Where its best epoch's weights are: what it is tested at, what to load.
                 "checkpoint": str(checkpoint) if checkpoint is not None else "",

@@ -41,7 +41,7 @@ def run_records(results: Any, paths: RunPaths, objective: Objective,
         records.append(RunRecord(
             run_id=run_id, config=flat, variant=variant, members=members, history=history,
             error=error, wall_s=(r.metrics or {}).get("time_total_s"), best=best,
-            pins=paths.members(run_id), extra={"node": (r.metrics or {}).get("node", "")}))
+            pins=paths.members(run_id)))
     return records
 
 
