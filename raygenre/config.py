@@ -34,7 +34,7 @@ class Config:
     # pooling; ~100k weights where CNN1's dense layer alone has 56M.
     cnn_channels: tuple[int, ...] = (32, 64, 128)
     # --- input representation (features.py), computed on the trial's device ---
-    features: str = "spectrogram"  # waveform (MLPs) | spectrogram (study) | logmel
+    features: str = "spectrogram"  # waveform (MLPs) | spectrogram (study) | logmel | semitone
     # torchaudio Spectrogram() defaults, as the study used: 201 bins x 552 frames for 5 s.
     n_fft: int = 400
     hop_length: int = 200
@@ -42,9 +42,18 @@ class Config:
     # logmel's own window (46 ms at 22 050 Hz, usual for music): mel bands need more FFT bins
     # than the CPU preset's 64, which would leave some bands empty.
     mel_n_fft: int = 1024
+    # semitone: one band per equal-tempered semitone (a constant-Q view, as a pitch axis), so
+    # scales, chords and a transposition are visible; mel bands are ~3 semitones wide at 200 Hz.
+    # 4096 samples (186 ms) resolve neighbouring semitones from ~C2 (65 Hz) up.
+    semitone_n_fft: int = 4096
+    semitone_low: int = 36  # MIDI note of the lowest band (C2)
+    semitone_bins: int = 84  # seven octaves, C2 to B8 (7.9 kHz): below Nyquist at 22 050 Hz
     band_norm: bool = False  # logmel: standardise each band with train-split mean/std
     spec_augment: bool = False  # while training: 2 frequency and 2 time masks per example
     mixup: float = 0.0  # mixup's Beta(alpha, alpha); 0 is off
+    # semitone input, while training: shift each example by up to this many semitones (bands),
+    # the augmentation music allows (a transposed piece is still in its style).
+    pitch_shift: int = 0
     # --- optimisation (registries in optim.py) ---
     optimizer: str = "adam"
     lr: float = 4e-4  # the study's starting learning rate

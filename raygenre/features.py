@@ -47,6 +47,60 @@ class LogMel(nn.Module):
         return self.db(self.mel(x).unsqueeze(1))
 
 
+def semitone_fbanks(sample_rate: int, n_fft: int, low: int, bins: int) -> torch.Tensor:
+    """(n_fft // 2 + 1, bins) triangular filters centred on equal-tempered semitones from MIDI
+    note `low`, each reaching its neighbours' centres and at least one FFT bin either side (so
+    a low band whose semitone is narrower than a bin is never empty)."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    midi = torch.arange(low - 1, low + bins + 1, dtype=torch.float64)
+    hz = 440.0 * 2 ** ((midi - 69) / 12)
+    if hz[-1] > sample_rate / 2:
+        raise ValueError(f"semitone bands {low}..{low + bins - 1} reach {hz[-1]:.0f} Hz, above "
+                         f"Nyquist ({sample_rate / 2:.0f} Hz): lower semitone_low or _bins")
+    step = sample_rate / n_fft
+    centre = hz[1:-1]
+    left = torch.minimum(hz[:-2], centre - step)
+    right = torch.maximum(hz[2:], centre + step)
+    f = freqs[:, None]
+    up = (f - left) / (centre - left)
+    down = (right - f) / (right - centre)
+    return torch.clamp(torch.minimum(up, down), min=0).float()
+
+
+class Semitone(nn.Module):
+    """Log power (dB) in one band per semitone (B, 1, bins, frames)."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.spec = torchaudio.transforms.Spectrogram(n_fft=cfg.semitone_n_fft,
+                                                      hop_length=cfg.hop_length)
+        self.register_buffer("fb", semitone_fbanks(cfg.sample_rate, cfg.semitone_n_fft,
+                                                   cfg.semitone_low, cfg.semitone_bins))
+        self.db = torchaudio.transforms.AmplitudeToDB(top_db=80.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bands = torch.matmul(self.spec(x).transpose(-1, -2), self.fb).transpose(-1, -2)
+        return self.db(bands.unsqueeze(1))  # channel axis first, as LogMel explains
+
+
+class PitchShift(nn.Module):
+    """Shift each example along a semitone axis by a random whole number of bands in
+    [-max_shift, max_shift]; the bands shifted in are zero (the band mean, after band_norm)."""
+
+    def __init__(self, max_shift: int) -> None:
+        super().__init__()
+        self.max_shift = max_shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifts = torch.randint(-self.max_shift, self.max_shift + 1, (x.shape[0],),
+                               device=x.device)
+        bins = torch.arange(x.shape[-2], device=x.device)
+        src = bins[None, :] - shifts[:, None]  # (B, bins): where each band comes from
+        valid = (src >= 0) & (src < x.shape[-2])
+        idx = src.clamp(0, x.shape[-2] - 1)[:, None, :, None].expand_as(x)
+        return torch.gather(x, -2, idx) * valid[:, None, :, None]
+
+
 class BandNorm(nn.Module):
     """Standardise each frequency band with statistics of the training split (fixed buffers)."""
 
@@ -74,7 +128,8 @@ class SpecAugment(nn.Module):
 def feature_key(cfg: Config) -> str:
     """Names one input representation: trials that share it share band statistics."""
     return (f"{cfg.features}-{cfg.sample_rate}-{cfg.n_fft}-{cfg.mel_n_fft}-{cfg.hop_length}-"
-            f"{cfg.n_mels}")
+            f"{cfg.n_mels}" + (f"-{cfg.semitone_n_fft}-{cfg.semitone_low}-{cfg.semitone_bins}"
+                               if cfg.features == "semitone" else ""))
 
 
 @torch.no_grad()
@@ -100,7 +155,21 @@ FEATURES: dict[str, Callable[[Config], nn.Module]] = {
     "waveform": lambda cfg: Waveform(),
     "spectrogram": Spectrogram,
     "logmel": LogMel,
+    "semitone": Semitone,
 }
+
+
+def build_augment(cfg: Config) -> nn.Module | None:
+    """The training-only transforms on features this config asks for, or None."""
+    steps: list[nn.Module] = []
+    if cfg.pitch_shift:
+        if cfg.features != "semitone":
+            raise ValueError(f"pitch_shift needs features: semitone (one band per semitone), "
+                             f"not {cfg.features!r}")
+        steps.append(PitchShift(cfg.pitch_shift))
+    if cfg.spec_augment:
+        steps.append(SpecAugment())
+    return nn.Sequential(*steps) if steps else None
 
 
 def build_features(cfg: Config, stats: dict[str, list[float]] | None = None) -> nn.Module:

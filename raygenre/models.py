@@ -104,6 +104,20 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class BandStatsLinear(nn.Module):
+    """A linear classifier on each band's mean and standard deviation over time: the classic
+    "bag of frames" baseline. What it cannot see (order in time, joint patterns across bands)
+    is what a deeper model has to earn its keep on."""
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(2 * in_shape[0] * in_shape[1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stats = torch.cat([x.mean(dim=-1), x.std(dim=-1)], dim=-1)  # (B, C, 2 * bands)
+        return self.linear(stats.flatten(1))
+
+
 ModelFn = Callable[[Config, Sequence[int], int], nn.Module]
 MODELS: dict[str, ModelFn] = {
     "mlp": lambda c, shape, n: MLP(shape, n, c.hidden, c.activation, c.dropout),
@@ -112,6 +126,7 @@ MODELS: dict[str, ModelFn] = {
     "cnn2": lambda c, shape, n: StudyCNN(shape, n, CNN2_CONVS, c.activation, c.dropout,
                                          c.fc_width),
     "small_cnn": lambda c, shape, n: SmallCNN(shape, n, c.cnn_channels, c.activation, c.dropout),
+    "band_linear": lambda c, shape, n: BandStatsLinear(shape, n),
 }
 
 

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from raygenre.config import Config
-from raygenre.features import SpecAugment, build_features, feature_key, feature_shape
+from raygenre.features import build_augment, build_features, feature_key, feature_shape
 from raygenre.models import build_model
 from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
 
@@ -175,7 +175,8 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
     model = seam.wrap_model(model)
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
-    augment = SpecAugment().to(device) if cfg.spec_augment else None
+    augment = build_augment(cfg)
+    augment = augment.to(device) if augment is not None else None
 
     start_epoch, best_val, history, train_s = 1, float("-inf"), [], 0.0
     with seam.latest_checkpoint() as d:

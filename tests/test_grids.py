@@ -43,9 +43,9 @@ def test_optimizer_variants_pair_each_optimizer_with_its_schedule() -> None:
 
 def test_best_grid_crosses_recipes_with_seeds_without_asha() -> None:
     g = load_grid("best")
-    assert not g.asha and g.n_trials == 6
+    assert not g.asha and g.n_trials == 9
     assert {(t["variant"], t["seed"]) for t in g.trials()} == {
-        (v, s) for v in ("study_cnn1", "small_cnn") for s in (0, 1, 2)}
+        (v, s) for v in ("study_cnn1", "band_linear", "small_cnn") for s in (0, 1, 2)}
     assert g.labels == ["variant", "seed"]
     smoke = g.smoke()
     assert smoke.n_trials == 4 and smoke.base["epochs"] == 2

@@ -25,7 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stages", help="with NAME 'all': comma-separated stages to run, in order "
                                     "(default: the study's seven)")
     p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>, local or a bucket "
-                                  "URI (s3://...); default: the built-in set")
+                                  "URI (s3://...), or a built-in set: builtin (synthetic "
+                                  "genres, the default) or builtin:music (rendered scores of "
+                                  "real music; needs the [music] extra)")
     p.add_argument("--split", help="fixed split lists (names relative to the data root): a "
                                    "folder of train/val/test lists, train=FILE,val=FILE,test=FILE,"
                                    " or a CSV with file and split columns; default: a random "

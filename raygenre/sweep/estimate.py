@@ -34,10 +34,16 @@ class Estimate:
 
 
 def _key(cfg: Config) -> str:
-    shape = f"{cfg.features}" if cfg.features == "waveform" else (
-        f"{cfg.features} n_fft {cfg.n_fft if cfg.features == 'spectrogram' else cfg.mel_n_fft}"
-        f" hop {cfg.hop_length}")
-    return f"{cfg.model} on {shape}"
+    """Names what sets a trial's speed: model, input and its resolution."""
+    shape = {
+        "waveform": "waveform",
+        "spectrogram": f"spectrogram n_fft {cfg.n_fft} hop {cfg.hop_length}",
+        "logmel": f"logmel {cfg.n_mels} bands n_fft {cfg.mel_n_fft} hop {cfg.hop_length}",
+        "semitone": f"semitone {cfg.semitone_bins} bands n_fft {cfg.semitone_n_fft} "
+                    f"hop {cfg.hop_length}",
+    }.get(cfg.features, cfg.features)
+    width = {"small_cnn": f" {list(cfg.cnn_channels)}", "mlp": f" {list(cfg.hidden)}"}
+    return f"{cfg.model}{width.get(cfg.model, '')} on {shape}"
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import torch
 from raygenre import synth
 from raygenre.config import Config, ConfigError
 from raygenre.data import Prepared, prepare, to_tensor
-from raygenre.features import band_stats, feature_key, feature_shape
+from raygenre.features import band_stats, build_augment, feature_key, feature_shape
 from raygenre.gridfile import Grid
 from raygenre.models import build_model
 from raygenre.paths import default_cache
@@ -42,10 +42,33 @@ def caches(cache: str | None) -> Caches:
     return Caches(local.resolve(), shared)
 
 
+BUILTIN_SETS = ("builtin", "builtin:synthetic", "builtin:music")
+
+
+def is_builtin(data: str | None) -> bool:
+    return data is None or data in BUILTIN_SETS
+
+
 def data_root(data: str | None, cache: Path) -> Path:
-    """The audio folder: --data (fetched into the cache first if it is a bucket) or the
-    built-in set (generated on first use)."""
-    if data:
+    """The audio folder: --data (fetched into the cache first if it is a bucket) or a
+    built-in set (generated on first use): the synthetic one by default, `builtin:music` for
+    rendered scores of real music."""
+    if data and data.startswith("builtin") and data not in BUILTIN_SETS:
+        raise ConfigError(f"--data {data}: unknown built-in set; choose one of "
+                          f"{', '.join(BUILTIN_SETS)}")
+    if data == "builtin:music":
+        from raygenre import music
+
+        try:
+            root = music.ensure_builtin(cache)
+        except music.MusicUnavailable as e:
+            raise ConfigError(f"--data builtin:music: {e}") from e
+        except OSError as e:
+            raise ConfigError(f"cache folder {cache} is not writable ({e}); "
+                              f"choose another with --cache") from e
+        print(f"[data] built-in real music: {root}")
+        return root
+    if data and not is_builtin(data):
         loc = Location.parse(data, "--data")
         root = loc.local_path
         if root is None or loc.scheme:
@@ -88,13 +111,14 @@ def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
     now, with the trial named, not after an hour of other trials."""
     seen = set()
     for row, cfg in trial_configs(grid, base):
-        key = (cfg.model, cfg.features, cfg.n_fft, cfg.mel_n_fft, cfg.hop_length, cfg.n_mels,
-               cfg.hidden, cfg.cnn_channels, cfg.fc_width)
+        key = (cfg.model, feature_key(cfg), cfg.hidden, cfg.cnn_channels, cfg.fc_width,
+               cfg.pitch_shift, cfg.spec_augment)
         if key in seen:
             continue
         seen.add(key)
         try:
             shape = feature_shape(cfg, prepared.segment_samples)
+            build_augment(cfg)
             with torch.device("meta"):
                 build_model(cfg, shape, len(prepared.genres))
         except (ValueError, RuntimeError) as e:

@@ -31,9 +31,9 @@ def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
     """(preset, why): 'cpu' on the built-in data without a GPU, else the study's settings."""
     if asked != "auto":
         return asked, "asked for with --preset"
-    if data is None and not plan.use_gpu:
+    if inputs.is_builtin(data) and not plan.use_gpu:
         return "cpu", "built-in data, no GPU; --preset study for the study's 201x552"
-    return "study", ("your data (--data)" if data else "a GPU per trial") + (
+    return "study", ("a GPU per trial" if inputs.is_builtin(data) else "your data (--data)") + (
         "; on a CPU, --preset cpu is ~20x cheaper" if not plan.use_gpu else "")
 
 

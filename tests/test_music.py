@@ -1,0 +1,135 @@
+"""The built-in real-music set (raygenre[music]): layout, provenance, determinism, duplicates,
+no trivial cue, and the error when its packages are missing."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from raygenre import music
+from raygenre.config import ConfigError
+from raygenre.data import discover
+from raygenre.sweep.inputs import data_root
+
+pytest.importorskip("music21", reason="needs the [music] extra (README set-up installs it)")
+pytest.importorskip("tinysoundfont", reason="needs tinysoundfont (README set-up installs it)")
+
+SAMPLE_CLASSES = tuple(music.CLASSES)
+
+
+def _manifest(root: Path) -> list[dict[str, str]]:
+    with open(root / "manifest.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def music_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every class, 5 tracks of 8 s each, rendered with 2 processes."""
+    return music.ensure_builtin(tmp_path_factory.mktemp("music"), tracks_per_class=5,
+                                seconds=8.0, seed=0, workers=2, min_tracks=5, quiet=True)
+
+
+def test_every_class_has_enough_scores_in_the_corpus() -> None:
+    for style in music.CLASSES:
+        units = music.candidates(style)
+        assert len(units) >= music.MIN_TRACKS_PER_CLASS, style
+        assert len({u.source for u in units}) == len(units), f"{style}: a source listed twice"
+        assert not any(u.path.endswith(".rntxt") for u in units)
+    # Beethoven op. 18/1 is in the corpus as Humdrum and MusicXML: one movement, counted once.
+    quartets = {u.path for u in music.candidates("string_quartet")}
+    assert "beethoven/opus18no1/movement1.mxl" in quartets
+    assert "beethoven/opus18no1/movement1.krn" not in quartets
+    # A multi-tune ABC file gives one candidate per tune.
+    han = [u for u in music.candidates("chinese_folk") if u.path == "essenFolksong/han1.abc"]
+    assert len(han) > 500 and len({u.number for u in han}) == len(han)
+
+
+def test_gtzan_layout_with_provenance(music_sample: Path) -> None:
+    tracks, skipped = discover(music_sample)
+    assert not skipped
+    assert sorted({t.genre for t in tracks}) == sorted(SAMPLE_CLASSES)
+    assert len(tracks) == 5 * len(SAMPLE_CLASSES)
+    rows = _manifest(music_sample)
+    assert sorted(r["file"] for r in rows) == sorted(
+        str(t.path.relative_to(music_sample)) for t in tracks)
+    for r in rows:
+        assert r["file"].startswith(r["class"] + "/")
+        assert r["source"].startswith(music.CLASSES[r["class"]].prefixes)
+        audio, sr = sf.read(music_sample / r["file"])
+        assert sr == 22_050 and audio.ndim == 1 and len(audio) == 8 * 22_050
+        assert np.sqrt(np.mean(audio**2)) > 1e-3, f"{r['file']} is silent"
+    # Sources are distinct pieces: no file rendered twice.
+    assert len({r["source"] for r in rows}) == len(rows)
+
+
+def test_deterministic_and_independent_of_the_number_of_processes(tmp_path: Path) -> None:
+    kw = {"tracks_per_class": 2, "seconds": 4.0, "seed": 3, "classes": ("chorale", "trecento"),
+          "min_tracks": 2, "quiet": True}
+    one = music.ensure_builtin(tmp_path / "a", workers=1, **kw)
+    two = music.ensure_builtin(tmp_path / "b", workers=2, **kw)
+    assert _manifest(one) == _manifest(two)
+    for r in _manifest(one):
+        assert (one / r["file"]).read_bytes() == (two / r["file"]).read_bytes()
+    other = music.ensure_builtin(tmp_path / "c", workers=2, **{**kw, "seed": 4})
+    assert [r["source"] for r in _manifest(other)] != [r["source"] for r in _manifest(one)]
+
+
+def test_a_score_seen_twice_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = music.candidates
+
+    def with_duplicate(style: str) -> list[music.Unit]:
+        units = real(style)[:3]
+        return [units[0], music.Unit(style, units[0].path, units[0].number), *units[1:]]
+
+    monkeypatch.setattr(music, "candidates", with_duplicate)
+    root = music.ensure_builtin(tmp_path, tracks_per_class=3, seconds=2.0, seed=0, workers=2,
+                                classes=("chorale",), min_tracks=3, quiet=True)
+    rows = _manifest(root)
+    assert len(rows) == 3 and len({r["source"] for r in rows}) == 3
+    with open(root / "skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert [s["reason"] for s in skipped] == ["duplicate score"]
+
+
+def _nearest_centroid_accuracy(feature: dict[str, list[float]]) -> float:
+    """Leave-one-out nearest-centroid accuracy of a single scalar feature."""
+    hits = total = 0
+    for genre, values in feature.items():
+        for i, v in enumerate(values):
+            centroids = {g: np.mean([x for j, x in enumerate(vs) if (g, j) != (genre, i)])
+                         for g, vs in feature.items()}
+            hits += min(centroids, key=lambda g: abs(centroids[g] - v)) == genre
+            total += 1
+    return hits / total
+
+
+def test_no_single_global_cue_separates_the_classes(music_sample: Path) -> None:
+    """Level and the loudest frequency alone stay near chance (1/8); nor is an instrument a
+    class: every class draws from the one pool."""
+    level: dict[str, list[float]] = {}
+    peak: dict[str, list[float]] = {}
+    for r in _manifest(music_sample):
+        w, sr = sf.read(music_sample / r["file"])
+        level.setdefault(r["class"], []).append(float(np.sqrt(np.mean(w**2))))
+        spectrum = np.abs(np.fft.rfft(w))
+        peak.setdefault(r["class"], []).append(float(np.argmax(spectrum) * sr / len(w)))
+        assert set(map(int, r["programs"].split())) <= set(music.PROGRAMS)
+    assert _nearest_centroid_accuracy(level) < 0.3
+    assert _nearest_centroid_accuracy(peak) < 0.3
+
+
+def test_missing_packages_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tinysoundfont", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"tinysoundfont.*raygenre\[music\]"):
+        data_root("builtin:music", tmp_path)
+    assert not (tmp_path / "builtin").exists()
+
+
+def test_unknown_builtin_set_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="builtin:nope.*builtin:music"):
+        data_root("builtin:nope", tmp_path)
