@@ -182,7 +182,9 @@ def render_unit(unit: Unit, seed: int, seconds: float = CLIP_SECONDS) -> dict[st
     try:
         notes, title, n_parts = _score_notes(unit)
     except Exception as e:  # noqa: BLE001 - a score music21 cannot read is skipped and recorded
-        out["error"] = f"{type(e).__name__}: {e}"[:200]
+        # Without the object addresses music21 quotes, so skipped.csv is the same every time.
+        reason = re.sub(r"(id\(\)=\d+|0x[0-9a-f]+)", "…", f"{type(e).__name__}: {e}")
+        out["error"] = reason[:200]
         return out
     if not notes:
         out["error"] = "no notes"
