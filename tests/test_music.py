@@ -133,3 +133,22 @@ def test_missing_packages_name_the_extra(tmp_path: Path, monkeypatch: pytest.Mon
 def test_unknown_builtin_set_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="builtin:nope.*builtin:music"):
         data_root("builtin:nope", tmp_path)
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_the_real_music_set(tmp_path: Path) -> None:
+    """The command a user runs: the set rendered on first use, then a sweep on all 8 classes."""
+    from .conftest import run_cli
+
+    args = ["best", "--smoke", "--data", "builtin:music", "--results", str(tmp_path / "r"),
+            "--storage", str(tmp_path / "s"), "--cache", str(tmp_path / "cache")]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "[data] rendering the real-music set" in proc.stdout
+    summary = (tmp_path / "r" / "best-smoke" / "summary.md").read_text()
+    assert "`builtin:music`" in summary and "8 genres" in summary
+    with open(tmp_path / "r" / "best-smoke" / "trials.csv") as f:
+        assert {t["status"] for t in csv.DictReader(f)} == {"completed"}
+    again = run_cli([*args, "--fresh"], tmp_path)  # rendered once: the cache serves it
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "rendering" not in again.stdout
