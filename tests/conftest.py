@@ -74,3 +74,15 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"base": base, "args": args, "proc": proc,
             "out": base / "results" / "batch_epoch-smoke"}
+
+
+def nearest_centroid_accuracy(feature: dict[str, list[float]]) -> float:
+    """Leave-one-out nearest-centroid accuracy of a single scalar feature."""
+    hits = total = 0
+    for genre, values in feature.items():
+        for i, v in enumerate(values):
+            centroids = {g: np.mean([x for j, x in enumerate(vs) if (g, j) != (genre, i)])
+                         for g, vs in feature.items()}
+            hits += min(centroids, key=lambda g: abs(centroids[g] - v)) == genre
+            total += 1
+    return hits / total

@@ -16,6 +16,8 @@ from raygenre.config import ConfigError
 from raygenre.data import discover
 from raygenre.sweep.inputs import data_root
 
+from .conftest import nearest_centroid_accuracy
+
 pytest.importorskip("music21", reason="needs the [music] extra (README set-up installs it)")
 pytest.importorskip("tinysoundfont", reason="needs tinysoundfont (README set-up installs it)")
 
@@ -96,18 +98,6 @@ def test_a_score_seen_twice_is_kept_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert [s["reason"] for s in skipped] == ["duplicate score"]
 
 
-def _nearest_centroid_accuracy(feature: dict[str, list[float]]) -> float:
-    """Leave-one-out nearest-centroid accuracy of a single scalar feature."""
-    hits = total = 0
-    for genre, values in feature.items():
-        for i, v in enumerate(values):
-            centroids = {g: np.mean([x for j, x in enumerate(vs) if (g, j) != (genre, i)])
-                         for g, vs in feature.items()}
-            hits += min(centroids, key=lambda g: abs(centroids[g] - v)) == genre
-            total += 1
-    return hits / total
-
-
 def test_no_single_global_cue_separates_the_classes(music_sample: Path) -> None:
     """Level and the loudest frequency alone stay near chance (1/8); nor is an instrument a
     class: every class draws from the one pool."""
@@ -119,8 +109,8 @@ def test_no_single_global_cue_separates_the_classes(music_sample: Path) -> None:
         spectrum = np.abs(np.fft.rfft(w))
         peak.setdefault(r["class"], []).append(float(np.argmax(spectrum) * sr / len(w)))
         assert set(map(int, r["programs"].split())) <= set(music.PROGRAMS)
-    assert _nearest_centroid_accuracy(level) < 0.3
-    assert _nearest_centroid_accuracy(peak) < 0.3
+    assert nearest_centroid_accuracy(level) < 0.3
+    assert nearest_centroid_accuracy(peak) < 0.3
 
 
 def test_missing_packages_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

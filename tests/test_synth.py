@@ -8,6 +8,8 @@ import soundfile as sf
 from raygenre import synth
 from raygenre.data import discover
 
+from .conftest import nearest_centroid_accuracy
+
 
 def test_builtin_set_has_gtzan_layout_and_is_deterministic(builtin_small: Path,
                                                            tmp_path: Path) -> None:
@@ -33,18 +35,6 @@ def test_tracks_vary_and_loudness_is_not_a_genre_cue() -> None:
     assert lo < hi, f"some genre's loudness range does not overlap the others: {levels}"
 
 
-def _nearest_centroid_accuracy(feature: dict[str, list[float]]) -> float:
-    """Leave-one-out nearest-centroid accuracy of a single scalar feature."""
-    hits = total = 0
-    for genre, values in feature.items():
-        for i, v in enumerate(values):
-            centroids = {g: np.mean([x for j, x in enumerate(vs) if (g, j) != (genre, i)])
-                         for g, vs in feature.items()}
-            hits += min(centroids, key=lambda g: abs(centroids[g] - v)) == genre
-            total += 1
-    return hits / total
-
-
 def test_no_single_global_cue_separates_genres() -> None:
     """Level or the loudest frequency alone must stay near chance (0.1); rhythm and timbre are
     what separates the genres."""
@@ -56,5 +46,5 @@ def test_no_single_global_cue_separates_genres() -> None:
             level.setdefault(genre, []).append(float(np.sqrt(np.mean(w**2))))
             spectrum = np.abs(np.fft.rfft(w))
             peak.setdefault(genre, []).append(float(np.argmax(spectrum) * 22_050 / len(w)))
-    assert _nearest_centroid_accuracy(level) < 0.25
-    assert _nearest_centroid_accuracy(peak) < 0.3
+    assert nearest_centroid_accuracy(level) < 0.25
+    assert nearest_centroid_accuracy(peak) < 0.3
