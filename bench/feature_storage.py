@@ -24,7 +24,7 @@ import torch
 
 from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import prepare
+from raygenre.data import prepare, ray_dataset
 from raygenre.features import build_features, feature_shape
 from raygenre.models import build_model
 from raygenre.paths import default_cache
@@ -62,8 +62,7 @@ def main() -> None:
     prepared = prepare(root, cache, Config())
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    wave = ray.data.read_parquet(str(prepared.split_path("train"))).select_columns(
-        ["x", "label"]).materialize()
+    wave = ray_dataset(prepared, "train")
     rows = wave.count()
     lines = ["# feature storage: waveform + on-worker STFT vs stored spectrograms", "",
              f"{platform.node()} ({platform.processor() or platform.machine()}, "

@@ -3,7 +3,7 @@
 The same trial (CNN1 on spectrograms, the CPU preset, batch 32, EPOCHS epochs, seed 0, the
 built-in data, one torch thread as a trial gets on this machine) run two ways, each as a fresh
 process from the command line:
-  plain:    read the prepared Parquet into tensors, shuffle, train, validate each epoch, test;
+  plain:    read the prepared split files into tensors, shuffle, train, validate each epoch, test;
   raygenre: `python -m raygenre.grid` on a one-trial grid (Ray start, Ray Data, Tune trial,
             the loop in it, a checkpoint per epoch, results, plots).
 Reports the wall-time ratio, time to the first epoch and where raygenre's extra time goes.

@@ -44,5 +44,5 @@ def test_sweep_on_a_running_instance_with_uri_storage_and_data(tmp_path: Path,
     ckpt = Path(best["checkpoint"][len("file://"):])
     assert (ckpt / "state.pt").exists() and (ckpt / "meta.json").exists()
     (shared,) = (bucket / "cache" / "prepared").iterdir()
-    assert {"train.parquet", "val.parquet", "test.parquet", "meta.json"} <= {
+    assert {"train.arrow", "val.arrow", "test.arrow", "meta.json"} <= {
         p.name for p in shared.iterdir()}

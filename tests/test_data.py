@@ -9,11 +9,14 @@ import pytest
 from raygenre.config import Config
 from raygenre.data import (
     DataError,
+    Prepared,
+    _BlockWriter,
     discover,
     load_audio,
     prepare,
     read_split,
     segment,
+    split_batches,
     split_tracks,
     to_tensor,
 )
@@ -68,6 +71,37 @@ def test_prepare_keeps_tracks_whole_and_reuses_cache(gtzan_like: Path, tmp_path:
     # Other settings, other cache entry.
     other = prepare(gtzan_like, tmp_path / "cache", cfg.replace(segment_seconds=2.0))
     assert other.path != p.path and other.counts["train"] == 8 * 3 * 5
+
+
+def test_split_files_are_written_in_whole_blocks_in_order(tmp_path: Path) -> None:
+    """Tracks of 3 rows into blocks of 4: every record batch but the last holds 4 rows, and
+    the rows come back in the order written, whole or in smaller slices."""
+    import pyarrow as pa
+
+    schema = pa.schema([("x", pa.list_(pa.float32(), 2)), ("label", pa.int64())])
+    w = _BlockWriter(tmp_path / "train.arrow", schema, rows=4)
+    for t in range(5):
+        w.write(pa.table({"x": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.arange(6, dtype=np.float32) + 6 * t), 2),
+            "label": pa.array([t] * 3, pa.int64())}, schema=schema))
+    w.close()
+    reader = pa.ipc.open_file(tmp_path / "train.arrow")
+    sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+    assert sizes == [4, 4, 4, 3]
+    p = Prepared(path=tmp_path, genres=("a",), segment_samples=2, counts={}, reused=False)
+    whole = [b["label"].to_pylist() for b in split_batches(p, "train", columns=["label"])]
+    assert sum(whole, []) == [t for t in range(5) for _ in range(3)]
+    sliced = list(split_batches(p, "train", rows=3))
+    assert [b.num_rows for b in sliced] == [3, 1, 3, 1, 3, 1, 3]
+    x = to_tensor(pa.concat_arrays([b["x"] for b in sliced]))
+    assert x.flatten().tolist() == list(range(30))
+
+
+def test_unreadable_split_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "val.arrow").write_bytes(b"not an arrow file")
+    p = Prepared(path=tmp_path, genres=("a",), segment_samples=2, counts={}, reused=False)
+    with pytest.raises(DataError, match="val.arrow: cannot read the prepared val split"):
+        next(split_batches(p, "val"))
 
 
 def test_audio_is_mixed_to_mono_and_resampled(tmp_path: Path) -> None:

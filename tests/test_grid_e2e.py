@@ -59,7 +59,7 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     """best.json's test accuracy, recomputed without raygenre's report: the checkpoint found by
     Ray's own reader (or the member copy trials.csv names), the test split read with pyarrow,
     plain argmax and a plain majority vote."""
-    import pyarrow.parquet as pq
+    import pyarrow as pa
     import torch
     from ray.tune import ExperimentAnalysis
 
@@ -83,7 +83,7 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     feats, model, meta = load_checkpoint(ckpt)
     assert meta["metrics"]["epoch"] == best["epoch"] == int(row["best_epoch"])
     prepared_dir = next((smoke_run["base"] / "cache" / "prepared").iterdir())
-    table = pq.read_table(prepared_dir / "test.parquet")
+    table = pa.ipc.open_file(prepared_dir / "test.arrow").read_all()
     x = torch.tensor(table.column("x").to_pylist())
     labels = table.column("label").to_pylist()
     with torch.no_grad():

@@ -13,6 +13,7 @@ from typing import Any
 
 from raygenre.config import Config
 from raygenre.data import Prepared
+from raygenre.errors import NoResults
 from raygenre.gridfile import Grid
 from raygenre.paths import RunPaths
 from raygenre.report.evaluate import evaluate
@@ -28,12 +29,8 @@ from raygenre.report.tables import (
     write_csv,
 )
 
-__all__ = ["RunRecord", "SweepFacts", "evaluate", "write_index", "write_pipeline",
+__all__ = ["NoResults", "RunRecord", "SweepFacts", "evaluate", "write_index", "write_pipeline",
            "write_results"]
-
-
-class NoResults(RuntimeError):
-    """Every trial failed before reporting a metric; trials.csv says why."""
 
 
 def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: RunPaths,

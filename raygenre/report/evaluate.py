@@ -7,10 +7,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 
-from raygenre.data import Prepared, to_tensor
+from raygenre.data import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
 from raygenre.train import load_checkpoint
 
@@ -59,8 +58,7 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared,
         checkpoint = Location.parse(checkpoint, "checkpoint")
         feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
     probs_parts, labels, tracks = [], [], []
-    for batch in pq.ParquetFile(prepared.split_path(split)).iter_batches(
-            128, columns=["x", "label", "track"]):
+    for batch in split_batches(prepared, split, 128, ["x", "label", "track"]):
         probs_parts.append(model(feats(to_tensor(batch.column("x")))).softmax(1))
         labels += batch.column("label").to_pylist()
         tracks += batch.column("track").to_pylist()

@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 
 from raygenre import synth
 from raygenre.config import Config, ConfigError
-from raygenre.data import Prepared, prepare, to_tensor
+from raygenre.data import Prepared, prepare, split_batches, to_tensor
 from raygenre.features import band_stats, build_augment, feature_key, feature_shape
 from raygenre.gridfile import Grid
 from raygenre.models import build_model
@@ -135,7 +134,7 @@ def runtime_facts(grid: Grid, base: Config, prepared: Prepared, threads: int) ->
             wanted.setdefault(feature_key(cfg), cfg)
 
     def batches() -> Iterator[torch.Tensor]:  # streamed: the split need not fit in memory
-        for b in pq.ParquetFile(prepared.split_path("train")).iter_batches(64, columns=["x"]):
+        for b in split_batches(prepared, "train", 64, ["x"]):
             yield to_tensor(b.column("x"))
 
     return {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
