@@ -20,10 +20,6 @@ from raygenre.storage import StorageError
 from raygenre.sweep.plan import Plan
 
 
-class Interrupted(RuntimeError):
-    """The sweep stopped before every run finished; the run folder can be resumed."""
-
-
 def shaped_by(grid: Grid, base: Config, prepared: Prepared, plan: Plan, smoke: bool,
               carried: dict[str, Any]) -> dict[str, Any]:
     """Everything that shapes a sweep's numbers, as plain values: the run's manifest, and what

@@ -16,6 +16,7 @@ from ray import tune
 from raygenre import report
 from raygenre.config import PRESETS, Config
 from raygenre.data import Prepared, ray_dataset
+from raygenre.errors import Interrupted
 from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
@@ -143,7 +144,7 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     # may mark a run it stopped as terminated), and the runs it never started are in no result.
     finished = _finished(results, paths, grid)
     if finished < len(runs):
-        raise run_state.Interrupted(
+        raise Interrupted(
             f"sweep interrupted: {len(runs) - finished} of {len(runs)} runs unfinished; "
             f"nothing was lost. Resume with the same command plus --resume "
             f"(run folder {paths.experiment}).")
