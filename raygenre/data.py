@@ -5,10 +5,10 @@ only resamples). Each track's segments all land in one split, so a model is neve
 another 5 s of a song it trained on. The prepared set lives in `<cache>/prepared/<key>/`, the key
 hashing the file list (path, size, mtime) and every setting that changes the output.
 
-Each split is one uncompressed Arrow IPC file (`train.arrow`, ...) in blocks of ~BLOCK_BYTES, read
-through a memory map. Parquet (PREP_VERSION 1) took 2.1 s to decode the built-in train split
-before every sweep; the mapped file takes 0.03 s, for 5 % more disk (audio samples hardly
-compress). `pyarrow.ipc.open_file` (or pandas' `read_feather`) opens it.
+Each split is one uncompressed Arrow IPC file (`train.arrow`, ...) in blocks of ~BLOCK_BYTES:
+reading needs no decoding. Parquet (PREP_VERSION 1) took 2.1 s to decode the built-in train
+split before every sweep; the Arrow file is read in 0.1 s, for 5 % more disk (audio samples
+hardly compress). `pyarrow.ipc.open_file` (or pandas' `read_feather`) opens it.
 """
 
 from __future__ import annotations
@@ -471,18 +471,19 @@ def _load_meta(path: Path, reused: bool) -> Prepared:
 
 
 def read_split(prepared: Prepared, split: str) -> pa.Table:
-    """One split as an Arrow table, whole (tests, benchmarks; trials read through Ray Data).
-    Mapped, not copied: its pages are read from the file as they are used."""
+    """One split as an Arrow table, whole (tests, benchmarks; trials read through Ray Data),
+    mapped from its file: pages are read as they are used."""
     return pa.ipc.open_file(pa.memory_map(str(prepared.split_path(split)))).read_all()
 
 
 def split_batches(prepared: Prepared, split: str, rows: int | None = None,
                   columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """A split's rows in file order, in batches of at most `rows` (default: the file's blocks),
-    mapped from the file: memory does not grow with the split."""
+    read a block at a time: memory holds one block, whatever the split's size. (Not mapped:
+    every page of a mapped file stays counted in this process's memory until the end.)"""
     path = prepared.split_path(split)
     try:
-        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+        reader = pa.ipc.open_file(pa.OSFile(str(path)))
     except (OSError, pa.ArrowInvalid) as e:
         raise DataError(f"{path}: cannot read the prepared {split} split ({e}); delete "
                         f"{prepared.path} and run again to prepare it anew") from e
@@ -534,7 +535,7 @@ def block_rows(segment_samples: int) -> int:
 def ray_dataset(prepared: Prepared, split: str) -> ray.data.Dataset:
     """One split as a Ray Dataset in the object store, put there by this process in blocks.
 
-    Putting the mapped file's blocks takes 0.3 s for the built-in train split, where
+    Putting the file's blocks takes 0.3 s for the built-in train split, where
     `read_parquet(...).materialize()` took 5-8 s (read tasks start worker processes that a
     sweep's trials then wait behind). Peak memory here is one block.
     """
