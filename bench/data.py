@@ -30,6 +30,7 @@ from raygenre import synth
 from raygenre.config import PRESETS, Config
 from raygenre.data import (
     SHUFFLE_BUFFER_ROWS,
+    _BlockWriter,
     block_rows,
     discover,
     prepare,
@@ -72,9 +73,10 @@ def stages(root: Path, cfg: Config) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(segs.ravel()), seg_len),
                           "label": pa.array(np.zeros(n, dtype=np.int64))})
-        def write(path: Path) -> None:
-            with pa.ipc.new_file(str(path), table.schema) as w:
-                w.write_table(table, max_chunksize=block_rows(seg_len))
+        def write(path: Path) -> None:  # prepare's own writer, in its blocks
+            w = _BlockWriter(path, table.schema, block_rows(seg_len))
+            w.write(table)
+            w.close()
 
         t, _ = timed(write, Path(d) / "x.arrow")
         out["write Arrow file"] = t / n

@@ -418,7 +418,7 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
 
 class _BlockWriter:
     """An Arrow IPC file written in record batches of `rows` rows (the last one shorter): the
-    blocks `ray_dataset` puts in the object store as they are, and what `split_batches` maps."""
+    blocks `ray_dataset` puts in the object store as they are, one `split_batches` read each."""
 
     def __init__(self, path: Path, schema: pa.Schema, rows: int) -> None:
         self.writer = pa.ipc.new_file(str(path), schema)

@@ -1,9 +1,9 @@
 """What a command reports in one line instead of a traceback: the errors (`error: ...`, exit
 status 2) and an interrupted sweep (exit status 130, resumable).
 
-They live apart from the code that raises them so that the command line can catch them
-without importing torch (raygenre.sweep.cli starts those imports in the background).
-`ConfigError` stays in raygenre.config, which imports nothing heavy either.
+One place for the types the command line catches (it no longer reaches into the data, report
+and run-state modules for them); those modules raise them. `ConfigError` stays in
+raygenre.config, where the config and grid checks raise it.
 """
 
 from __future__ import annotations
