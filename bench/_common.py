@@ -158,13 +158,16 @@ grid:
 
 
 def report(name: str, title: str, body: list[str], figures: dict[str, float | str],
-           command: str | None = None) -> Path:
-    """Print the RESULT lines and write results/bench/<name>.md (machine, date, command)."""
+           command: str | None = None, machine_line: str | None = None,
+           date: str | None = None) -> Path:
+    """Print the RESULT lines and write results/bench/<name>.md (machine, date, command).
+    `machine_line` and `date` are for figures measured elsewhere (a lent GPU machine) and
+    written up here."""
     command = command or f"python bench/{name}.py " + " ".join(sys.argv[1:])
     results = [f"RESULT {name} {k}={v}" for k, v in figures.items()]
     text = "\n".join([f"# {title}", "",
-                      f"- machine: {machine()}",
-                      f"- date: {datetime.now():%Y-%m-%d %H:%M}",
+                      f"- machine: {machine_line or machine()}",
+                      f"- date: {date or f'{datetime.now():%Y-%m-%d %H:%M}'}",
                       f"- command: `{command.strip()}`", "",
                       *body, "", "```", *results, "```", ""])
     RESULTS.mkdir(parents=True, exist_ok=True)
