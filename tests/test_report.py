@@ -3,6 +3,7 @@ trial, the track vote, per-genre accuracy."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -162,3 +163,59 @@ def test_member_pins_keep_what_a_shorter_member_will_be_tested_at() -> None:
         assert pins.needed(_history(accs[:e])) == keep, e
     nan = MemberPins(Location("/nowhere"), [1, 3], ACC)
     assert nan.needed(_history([float("nan")])) == set()  # nothing finite to keep yet
+
+
+def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
+        tmp_path: Path, builtin_small: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bf16 + TF32 trial's checkpoint is evaluated under bf16 autocast with TF32 allowed,
+    on the device asked for; the driver's TF32 flags are as before afterwards; the scores are
+    those of a plain forward pass in the same arithmetic."""
+    from raygenre.config import PRESETS, Config
+    from raygenre.data import prepare, read_split
+    from raygenre.train import build, save_checkpoint
+
+    # The module, not the function that raygenre.report re-exports under the same name.
+    ev = importlib.import_module("raygenre.report.evaluate")
+    cfg = Config().replace(**PRESETS["cpu"], precision="bf16", tf32=True)
+    prepared = prepare(builtin_small, tmp_path / "cache", cfg, log=lambda _: None)
+    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    torch.manual_seed(0)
+    feats, model = build(cfg, runtime)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    save_checkpoint(ckpt, cfg, runtime, {"epoch": 3}, [], {"model": model.state_dict()})
+
+    seen = []
+    load = ev.load_checkpoint
+
+    def spying_load(path):
+        f, m, meta = load(path)
+        m.register_forward_hook(lambda *_: seen.append(
+            (torch.is_autocast_enabled("cpu"), torch.backends.cudnn.allow_tf32,
+             torch.backends.cuda.matmul.allow_tf32)))
+        return f, m, meta
+
+    monkeypatch.setattr(ev, "load_checkpoint", spying_load)
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        out = ev.evaluate(ckpt, prepared, device="cpu")
+        after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    assert seen and all(s == (True, True, True) for s in seen), seen
+    assert after == (False, False)
+    assert out["epoch"] == 3
+
+    table = read_split(prepared, "test")
+    x = torch.tensor(table.column("x").to_pylist())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model(feats(x)).float().argmax(1)
+    labels = torch.tensor(table.column("label").to_pylist())
+    assert out["test/acc"] == pytest.approx((pred == labels).float().mean().item())
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ev.eval_device().type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ev.eval_device().type == "cuda"

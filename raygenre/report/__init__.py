@@ -54,7 +54,7 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
     test = _evaluate(best, prepared)
     seeds = None
     if "seed" in grid.labels:
-        tests = {t["trial_id"]: _evaluate(t, prepared) for t in trials
+        tests = {t["trial_id"]: test if t is best else _evaluate(t, prepared) for t in trials
                  if t[objective.best_column] is not None}
         seeds = seed_rows(grid, [t for t in trials if t["trial_id"] in tests], tests,
                           objective.best_column)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,19 +51,46 @@ def scores(probs: torch.Tensor, labels: torch.Tensor, tracks: list[str], genres:
             "confusion": confusion.tolist()}
 
 
+def eval_device() -> torch.device:
+    """Where the driver evaluates: its GPU when it has one. At the study's 201x552 a CPU
+    takes seconds per checkpoint (a grid over 8 seeds spent ~20 s in its test evaluations on
+    a 16-core GPU machine's CPU, results/bench/gpu.md), and a seed grid evaluates each."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def _arithmetic(tf32: bool) -> Iterator[None]:
+    """The trial's TF32 setting for the evaluation (torch allows TF32 convolutions by
+    default; the trials do not unless their config asks), restored afterwards."""
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @torch.no_grad()
-def evaluate(checkpoint: Location | Path, prepared: Prepared,
-             split: str = "test") -> dict[str, Any]:
+def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
+             device: torch.device | str | None = None) -> dict[str, Any]:
     """A checkpoint's scores on a split, which is streamed in batches (the driver's memory
-    does not grow with it)."""
+    does not grow with it), on `device` (default: `eval_device()`), in the trial's own
+    arithmetic (precision, TF32)."""
+    device = torch.device(device) if device is not None else eval_device()
     with tempfile.TemporaryDirectory(prefix="raygenre_ckpt_") as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")
         feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
+    feats, model = feats.to(device), model.to(device)
+    cfg = meta["config"]
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                              enabled=cfg.get("precision") == "bf16")
     probs_parts, labels, tracks = [], [], []
-    for batch in split_batches(prepared, split, 128, ["x", "label", "track"]):
-        probs_parts.append(model(feats(to_tensor(batch.column("x")))).softmax(1))
-        labels += batch.column("label").to_pylist()
-        tracks += batch.column("track").to_pylist()
+    with _arithmetic(bool(cfg.get("tf32"))), autocast:
+        for batch in split_batches(prepared, split, 128, ["x", "label", "track"]):
+            x = to_tensor(batch.column("x")).to(device)
+            probs_parts.append(model(feats(x)).float().softmax(1).cpu())
+            labels += batch.column("label").to_pylist()
+            tracks += batch.column("track").to_pylist()
     out = scores(torch.cat(probs_parts), torch.tensor(labels), tracks, list(prepared.genres),
                  split)
     return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}
