@@ -98,3 +98,22 @@ def test_nodes_from_ray_and_undeclared_node_types() -> None:
     assert nodes_from_ray(alive) == [Node(4.0, 1.0), Node(8.0, 0.0)]
     onprem = prepare_config(yaml.safe_load((ROOT / "cluster-onprem.yaml").read_text()))
     assert nodes_from_autoscaler(onprem) is None  # machines are fixed: size from the alive
+
+
+@pytest.mark.parametrize("nodes, runs, want", [
+    # (cpus, gpus, count) per shape, runs -> (cpus per trial, gpus per trial, trials at once)
+    ([(16, 1, 1)], 100, (4.0, 0.25, 4)),  # the measured H200 machine: four per GPU
+    ([(16, 1, 1)], 2, (8.0, 0.5, 2)),  # fewer runs than slots: each gets more of the GPU
+    ([(16, 1, 1)], 1, (16.0, 1.0, 1)),  # one run: the whole GPU and its CPUs
+    ([(96, 8, 1)], 100, (4.0, 1 / 3, 24)),  # 12 CPUs per GPU: three per GPU
+    ([(4, 1, 6), (8, 0, 1)], 100, (4.0, 1.0, 6)),  # g5.xlarge: 4 CPUs per GPU, one per GPU
+    ([(128, 1, 1)], 100, (32.0, 0.25, 4)),  # many CPUs: at most four per GPU
+])
+def test_gpu_trials_are_packed_by_the_cpus_that_go_with_a_gpu(nodes: list, runs: int,
+                                                               want: tuple) -> None:
+    p = plan_resources([Node(*n) for n in nodes], n_runs=runs)
+    assert (p.worker_cpus, p.worker_gpus, p.concurrency) == pytest.approx(want)
+    # Asked for, a share is kept as given; data-parallel workers keep whole GPUs.
+    assert plan_resources([Node(*n) for n in nodes], runs, gpus_per_trial=1).worker_gpus == 1
+    if sum(n[1] * n[2] for n in nodes) >= 2:
+        assert plan_resources([Node(*n) for n in nodes], runs, workers=2).worker_gpus == 1

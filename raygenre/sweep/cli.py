@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                         "the largest suitable node)")
     p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial; a fraction (0.25) packs several trials on one GPU; "
-                        "0 runs CPU trials on a GPU cluster")
+                        "0 runs CPU trials on a GPU cluster (default: one trial per 4 of the "
+                        "CPUs that go with a GPU, at most 4 per GPU)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
     return p.parse_args(argv)
 
