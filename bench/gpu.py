@@ -23,6 +23,7 @@ way to check this script without a GPU.
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
@@ -248,11 +249,15 @@ grid:
             print(f"[packing] {fraction:g}: exited {run['rc']}", flush=True)
             break
         best = json.loads((out / "results" / grid.stem / "best.json").read_text())
+        with open(out / "results" / grid.stem / "history.csv") as f:
+            history = {f"seed {r['seed']} epoch {r['epoch']}": [r["train/loss"], r["val/loss"]]
+                       for r in csv.DictReader(f)}
         plan = next((ln for ln in run["lines"] if "trial(s) at once" in ln), "")
         rows.append({"fraction": fraction, "fit_s": best["wall_s"], "wall_s": run["wall_s"],
                      "util": run["util"], "peak_mem_mib": run["peak_mem_mib"],
                      "plan": plan.split(";", 1)[-1].strip(),
-                     "trials_per_hour": trials * 3600 / best["wall_s"]})
+                     "trials_per_hour": trials * 3600 / best["wall_s"],
+                     "test_acc": best["test/acc"], "history": history})
         print(f"[packing] {fraction:g}: fit {best['wall_s']:.1f} s", flush=True)
         write(state, args)
 
@@ -327,6 +332,15 @@ def write(state: dict, args: argparse.Namespace) -> None:
                         f"{r['peak_mem_mib']:.0f} |")
         body += ["", *pack.get("notes", []), ""]
         ok = [r for r in pack["rows"] if "fit_s" in r]
+        with_history = [r for r in ok if r.get("history")]
+        if len(with_history) > 1:
+            same = all(r["history"] == with_history[0]["history"]
+                       and r["test_acc"] == with_history[0]["test_acc"] for r in with_history)
+            body += [f"Every trial's train/loss and val/loss at every epoch, and the best "
+                     f"trial's test/acc, compared across the {len(with_history)} sweeps "
+                     f"(full precision, history.csv): {'identical' if same else 'DIFFERENT'}.",
+                     ""]
+            figures["same_numbers_at_every_packing"] = str(same)
         if ok:
             best = max(ok, key=lambda r: r["trials_per_hour"])
             figures["best_gpus_per_trial"] = f"{best['fraction']:g}"
