@@ -91,6 +91,10 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test
             probs_parts.append(model(feats(x)).float().softmax(1).cpu())
             labels += batch.column("label").to_pylist()
             tracks += batch.column("track").to_pylist()
+    if device.type == "cuda":
+        # The driver's cached blocks would otherwise stay out of the trials' reach.
+        del feats, model
+        torch.cuda.empty_cache()
     out = scores(torch.cat(probs_parts), torch.tensor(labels), tracks, list(prepared.genres),
                  split)
     return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}

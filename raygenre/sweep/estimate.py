@@ -100,6 +100,8 @@ def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> E
             run_epochs += cfg.epochs
     finally:
         torch.set_num_threads(threads)
+        if device.type == "cuda":  # the timed models' memory, cached here, is the trials' now
+            torch.cuda.empty_cache()
     return Estimate(run_epochs, seconds / plan.concurrency / 60,
                     {k: v[0] for k, v in rates.items()})
 
