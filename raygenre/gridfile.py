@@ -223,8 +223,17 @@ _GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw
 
 def builtin_grids() -> Path:
     """The grid files shipped with raygenre: the source tree's top-level `grids/`, installed as
-    the package data `raygenre.grids` (so a wheel has them, wherever the command runs)."""
-    return Path(str(importlib.resources.files("raygenre.grids")))
+    the package data `raygenre.grids` (so a wheel has them, wherever the command runs). A
+    checkout used without installing (PYTHONPATH=.) has no `raygenre.grids`: its `grids/` is
+    read directly (seen on a lent GPU machine, where nothing could be installed)."""
+    try:
+        return Path(str(importlib.resources.files("raygenre.grids")))
+    except ModuleNotFoundError:
+        source = Path(__file__).resolve().parent.parent / "grids"
+        if source.is_dir():
+            return source
+        raise ConfigError("raygenre's grid files are missing: install the package "
+                          "(pip install -e . in a checkout, or the wheel)") from None
 
 
 def _dirs(grids: str | os.PathLike | None) -> list[Path]:

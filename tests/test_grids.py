@@ -152,3 +152,22 @@ def test_draws_follow_the_commands_seed(tmp_path: Path) -> None:
     assert load_grid("random_mlp", 3).axes["hidden"] == load_grid("random_mlp", 3).axes["hidden"]
     assert load_grid("random_mlp", 3).axes["hidden"] != load_grid("random_mlp").axes["hidden"]
     assert load_grid("random_mlp").axes["hidden"] == load_grid("random_mlp", 0).axes["hidden"]
+
+
+def test_a_checkout_that_is_not_installed_finds_its_grid_files(monkeypatch) -> None:
+    """Without the package data `raygenre.grids` (a checkout on PYTHONPATH, not installed),
+    grid names resolve to the checkout's grids/ instead of failing with an import error."""
+    import importlib.resources
+
+    from raygenre import gridfile
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    folder = gridfile.builtin_grids()
+    assert folder == Path(gridfile.__file__).resolve().parent.parent / "grids"
+    assert load_grid("batch_epoch").name == "batch_epoch"
+    monkeypatch.setattr(gridfile, "__file__", "/nonexistent/raygenre/gridfile.py")
+    with pytest.raises(ConfigError, match="install the package"):
+        gridfile.builtin_grids()
