@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
 import sys
 import threading
@@ -44,13 +45,18 @@ class CliRun:
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, echo: bool = True,
-            on_line=None) -> CliRun:
-    """Run the CLI as a user would, in a fresh process; raises if it fails."""
+            on_line=None, check: bool = True, interrupt_after_s: float | None = None) -> CliRun:
+    """Run the CLI as a user would, in a fresh process; raises if it fails (unless `check` is
+    off). Past `interrupt_after_s` it gets Ctrl-C (SIGINT), as a user would give it."""
     argv = [sys.executable, "-m", "raygenre.grid", *args]
     run = CliRun(argv)
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, **(env or {})})
+    timer = None
+    if interrupt_after_s is not None:
+        timer = threading.Timer(max(interrupt_after_s, 1), proc.send_signal, [signal.SIGINT])
+        timer.start()
     assert proc.stdout is not None
     for line in proc.stdout:
         t = time.perf_counter() - t0
@@ -60,8 +66,10 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, echo: bool = Tru
         if on_line:
             on_line(proc, line)
     run.rc = proc.wait()
+    if timer is not None:
+        timer.cancel()
     run.wall_s = time.perf_counter() - t0
-    if run.rc != 0:
+    if check and run.rc != 0:
         tail = "\n".join(line for _, line in run.lines[-30:])
         raise RuntimeError(f"{' '.join(argv)} exited {run.rc}:\n{tail}")
     return run

@@ -28,7 +28,6 @@ import glob
 import json
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,7 +37,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from _common import REPO, machine, report, write_grid
+from _common import cnn1_grid, machine, report, run_cli
 
 STUDY_SAMPLES = 110_250  # 5 s at 22 050 Hz
 
@@ -100,24 +99,20 @@ LOOP_VARIANTS = [  # (label, config deltas over the study preset, batch size)
 ]
 
 
-def _batches(x, y, batch: int):
-    for i in range(0, len(y), batch):
-        yield {"x": x[i:i + batch], "label": y[i:i + batch]}
-
-
 def loop_section(state: dict, smoke: bool) -> None:
     import torch
 
     from raygenre.config import Config
     from raygenre.features import band_stats, build_augment, feature_key
     from raygenre.optim import build_optimizer
-    from raygenre.train import build, make_deterministic, run_epoch
+    from raygenre.train import LocalSeam, build, make_deterministic, run_epoch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = 64 if smoke else 960  # the built-in set's train split
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, STUDY_SAMPLES, generator=gen) * 0.1
     y = torch.randint(0, 10, (n,), generator=gen)
+    seam = LocalSeam({"train": (x, y)}, Path(tempfile.gettempdir()))  # its batches, in order
     rows = []
     variants = LOOP_VARIANTS[:2] if smoke else LOOP_VARIANTS
     for label, deltas, batch in variants:
@@ -141,8 +136,8 @@ def loop_section(state: dict, smoke: bool) -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                run_epoch(model, feats, _batches(x, y, batch), device, opt, augment, cfg.mixup,
-                          cfg.precision)
+                run_epoch(model, feats, seam.batches("train", batch, None), device, opt,
+                          augment, cfg.mixup, cfg.precision)
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if i:
@@ -206,37 +201,22 @@ def determinism_section(state: dict, smoke: bool) -> None:
 # --- packing and all: the CLI --------------------------------------------------------------------
 
 def cli(args: list[str], timeout_s: float, log: Path) -> dict:
-    """The CLI in a fresh process, as a user runs it, with GPU utilisation sampled; past
-    `timeout_s` it gets Ctrl-C (SIGINT) as a user would give it, so it stops cleanly."""
-    argv = [sys.executable, "-m", "raygenre.grid", *args]
-    t0 = time.perf_counter()
-    lines = []
+    """The CLI as a user runs it (`run_cli`), with GPU utilisation sampled and its output
+    logged; past `timeout_s` it gets Ctrl-C, so it stops cleanly."""
     with Utilisation() as util, open(log, "a") as f:
-        f.write(f"$ {' '.join(argv)}\n")
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        timer = threading.Timer(max(timeout_s, 1), proc.send_signal, [signal.SIGINT])
-        timer.start()
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            f.write(f"{time.perf_counter() - t0:7.1f}s | {line}")
-            print(f"  {time.perf_counter() - t0:7.1f}s | {line}", end="", flush=True)
-        rc = proc.wait()
-        timer.cancel()
-    return {"rc": rc, "wall_s": time.perf_counter() - t0, "util": util.mean(),
-            "peak_mem_mib": util.peak_mem(), "lines": lines}
+        f.write(f"$ python -m raygenre.grid {' '.join(args)}\n")
+        t0 = time.perf_counter()
+        run = run_cli(args, check=False, interrupt_after_s=timeout_s,
+                      on_line=lambda _, line: f.write(
+                          f"{time.perf_counter() - t0:7.1f}s | {line}"))
+    return {"rc": run.rc, "wall_s": run.wall_s, "util": util.mean(),
+            "peak_mem_mib": util.peak_mem(), "lines": [line for _, line in run.lines]}
 
 
 def packing_section(state: dict, args: argparse.Namespace, tmp: Path, log: Path) -> None:
     trials, epochs = (2, 1) if args.smoke else (args.trials, args.epochs)
-    grid = write_grid(tmp, "gpu_packing", f"""\
-description: bench/gpu.py - equal CNN1 trials at the study preset
-asha: false
-base: {{model: cnn1, features: spectrogram, batch_size: 32, epochs: {epochs}}}
-grid:
-  seed: {list(range(trials))}
-""")
+    grid = cnn1_grid(tmp, "gpu_packing", "bench/gpu.py - equal CNN1 trials", epochs,
+                     list(range(trials)))
     preset = "cpu" if args.smoke else "study"
     rows = state.setdefault("packing", {"trials": trials, "epochs": epochs, "rows": []})["rows"]
     for fraction in args.fractions:

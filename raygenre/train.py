@@ -95,6 +95,11 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
     return t.tolist()
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The config's arithmetic for the model's forward pass: bf16 autocast or none."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
               device: torch.device | str, opt: torch.optim.Optimizer | None = None,
               augment: nn.Module | None = None, mixup: float = 0.0,
@@ -110,14 +115,13 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
     loss_sum, correct, count = 0.0, 0.0, 0.0
     model.train(training)
     beta = torch.distributions.Beta(mixup, mixup) if training and mixup > 0 else None
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with torch.set_grad_enabled(training):
         for batch in batches:
             x, y = batch["x"].to(device), batch["label"].to(device)
             x = feats(x)
             if training and augment is not None:
                 x = augment(x)
-            with autocast:
+            with autocast(device, precision):
                 if beta is not None:
                     lam = float(beta.sample())
                     perm = torch.randperm(len(y), device=device)

@@ -13,7 +13,7 @@ import torch
 
 from raygenre.data import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
-from raygenre.train import load_checkpoint
+from raygenre.train import autocast, load_checkpoint
 
 
 def track_votes(probs: torch.Tensor, tracks: list[str]) -> dict[str, int]:
@@ -82,10 +82,8 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test
         feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
     feats, model = feats.to(device), model.to(device)
     cfg = meta["config"]
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=cfg.get("precision") == "bf16")
     probs_parts, labels, tracks = [], [], []
-    with _arithmetic(bool(cfg.get("tf32"))), autocast:
+    with _arithmetic(bool(cfg.get("tf32"))), autocast(device, cfg.get("precision", "fp32")):
         for batch in split_batches(prepared, split, 128, ["x", "label", "track"]):
             x = to_tensor(batch.column("x")).to(device)
             probs_parts.append(model(feats(x)).float().softmax(1).cpu())

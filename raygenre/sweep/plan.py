@@ -76,9 +76,8 @@ class Plan:
         return f"{self.concurrency} trial(s) at once, each {each}"
 
 
-def _default_gpu_share(gpu_nodes: list[Node], n_runs: int) -> float:
-    """A one-process trial's GPU share when none is asked for (see PACK_CPUS)."""
-    shape = max(gpu_nodes, key=lambda n: (n.gpus, n.cpus))
+def _default_gpu_share(shape: Node, gpu_nodes: list[Node], n_runs: int) -> float:
+    """A one-process trial's GPU share on node `shape` when none is asked for (PACK_CPUS)."""
     per_gpu = min(MAX_PER_GPU, max(1, math.floor(shape.cpus / shape.gpus / PACK_CPUS)))
     gpus = sum(n.gpus * n.count for n in gpu_nodes)
     return 1 / max(1, min(per_gpu, math.ceil(n_runs / gpus)))
@@ -99,15 +98,16 @@ def plan_resources(nodes: list[Node], n_runs: int, workers: int = 1,
     gpu_nodes = [n for n in nodes if n.gpus > 0]
     want_gpu = bool(gpus_per_trial) or (gpus_per_trial is None and bool(gpu_nodes))
     if want_gpu:
-        if gpus_per_trial is None and workers == 1 and gpu_nodes:
-            gpus_per_trial = _default_gpu_share(gpu_nodes, n_runs)
+        # Trials are sized on the largest GPU node.
+        shape = max(gpu_nodes, key=lambda n: (n.gpus, n.cpus)) if gpu_nodes else None
+        if gpus_per_trial is None and workers == 1 and shape is not None:
+            gpus_per_trial = _default_gpu_share(shape, gpu_nodes, n_runs)
         gw = (gpus_per_trial or workers) / workers
         if workers > 1 and (gw < 1 or gw != int(gw)):
             raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g} with {workers} workers per "
                               f"trial: each data-parallel worker needs whole GPUs (NCCL cannot "
                               f"share one between ranks); use {workers}, {2 * workers}, ...")
-        if gpu_nodes:
-            shape = max(gpu_nodes, key=lambda n: (n.gpus, n.cpus))
+        if shape is not None:
             cpg = shape.cpus / shape.gpus
             cw = (cpus_per_trial / workers if cpus_per_trial
                   else float(math.floor(cpg * gw)) if cpg * gw >= 1 else cpg * gw)
