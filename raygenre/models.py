@@ -52,6 +52,22 @@ CNN2_CONVS = ((32, 9, 4, "max"), (64, 3, 1, "max"), (64, 3, 1, "avg"))
 _POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+def conv_stack_shape(in_shape: Sequence[int], convs: Sequence[tuple[int, int, int, str]]
+                     ) -> tuple[int, int, int]:
+    """(channels, height, width) after the conv blocks (stride-1 convs, 2x2 pools), by
+    arithmetic: a dry forward on the meta device, as the sweep's pre-flight check builds
+    models, makes torch import ~900 modules (1.4 s of every sweep's start, bench/overhead.py)."""
+    ch, h, w = in_shape
+    for out, k, pad, _pool in convs:
+        h, w = (h + 2 * pad - k + 1) // 2, (w + 2 * pad - k + 1) // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"input {tuple(in_shape)} is too small for the conv blocks "
+                             f"{[c[:3] for c in convs]}: nothing left after block "
+                             f"{out}x{k}x{k}")
+        ch = out
+    return ch, h, w
+
+
 class StudyCNN(nn.Module):
     """Conv blocks (conv, activation, 2x2 pool), flatten, dense 128 -> 128 -> classes.
 
@@ -68,8 +84,7 @@ class StudyCNN(nn.Module):
             blocks += [nn.Conv2d(ch, out, k, padding=pad), activation(act, i), _POOLS[pool](2)]
             ch = out
         self.features = nn.Sequential(*blocks)
-        with torch.no_grad():
-            flat = self.features(torch.zeros(1, *in_shape)).numel()
+        flat = math.prod(conv_stack_shape(in_shape, convs))
         n = len(convs)
         head: list[nn.Module] = [nn.Flatten(), nn.Linear(flat, fc_width), activation(act, n)]
         if dropout:

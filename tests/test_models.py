@@ -7,7 +7,16 @@ import torch
 
 from raygenre.config import Config
 from raygenre.features import FEATURES, build_features, feature_shape
-from raygenre.models import ACTIVATIONS, MODELS, build_model, n_params
+from raygenre.models import (
+    _POOLS,
+    ACTIVATIONS,
+    CNN1_CONVS,
+    CNN2_CONVS,
+    MODELS,
+    build_model,
+    conv_stack_shape,
+    n_params,
+)
 from raygenre.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, step_scheduler
 
 N = 22_050  # one second keeps these fast; shapes scale the same way
@@ -51,6 +60,32 @@ def test_study_shapes() -> None:
     assert n_params(cnn1) == 56_563_850
     mlp = build_model(Config(model="mlp", features="waveform"), (110_250,), 10)
     assert [m.out_features for m in mlp.modules() if isinstance(m, torch.nn.Linear)] == [64, 64, 10]
+
+
+@pytest.mark.parametrize("convs", [CNN1_CONVS, CNN2_CONVS], ids=["cnn1", "cnn2"])
+def test_conv_stack_shape_is_what_a_forward_gives(convs) -> None:  # noqa: ANN001
+    """The study CNNs size their dense layer by arithmetic (no dry forward): it must agree with
+    a real forward on every input size, and refuse exactly the sizes a forward cannot take."""
+    blocks, ch = [], 1
+    for out, k, pad, pool in convs:
+        blocks += [torch.nn.Conv2d(ch, out, k, padding=pad), _POOLS[pool](2)]
+        ch = out
+    stack = torch.nn.Sequential(*blocks)
+    refused = 0
+    for h in range(1, 24):
+        for w in (1, 3, 8, 9, 108, 553):
+            try:
+                real = tuple(stack(torch.zeros(1, 1, h, w)).shape[1:])
+            except RuntimeError:
+                real = None
+            try:
+                mine = conv_stack_shape((1, h, w), convs)
+            except ValueError as e:
+                assert "too small" in str(e)
+                mine = None
+            refused += mine is None
+            assert mine == real, (h, w)
+    assert 0 < refused < 23 * 6
 
 
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
