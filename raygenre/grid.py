@@ -1,8 +1,6 @@
 """`python -m raygenre.grid NAME`: the command (raygenre.sweep.cli holds it)."""
 
-import sys
-
-from raygenre.sweep.cli import main
+from raygenre.sweep.cli import exit_now, main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import logging
+import os
 import sys
+import threading
 from pathlib import Path
+from typing import NoReturn
 
 from raygenre.config import PRESETS, ConfigError
 from raygenre.errors import DataError, Interrupted, NoResults
@@ -88,7 +93,8 @@ def run(args: argparse.Namespace) -> Path:
     joined = bool(joined_address(args.address))
     check_storage(paths.storage, joined)
     nodes = cluster_nodes(joined)
-    run_sweep(set_up(grid, args, nodes), args, paths, nodes, restoring)
+    run_sweep(set_up(grid, args, nodes), args, paths, nodes, restoring,
+              trials_done=stop_ray_soon)
     return paths.results / "summary.md"
 
 
@@ -134,16 +140,47 @@ def main(argv: list[str] | None = None) -> int:
         stop_ray()
 
 
+_stopping: threading.Thread | None = None
+
+
+def stop_ray_soon() -> None:
+    """Stop Ray in a thread while this command writes its results (which need no Ray): the stop
+    mostly waits for Ray's processes to end (~1.1 s here, bench/overhead.py)."""
+    global _stopping
+    if _stopping is None:
+        _stopping = threading.Thread(target=stop_ray, name="raygenre-ray-stop")
+        _stopping.start()
+
+
 def stop_ray() -> None:
     """Stop the Ray this command started (or leave the cluster it joined) now: at exit, Ray's
     own hook first sleeps 0.5 s for worker log lines, which this command does not forward
     (0.7 s less from the last line to the prompt, bench/overhead.py)."""
+    global _stopping
+    if _stopping is not None and _stopping is not threading.current_thread():
+        _stopping.join()
+        _stopping = None
+        return
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         ray.shutdown()
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the command once its work is written: flush, run the exit hooks, then leave without
+    Python's teardown of torch's and Ray's ~3 000 modules, which took ~1 s after the last line
+    (bench/overhead.py). Nothing is left to finalise: Ray is stopped, files are closed, and the
+    threads still running are waited for first."""
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+    logging.shutdown()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
 
 def console() -> None:
     """The `raygenre` command: `raygenre batch_epoch ...` is `python -m raygenre.grid ...`."""
-    sys.exit(main())
+    exit_now(main())

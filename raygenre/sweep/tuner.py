@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,8 +98,10 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
 
 
 def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: list[Node],
-              restoring: bool) -> dict[str, Any]:
-    """Run a set-up sweep (or resume it) and write its results; returns its best.json."""
+              restoring: bool, trials_done: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run a set-up sweep (or resume it) and write its results; returns its best.json.
+    `trials_done` is called once every trial has ended and its records are read: what follows
+    (test evaluation, tables, plots) needs no Ray."""
     grid, plan, runs, prepared = setup.grid, setup.plan, setup.runs, setup.prepared
     if restoring:
         run_state.check_manifest(paths, setup.shaped_by)
@@ -149,6 +152,8 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
             f"nothing was lost. Resume with the same command plus --resume "
             f"(run folder {paths.experiment}).")
     records = run_records(results, paths, grid.objective, plan.data_parallel)
+    if trials_done is not None:
+        trials_done()
     facts = report.SweepFacts(
         name=paths.name, preset=setup.preset, preset_why=setup.preset_why,
         data=f"`{args.data}`" if args.data else "the built-in set",
