@@ -522,6 +522,68 @@ def torch_batches(source: Any, batch_size: int, shuffle_seed: int | None,
                                      **shuffle)
 
 
+class HeldSplit:
+    """A split of a Ray Dataset read in place from Ray's object store by a one-worker trial,
+    batched and shuffled exactly as `torch_batches` (Ray Data's `iter_torch_batches`) would.
+
+    Ray Data's iterator costs a trial ~1.5 s before its first batch (its executor, imports, a
+    512-row shuffle buffer filled through Arrow) and ~0.5 s of input work per epoch on the
+    built-in split (bench/overhead.py); beside a GPU it was most of an epoch (bench/gpu.py).
+    Here the blocks are mapped zero-copy once and each batch is one gather. The order is the
+    one Ray's own batcher draws: it is run over row numbers (its shuffle depends on block sizes
+    and the seed, never on values), so every number a sweep gives is unchanged bit for bit
+    (tests/test_data.py compares the two batch for batch).
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        import ray
+
+        # Zero-copy: the tables' buffers are the object store's shared memory, kept mapped
+        # while this object holds them; nothing here writes to them (gathers copy).
+        self._tables = ray.get(dataset.to_arrow_refs())
+        self._x = [_rows_view(t.column("x")) for t in self._tables]
+        self._labels = np.concatenate([t.column("label").to_numpy() for t in self._tables])
+        self._block_rows = [t.num_rows for t in self._tables]
+        self._starts = np.cumsum([0, *self._block_rows])[:-1]
+
+    def __len__(self) -> int:
+        return int(sum(self._block_rows))
+
+    def batches(self, batch_size: int, shuffle_seed: int | None) -> Iterator[dict]:
+        """Batches of {"x", "label"} CPU tensors, in Ray Data's order for this seed."""
+        for rows in batch_order(self._block_rows, batch_size, shuffle_seed):
+            block = np.searchsorted(self._starts, rows, side="right") - 1
+            local = rows - self._starts[block]
+            x = np.empty((len(rows), self._x[0].shape[1]), dtype=self._x[0].dtype)
+            for b in np.unique(block):
+                at = block == b
+                x[at] = self._x[b][local[at]]
+            yield {"x": torch.from_numpy(x), "label": torch.from_numpy(self._labels[rows])}
+
+
+def _rows_view(column: pa.ChunkedArray) -> np.ndarray:
+    """A fixed-size-list column as a read-only (rows, length) array over Arrow's memory."""
+    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    flat = arr.flatten().to_numpy(zero_copy_only=True)
+    return flat.reshape(len(arr), arr.type.list_size)
+
+
+def batch_order(block_rows: list[int], batch_size: int,
+                shuffle_seed: int | None) -> Iterator[np.ndarray]:
+    """Row numbers of each batch `torch_batches` yields over blocks of these sizes: Ray Data's
+    batcher itself, fed blocks of row numbers in place of the rows."""
+    from ray.data._internal.block_batching.interfaces import ResolvedBlock
+    from ray.data._internal.block_batching.util import blocks_to_batches
+
+    starts = np.cumsum([0, *block_rows])
+    blocks = (ResolvedBlock(pa.table({"row": np.arange(a, b, dtype=np.int64)}), None)
+              for a, b in zip(starts[:-1], starts[1:], strict=True) if b > a)
+    shuffle = ({} if shuffle_seed is None else
+               {"shuffle_buffer_min_size": SHUFFLE_BUFFER_ROWS, "shuffle_seed": shuffle_seed})
+    for batch in blocks_to_batches(blocks, batch_size=batch_size, **shuffle):
+        yield batch.data.column("row").to_numpy()
+
+
 # Rows per object-store block: Ray Data's blocks are best at tens of MB (a 5-s segment is
 # 441 KB); much smaller blocks made the first pass over the data ~10x slower.
 BLOCK_BYTES = 64 * 2**20

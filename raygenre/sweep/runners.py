@@ -26,7 +26,7 @@ import ray
 import torch
 from ray import tune
 
-from raygenre.data import torch_batches
+from raygenre.data import HeldSplit, torch_batches
 from raygenre.gridfile import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
@@ -116,13 +116,15 @@ class TuneSeam(_RaySeam):
                  pins: MemberPins | None) -> None:
         super().__init__(pins)
         self.datasets, self.device = datasets, device
+        self.held: dict[str, HeldSplit] = {}
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
 
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Any:
-        prefetch = self.device.type != "cpu" or torch.get_num_threads() > 1
-        return torch_batches(self.datasets[split], batch_size, shuffle_seed, prefetch)
+        if split not in self.held:
+            self.held[split] = HeldSplit(self.datasets[split])
+        return self.held[split].batches(batch_size, shuffle_seed)
 
     def _latest(self) -> Any:
         return tune.get_checkpoint()
