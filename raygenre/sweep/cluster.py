@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
-import threading
 from pathlib import Path
 
 import yaml
@@ -28,7 +26,6 @@ def start_ray(address: str | None) -> None:
     """Join the cluster at `address` (or RAY_ADDRESS), or start a Ray instance of our own."""
     import ray
     import ray.data
-    import torch  # noqa: F401  (before the warm-up thread below, which imports under it)
 
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -73,13 +70,6 @@ def start_ray(address: str | None) -> None:
             # address.
             "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
-    # The sweep's first optimizer makes torch import its compiler stack (~900 modules, ~1 s
-    # here, bench/overhead.py); ray.init below mostly waits on the processes it starts, so the
-    # import runs beside it. Nothing ray.init imports is under torch._dynamo: the two never
-    # wait on one module's import lock.
-    warm = threading.Thread(target=importlib.import_module, args=("torch._dynamo",),
-                            name="raygenre-import-warmup", daemon=True)
-    warm.start()
     try:
         ctx = ray.init(address=joined or "local", include_dashboard=True,
                        dashboard_host="127.0.0.1", configure_logging=True,
@@ -88,7 +78,6 @@ def start_ray(address: str | None) -> None:
                        log_to_driver=False)
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
-        warm.join()
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
     # Same rows in the same order every epoch: each epoch's shuffle is then seeded alone.
