@@ -171,3 +171,24 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
             orders.add(tuple(torch.cat([b["label"] for b in ours]).tolist()))
     # The seeds do shuffle (a test of order would pass on two unshuffled streams otherwise).
     assert len(orders) >= 3  # unshuffled, seed 0, seed 101
+
+
+def test_dataset_of_tables_is_from_arrow_refs(local_ray) -> None:  # noqa: ANN001
+    """The splits' datasets are built with block metadata computed in the driver; they must be
+    what Ray's from_arrow_refs makes of the same blocks: rows, schema, block sizes."""
+    import pyarrow as pa
+
+    from raygenre.data import dataset_of_tables
+
+    rng = np.random.default_rng(1)
+    tables = [pa.table({"x": pa.FixedSizeListArray.from_arrays(
+                  pa.array(rng.standard_normal(4 * n).astype(np.float32)), 4),
+               "label": pa.array(rng.integers(0, 5, n), pa.int64())}) for n in (3, 40, 1)]
+    ours = dataset_of_tables(iter(tables))
+    rays = local_ray.data.from_arrow_refs([local_ray.put(t) for t in tables])
+    assert ours.count() == rays.count() == 44
+    assert ours.schema() == rays.schema()
+    assert [len(t) for t in local_ray.get(ours.to_arrow_refs())] == [3, 40, 1]
+    assert ours.take_all() == rays.take_all()
+    assert ours.stats().count("FromArrow") == rays.stats().count("FromArrow")
+    assert dataset_of_tables(iter([])) is None
