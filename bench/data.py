@@ -4,9 +4,10 @@
    built-in set into an empty cache, in segments per second; the same again from the cache; and the
    stages timed alone on the same files (decode; resample from 44.1 kHz, as a CD-rate copy of
    your own data needs; spectrogram at both presets, which the trainer computes per batch).
-2. Training-time input: batches per second from Ray Data to the model (`iter_torch_batches`
-   with the trainer's shuffle buffer, plus the on-worker spectrogram) against the model's own
-   step (forward, backward, Adam) per batch, for CNN1 at both presets and the best grid's model.
+2. Training-time input: batches per second to the model (a one-worker trial's `HeldSplit`, and
+   Ray Data's `iter_torch_batches` as a data-parallel worker reads them, both with the trainer's
+   shuffle, plus the on-worker spectrogram) against the model's own step (forward, backward,
+   Adam) per batch, for CNN1 at both presets and the best grid's model.
    Whichever is slower limits an epoch.
 
     python bench/data.py
@@ -30,6 +31,7 @@ from raygenre import synth
 from raygenre.config import PRESETS, Config
 from raygenre.data import (
     SHUFFLE_BUFFER_ROWS,
+    HeldSplit,
     _BlockWriter,
     block_rows,
     discover,
@@ -83,20 +85,26 @@ def stages(root: Path, cfg: Config) -> dict[str, float]:
     return out
 
 
-def input_vs_model(prepared, cfg: Config) -> tuple[float, float]:
-    """(input batches/s, model steps/s) for this config."""
+def input_vs_model(prepared, cfg: Config) -> tuple[float, float, float]:
+    """(input batches/s as a one-worker trial reads them, the same through Ray Data's iterator
+    as a data-parallel worker reads them, model steps/s) for this config."""
     ds = ray_dataset(prepared, "train")
     feats = build_features(cfg)
-    with torch.no_grad():
-        n, t0 = 0, None
-        for b in ds.iter_torch_batches(batch_size=BATCH,
-                                       local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
-                                       local_shuffle_seed=0):
-            feats(b["x"])
-            n += 1
-            if n == 2:  # after the iterator's start-up
-                t0 = time.perf_counter()
-        input_rate = (n - 2) / (time.perf_counter() - t0)
+
+    def rate(batches) -> float:
+        with torch.no_grad():
+            n, t0 = 0, None
+            for b in batches:
+                feats(b["x"])
+                n += 1
+                if n == 2:  # after the iterator's start-up
+                    t0 = time.perf_counter()
+            return (n - 2) / (time.perf_counter() - t0)
+
+    held_rate = rate(HeldSplit(ds).batches(BATCH, 0))
+    input_rate = rate(ds.iter_torch_batches(batch_size=BATCH,
+                                            local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
+                                            local_shuffle_seed=0))
     del ds  # its blocks leave the object store with it
     model = build_model(cfg, feature_shape(cfg, prepared.segment_samples), 10)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -110,7 +118,7 @@ def input_vs_model(prepared, cfg: Config) -> tuple[float, float]:
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    return input_rate, steps / (time.perf_counter() - t0)
+    return held_rate, input_rate, steps / (time.perf_counter() - t0)
 
 
 def main() -> None:
@@ -139,8 +147,8 @@ def main() -> None:
         ("small_cnn, log-mel (best grid)", cfg.replace(model="small_cnn", features="logmel")),
     ]:
         rates[label] = input_vs_model(prepared, c)
-        print(f"{label}: input {rates[label][0]:.1f} batches/s, model {rates[label][1]:.2f} "
-              f"steps/s", flush=True)
+        print(f"{label}: input {rates[label][0]:.1f} batches/s (Ray Data's iterator "
+              f"{rates[label][1]:.1f}), model {rates[label][2]:.2f} steps/s", flush=True)
     ray.shutdown()
 
     body = [f"Built-in set: {len(discover(root)[0])} WAV tracks at 22.05 kHz, {n} segments of "
@@ -156,11 +164,16 @@ def main() -> None:
             "The spectrogram is not stored: trials compute it per batch (see "
             "feature_storage.md for why).", "",
             f"## Training-time input, batch {BATCH}", "",
-            "| model | input batches/s (Ray Data + spectrogram) | model steps/s | limited by |",
-            "|---|---:|---:|---|",
-            *[f"| {k} | {i:.1f} | {m:.2f} | {'input' if i < m else 'model'} "
-              f"({max(i, m) / min(i, m):.0f}x) |" for k, (i, m) in rates.items()]]
-    input_share = {k: m / i for k, (i, m) in rates.items()}
+            "Input: the train split's shuffled batches plus the spectrogram, as a one-worker "
+            "trial reads them (`HeldSplit`, in place from the object store) and through Ray "
+            "Data's `iter_torch_batches` (a data-parallel trial's workers; the same batches).",
+            "",
+            "| model | input batches/s, one-worker trial | input batches/s, Ray Data iterator "
+            "| model steps/s | limited by |",
+            "|---|---:|---:|---:|---|",
+            *[f"| {k} | {i:.1f} | {r:.1f} | {m:.2f} | {'input' if i < m else 'model'} "
+              f"({max(i, m) / min(i, m):.0f}x) |" for k, (i, r, m) in rates.items()]]
+    input_share = {k: m / i for k, (i, _, m) in rates.items()}
     report("data", "Data: preparation, cache, and input against model", body, {
         "prep_segments_per_s": f"{n / t_cold:.0f}",
         "cache_speedup": f"{t_cold / t_warm:.0f}",
