@@ -12,6 +12,7 @@ each checkpoint, and the shuffle of epoch e is seeded by (seed, e).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -103,12 +104,14 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
               device: torch.device | str, opt: torch.optim.Optimizer | None = None,
               augment: nn.Module | None = None, mixup: float = 0.0,
-              precision: str = "fp32") -> tuple[float, float]:
+              precision: str = "fp32", average: WeightAverage | None = None
+              ) -> tuple[float, float]:
     """(mean loss, accuracy) over `batches`; trains when an optimizer is given.
 
     Training may mask the features (`augment`) and mix pairs of examples (`mixup` alpha);
     with mixup the loss is the mix of both labels' losses and the accuracy counts the dominant
-    label of each mixed pair. `precision` 'bf16' runs the model under autocast.
+    label of each mixed pair. `precision` 'bf16' runs the model under autocast. `average`, if
+    given, follows the weights after every step.
     """
     device = torch.device(device)
     training = opt is not None
@@ -136,6 +139,8 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if average is not None:
+                    average.update(model)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             count += len(y)
@@ -147,6 +152,27 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and buffers (batch-norm statistics
+    too, as timm's ModelEmaV2 keeps them); integer buffers are copied. Starts from the model's
+    weights as given."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema must be in (0, 1) (0 turns it off), got {decay}")
+        self.decay = decay
+        self.model = copy.deepcopy(_unwrap(model)).requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for mine, theirs in zip(self.model.state_dict().values(),
+                                _unwrap(model).state_dict().values(), strict=True):
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1.0 - self.decay)
+            else:
+                mine.copy_(theirs)
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -179,6 +205,8 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
     model = seam.wrap_model(model)
     opt = build_optimizer(model.parameters(), cfg)
     sched = build_scheduler(opt, cfg)
+    average = WeightAverage(model, cfg.ema) if cfg.ema else None
+    judged = average.model if average is not None else model  # validated, kept, tested
     augment = build_augment(cfg)
     augment = augment.to(device) if augment is not None else None
 
@@ -189,7 +217,11 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
             meta = json.loads((d / META_FILE).read_text())
             history, train_s = meta["history"], meta["metrics"]["train_s"]
-            _unwrap(model).load_state_dict(state["model"])
+            if average is not None:
+                _unwrap(model).load_state_dict(state["trained"])
+                average.model.load_state_dict(state["model"])
+            else:
+                _unwrap(model).load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             if sched is not None:
                 sched.load_state_dict(state["scheduler"])
@@ -204,8 +236,8 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
         t0 = time.perf_counter()
         train_loss, train_acc = run_epoch(
             model, feats, seam.batches("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101),
-            device, opt, augment, cfg.mixup, cfg.precision)
-        val_loss, val_acc = run_epoch(model, feats, seam.batches("val", EVAL_BATCH, None),
+            device, opt, augment, cfg.mixup, cfg.precision, average)
+        val_loss, val_acc = run_epoch(judged, feats, seam.batches("val", EVAL_BATCH, None),
                                       device, precision=cfg.precision)
         step_scheduler(sched, val_loss)
         best_val = max(best_val, val_acc)
@@ -219,8 +251,12 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             checkpoint = None
             if seam.rank == 0:
                 checkpoint = Path(tmp)
+                # "model" holds the weights judged and tested (the average, with ema);
+                # "trained", the ones training goes on from.
+                extra = {"trained": _unwrap(model).state_dict()} if average is not None else {}
                 save_checkpoint(checkpoint, cfg, runtime, metrics, history, {
-                    "model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(),
+                    "model": _unwrap(judged).state_dict(), **extra,
+                    "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict() if sched is not None else {},
                     "rng": _rng_state(device), "epoch": epoch, "best_val_acc": best_val})
             seam.report(metrics, checkpoint)

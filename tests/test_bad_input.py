@@ -230,6 +230,19 @@ def test_batch_larger_than_training_split() -> None:
         check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)
 
 
+def test_ema_out_of_range_fails_before_any_trial(tmp_path: Path) -> None:
+    from raygenre.data import Prepared
+    from raygenre.gridfile import load_grid
+    from raygenre.sweep.inputs import check_models
+
+    (tmp_path / "g.yaml").write_text("base: {model: mlp, features: waveform}\n"
+                                     "grid: {ema: [0.99, 1.0]}\n")
+    prepared = Prepared(Path("."), ("a", "b"), 1000, {"train": 100, "val": 10, "test": 10}, True)
+    grid = load_grid(str(tmp_path / "g.yaml"))
+    with pytest.raises(ConfigError, match=r"g.yaml: trial .*ema must be in \[0, 1\).*got 1.0"):
+        check_models(grid, Config().replace(model="mlp", features="waveform"), prepared)
+
+
 def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> None:
     """A 4-genre folder of 10 short tracks each: the smoke sample's training split (8
     segments) is smaller than the grid's batches, which a smoke run fits to it, saying so. A

@@ -7,6 +7,7 @@ import torch
 
 from raygenre.config import Config
 from raygenre.train import (
+    EVAL_BATCH,
     META_FILE,
     STATE_FILE,
     LocalSeam,
@@ -68,20 +69,24 @@ def _weights(folder) -> dict:
     return torch.load(folder / STATE_FILE, weights_only=True)["model"]
 
 
-def test_a_resumed_loop_equals_an_uninterrupted_one_bit_for_bit(tmp_path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_resumed_loop_equals_an_uninterrupted_one_bit_for_bit(tmp_path, ema: float) -> None:
     """Stopped after epoch 2 of 4 and started again from its checkpoint (the RNG state of
-    dropout included), the loop reports the same numbers and ends with the same weights."""
+    dropout included, and the weight average with ema), the loop reports the same numbers and
+    ends with the same weights."""
     data = _data()
     whole = LocalSeam(data, tmp_path / "whole")
-    train_loop(_config(epochs=4, scheduler="plateau"), whole)
+    train_loop(_config(epochs=4, scheduler="plateau", ema=ema), whole)
     part = LocalSeam(data, tmp_path / "part")
-    train_loop(_config(epochs=2, scheduler="plateau"), part)
-    train_loop(_config(epochs=4, scheduler="plateau"), part)  # resumes at epoch 3
+    train_loop(_config(epochs=2, scheduler="plateau", ema=ema), part)
+    train_loop(_config(epochs=4, scheduler="plateau", ema=ema), part)  # resumes at epoch 3
     strip = ("epoch_s", "train_s")
     assert [{k: v for k, v in r.items() if k not in strip} for r in whole.reports] == \
         [{k: v for k, v in r.items() if k not in strip} for r in part.reports]
     a, b = _weights(whole.folder / "epoch_0004"), _weights(part.folder / "epoch_0004")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.load(whole.folder / "epoch_0004" / STATE_FILE, weights_only=True)
+    assert ("trained" in state) == bool(ema)
     meta = read_meta(part.folder / "epoch_0004")
     assert [h["epoch"] for h in meta["history"]] == [1, 2, 3, 4]
 
@@ -163,3 +168,37 @@ def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
     assert runs["fp32"][0] == runs["fp32"][1]
     assert runs["bf16"][0] != runs["fp32"][0]
     assert abs(runs["bf16"][0] - runs["fp32"][0]) < 0.05  # the same training, rounded
+
+
+def test_weight_average_follows_the_weights_and_copies_integer_buffers() -> None:
+    from raygenre.train import WeightAverage
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = WeightAverage(net, 0.75)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(4.0)
+    net(torch.randn(8, 2))  # batch norm: running stats move, num_batches_tracked becomes 1
+    avg.update(net)
+    assert torch.allclose(avg.model[0].weight, start + 1.0)  # 0.75 * w + 0.25 * (w + 4)
+    assert avg.model[1].num_batches_tracked.item() == 1
+    assert not any(p.requires_grad for p in avg.model.parameters())
+    with pytest.raises(ValueError, match="ema must be in"):
+        WeightAverage(net, 1.0)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.95])
+def test_the_checkpoint_holds_the_weights_validation_judged(tmp_path, ema: float) -> None:
+    """What a trial reports as val/acc is what its checkpoint's weights give on the val split
+    (the average's, with ema): the test split is then scored with the weights that were chosen."""
+    data = _data()
+    seam = LocalSeam(data, tmp_path)
+    train_loop(_config(epochs=3, ema=ema), seam)
+    feats, model, _ = load_checkpoint(tmp_path / "epoch_0003")
+    loss, acc = run_epoch(model, feats, seam.batches("val", EVAL_BATCH, None), "cpu")
+    assert acc == seam.reports[-1]["val/acc"]
+    assert loss == pytest.approx(seam.reports[-1]["val/loss"], rel=1e-6)
+    if ema:
+        trained = torch.load(tmp_path / "epoch_0003" / STATE_FILE, weights_only=True)["trained"]
+        averaged = _weights(tmp_path / "epoch_0003")
+        assert any(not torch.equal(trained[k], averaged[k]) for k in trained)

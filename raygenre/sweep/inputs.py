@@ -110,6 +110,9 @@ def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
     now, with the trial named, not after an hour of other trials."""
     seen = set()
     for row, cfg in trial_configs(grid, base):
+        if not 0.0 <= cfg.ema < 1.0:
+            raise ConfigError(f"{grid.path}: trial {row}: ema must be in [0, 1) (a decay per "
+                              f"step, 0.998 for example; 0 is off), got {cfg.ema}")
         key = (cfg.model, feature_key(cfg), cfg.hidden, cfg.cnn_channels, cfg.fc_width,
                cfg.pitch_shift, cfg.spec_augment)
         if key in seen:

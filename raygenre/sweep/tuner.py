@@ -191,7 +191,7 @@ def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.
                                   max_t=grid.max_epochs(base), grace_period=grid.grace_period,
                                   reduction_factor=grid.reduction_factor)
     # reuse_actors: a finished run's process takes the next run, so torch and Ray are
-    # imported once per slot, not once per run (0.4 s of fixed cost per trial instead of 3.0,
+    # imported once per slot, not once per run (0.4-0.5 s of fixed cost per trial instead of 3.0,
     # bench/trial_cost.py). Safe here because the loop sets every global it depends on (seed,
     # threads, deterministic flags) at its start; tests/test_engine.py checks that runs in a
     # reused process give the numbers of fresh ones, bit for bit.
