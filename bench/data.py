@@ -30,7 +30,6 @@ from _common import report
 from raygenre import synth
 from raygenre.config import PRESETS, Config
 from raygenre.data import (
-    SHUFFLE_BUFFER_ROWS,
     HeldSplit,
     _BlockWriter,
     block_rows,
@@ -38,6 +37,7 @@ from raygenre.data import (
     prepare,
     ray_dataset,
     segment,
+    torch_batches,
 )
 from raygenre.features import build_features, feature_shape
 from raygenre.models import build_model
@@ -102,9 +102,7 @@ def input_vs_model(prepared, cfg: Config) -> tuple[float, float, float]:
             return (n - 2) / (time.perf_counter() - t0)
 
     held_rate = rate(HeldSplit(ds).batches(BATCH, 0))
-    input_rate = rate(ds.iter_torch_batches(batch_size=BATCH,
-                                            local_shuffle_buffer_size=SHUFFLE_BUFFER_ROWS,
-                                            local_shuffle_seed=0))
+    input_rate = rate(torch_batches(ds, BATCH, 0))
     del ds  # its blocks leave the object store with it
     model = build_model(cfg, feature_shape(cfg, prepared.segment_samples), 10)
     opt = torch.optim.Adam(model.parameters(), 1e-3)

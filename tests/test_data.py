@@ -163,7 +163,7 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
     for batch_size in (1, 7, 32, 600):
         for seed in (None, 0, 101):
             ours = list(held.batches(batch_size, seed))
-            rays = list(torch_batches(ds, batch_size, seed, prefetch=False))
+            rays = list(torch_batches(ds, batch_size, seed))
             assert len(ours) == len(rays), (batch_size, seed)
             for a, b in zip(ours, rays, strict=True):
                 assert a["x"].dtype == b["x"].dtype and a["label"].dtype == b["label"].dtype
