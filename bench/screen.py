@@ -1,0 +1,165 @@
+"""Screen a grid's variants across seeds on one machine without Ray: every trial runs the same
+`train_loop` through `LocalSeam`, several processes at once (a GPU takes many small trials at
+a time), and is tested at its best val/acc epoch as the report does. Prints one line per trial
+and a table of means per variant; writes the rows to OUT/screen.jsonl as they finish, so a run
+cut short keeps what it measured.
+
+For a first look where the sweep would take hours (a 2-core CPU runs one 80-epoch small_cnn
+trial on real music in ~26 min; a GPU runs a dozen at once in about that many seconds). Its
+numbers are not the sweep's: LocalSeam draws its own batch order, and a GPU's arithmetic is
+not a CPU's. A finding is confirmed with the sweep itself.
+
+    python bench/screen.py GRID [--data builtin:music] [--variants a,b] [--seeds 0,1,2]
+                           [--procs N] [--preset cpu] [--epochs N] [--deadline S]
+                           [--cache DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from raygenre.data import Prepared, prepare, read_split, split_batches, to_tensor  # noqa: E402
+from raygenre.features import band_stats, feature_key  # noqa: E402
+from raygenre.gridfile import best_epoch, load_grid, resolve_base  # noqa: E402
+from raygenre.sweep.inputs import data_root  # noqa: E402
+
+
+def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    table = read_split(prepared, split)
+    return (to_tensor(table.column("x")).to(device),
+            torch.tensor(table.column("label").to_pylist()).to(device))
+
+
+def _trial(job: dict[str, Any]) -> dict[str, Any]:
+    """One trial in a worker process: train, then test the best epoch's checkpoint."""
+    from raygenre.report.evaluate import evaluate
+    from raygenre.train import LocalSeam, train_loop
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    prepared, device, folder = job["prepared"], job["device"], Path(job["folder"])
+    data = {s: _split(prepared, s, device) for s in ("train", "val")}
+    seam = LocalSeam(data, folder, device=device)
+    train_loop(job["config"], seam)
+    best = best_epoch(seam.reports, "val/acc", "max")
+    test = evaluate(folder / f"epoch_{best['epoch']:04d}", prepared, "test", device)
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"variant": job["variant"], "seed": job["seed"], "best_epoch": best["epoch"],
+            "val/acc": best["val/acc"], "last/val/acc": seam.reports[-1]["val/acc"],
+            "last/train/acc": seam.reports[-1]["train/acc"],
+            "last/train/loss": seam.reports[-1]["train/loss"], "test/acc": test["test/acc"],
+            "test/track_acc": test["test/track_acc"], "wall_s": time.perf_counter() - t0,
+            "val_history": [r["val/acc"] for r in seam.reports]}
+
+
+def _mean_std(xs: list[float]) -> str:
+    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}" if len(xs) > 1 \
+        else f"{xs[0]:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("grid")
+    p.add_argument("--data", default="builtin:music")
+    p.add_argument("--variants", help="comma-separated variant names (default: all)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--procs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--preset", default="cpu", help="as the sweep's --preset (default cpu, "
+                   "so a GPU screen has the CPU runs' input sizes)")
+    p.add_argument("--epochs", type=int, help="override every trial's epochs (a smoke run)")
+    p.add_argument("--deadline", type=float, default=float("inf"),
+                   help="seconds after which unfinished trials are dropped")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "raygenre"))
+    p.add_argument("--out", default="results/screen")
+    args = p.parse_args(argv)
+    t_start = time.perf_counter()
+
+    grid = load_grid(args.grid)
+    base = resolve_base(grid, args.preset, None)
+    cache = Path(args.cache)
+    prepared = prepare(data_root(args.data, cache), cache, base)
+    wanted = args.variants.split(",") if args.variants else None
+    trials = [t for t in grid.grid_trials() if wanted is None or t.variant in wanted]
+    missing = set(wanted or ()) - {t.variant for t in trials}
+    if missing:
+        raise SystemExit(f"{args.grid}: no variant(s) {sorted(missing)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    configs = []
+    for t in trials:
+        for s in seeds:
+            cfg = base.replace(**{**t.deltas, "seed": s})
+            if args.epochs:
+                cfg = cfg.replace(epochs=args.epochs)
+            configs.append((t.variant, s, cfg))
+
+    def train_waves():  # the train split, streamed, for band statistics
+        for b in split_batches(prepared, "train", 64, ["x"]):
+            yield to_tensor(b.column("x"))
+
+    stats = {}
+    for _, _, cfg in configs:
+        if cfg.band_norm and feature_key(cfg) not in stats:
+            stats[feature_key(cfg)] = band_stats(cfg, train_waves())
+    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
+               "threads": 1, "band_stats": stats}
+    print(f"[screen] data and band statistics ready at {time.perf_counter() - t_start:.0f} s; "
+          f"{len(configs)} trials, {args.procs} at a time", flush=True)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"screen{os.getpid()}"
+    # Longest first, so the short ones fill the gaps at the end.
+    jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
+                    "prepared": prepared, "device": device, "folder": str(work / f"{v}_s{s}")}
+                   for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
+    rows: list[dict[str, Any]] = []
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    with ctx.Pool(args.procs) as pool, open(out / "screen.jsonl", "a") as f:
+        pending = [pool.apply_async(_trial, (j,)) for j in jobs]
+        while pending:
+            if time.perf_counter() - t_start > args.deadline:
+                print(f"[screen] deadline: {len(pending)} trial(s) dropped", flush=True)
+                pool.terminate()
+                break
+            done = [r for r in pending if r.ready()]
+            for r in done:
+                pending.remove(r)
+                row = r.get()  # a trial's error stops the screen, with its traceback
+                rows.append(row)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                print(f"[screen] {row['variant']} seed {row['seed']}: val {row['val/acc']:.3f} "
+                      f"(epoch {row['best_epoch']}) test {row['test/acc']:.3f} track "
+                      f"{row['test/track_acc']:.3f} in {row['wall_s']:.0f} s", flush=True)
+            time.sleep(0.5)
+    shutil.rmtree(work, ignore_errors=True)
+
+    print(f"\n{device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}), "
+          f"{len(rows)} trials in {time.perf_counter() - t_start:.0f} s\n")
+    print("| variant | seeds | val/acc | test/acc | test/track_acc |\n|---|---|---|---|---|")
+    for v in dict.fromkeys(t.variant for t in trials):
+        mine = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"])
+        if mine:
+            print(f"| {v} | {','.join(str(r['seed']) for r in mine)} | "
+                  f"{_mean_std([r['val/acc'] for r in mine])} | "
+                  f"{_mean_std([r['test/acc'] for r in mine])} | "
+                  f"{_mean_std([r['test/track_acc'] for r in mine])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
