@@ -17,6 +17,7 @@ not a CPU's. A finding is confirmed with the sweep itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -31,10 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raygenre.data import Prepared, prepare, read_split, split_batches, to_tensor  # noqa: E402
-from raygenre.features import band_stats, feature_key  # noqa: E402
+from raygenre.data import Prepared, prepare, read_split, to_tensor  # noqa: E402
 from raygenre.gridfile import best_epoch, load_grid, resolve_base  # noqa: E402
-from raygenre.sweep.inputs import data_root  # noqa: E402
+from raygenre.sweep.inputs import data_root, runtime_facts, trial_configs  # noqa: E402
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +54,7 @@ def _trial(job: dict[str, Any]) -> dict[str, Any]:
     data = {s: _split(prepared, s, device) for s in ("train", "val")}
     seam = LocalSeam(data, folder, device=device)
     train_loop(job["config"], seam)
-    best = best_epoch(seam.reports, "val/acc", "max")
+    best = best_epoch(seam.reports, *job["objective"])
     test = evaluate(folder / f"epoch_{best['epoch']:04d}", prepared, "test", device)
     shutil.rmtree(folder, ignore_errors=True)
     return {"variant": job["variant"], "seed": job["seed"], "best_epoch": best["epoch"],
@@ -88,33 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
 
     grid = load_grid(args.grid)
+    wanted = args.variants.split(",") if args.variants else None
+    if wanted:
+        missing = set(wanted) - {v["name"] for v in grid.variants}
+        if missing:
+            raise SystemExit(f"{args.grid}: no variant(s) {sorted(missing)}")
+    # The grid narrowed to the chosen variants, crossed with the chosen seeds: the sweep's own
+    # helpers then give the trials' configs and the band statistics they normalise with.
+    seeds = [int(s) for s in args.seeds.split(",")]
+    grid = dataclasses.replace(
+        grid, axes={**grid.axes, "seed": seeds},
+        variants=tuple(v for v in grid.variants if wanted is None or v["name"] in wanted))
     base = resolve_base(grid, args.preset, None)
     cache = Path(args.cache)
     prepared = prepare(data_root(args.data, cache), cache, base)
-    wanted = args.variants.split(",") if args.variants else None
-    trials = [t for t in grid.grid_trials() if wanted is None or t.variant in wanted]
-    missing = set(wanted or ()) - {t.variant for t in trials}
-    if missing:
-        raise SystemExit(f"{args.grid}: no variant(s) {sorted(missing)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    configs = []
-    for t in trials:
-        for s in seeds:
-            cfg = base.replace(**{**t.deltas, "seed": s})
-            if args.epochs:
-                cfg = cfg.replace(epochs=args.epochs)
-            configs.append((t.variant, s, cfg))
-
-    def train_waves():  # the train split, streamed, for band statistics
-        for b in split_batches(prepared, "train", 64, ["x"]):
-            yield to_tensor(b.column("x"))
-
-    stats = {}
-    for _, _, cfg in configs:
-        if cfg.band_norm and feature_key(cfg) not in stats:
-            stats[feature_key(cfg)] = band_stats(cfg, train_waves())
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
-               "threads": 1, "band_stats": stats}
+    configs = [(row.get("variant"), cfg.seed,
+                cfg.replace(epochs=args.epochs) if args.epochs else cfg)
+               for row, cfg in trial_configs(grid, base)]
+    runtime = runtime_facts(grid, base, prepared, threads=1)
     print(f"[screen] data and band statistics ready at {time.perf_counter() - t_start:.0f} s; "
           f"{len(configs)} trials, {args.procs} at a time", flush=True)
 
@@ -124,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"screen{os.getpid()}"
     # Longest first, so the short ones fill the gaps at the end.
     jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
-                    "prepared": prepared, "device": device, "folder": str(work / f"{v}_s{s}")}
+                    "prepared": prepared, "device": device,
+                    "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}")}
                    for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
     rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
@@ -151,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}), "
           f"{len(rows)} trials in {time.perf_counter() - t_start:.0f} s\n")
     print("| variant | seeds | val/acc | test/acc | test/track_acc |\n|---|---|---|---|---|")
-    for v in dict.fromkeys(t.variant for t in trials):
+    for v in dict.fromkeys(v for v, _, _ in configs):
         mine = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"])
         if mine:
             print(f"| {v} | {','.join(str(r['seed']) for r in mine)} | "
