@@ -54,6 +54,13 @@ class Config:
     # semitone input, while training: shift each example by up to this many semitones (bands),
     # the augmentation music allows (a transposed piece is still in its style).
     pitch_shift: int = 0
+    # While training, each example keeps a random window of this fraction of its frames: a
+    # time shift that respects music (where a 5-s cut starts is arbitrary), and a model that
+    # pools over time sees the whole segment at test. 0 (or 1) keeps every frame.
+    time_crop: float = 0.0
+    # Cross-entropy against labels smoothed by this much (Szegedy et al., 2016), training only:
+    # validation and test losses stay plain cross-entropy, comparable across trials. 0 is off.
+    label_smoothing: float = 0.0
     # --- optimisation (registries in optim.py) ---
     optimizer: str = "adam"
     lr: float = 4e-4  # the study's starting learning rate

@@ -101,6 +101,27 @@ class PitchShift(nn.Module):
         return torch.gather(x, -2, idx) * valid[:, None, :, None]
 
 
+class TimeCrop(nn.Module):
+    """Keep a random window of round(fraction * frames) frames of each example, at its own
+    offset; the batch's examples stay one length, so they stack."""
+
+    def __init__(self, fraction: float) -> None:
+        super().__init__()
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"time_crop must be in (0, 1] (the fraction of frames kept), "
+                             f"got {fraction}")
+        self.fraction = fraction
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.shape[-1]
+        keep = max(1, round(self.fraction * frames))
+        if keep >= frames:
+            return x
+        starts = torch.randint(0, frames - keep + 1, (x.shape[0],), device=x.device)
+        idx = starts[:, None] + torch.arange(keep, device=x.device)[None, :]  # (B, keep)
+        return torch.gather(x, -1, idx[:, None, None, :].expand(*x.shape[:-1], keep))
+
+
 class BandNorm(nn.Module):
     """Standardise each frequency band with statistics of the training split (fixed buffers)."""
 
@@ -167,6 +188,8 @@ def build_augment(cfg: Config) -> nn.Module | None:
             raise ValueError(f"pitch_shift needs features: semitone (one band per semitone), "
                              f"not {cfg.features!r}")
         steps.append(PitchShift(cfg.pitch_shift))
+    if cfg.time_crop:
+        steps.append(TimeCrop(cfg.time_crop))
     if cfg.spec_augment:
         steps.append(SpecAugment())
     return nn.Sequential(*steps) if steps else None

@@ -104,20 +104,21 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
               device: torch.device | str, opt: torch.optim.Optimizer | None = None,
               augment: nn.Module | None = None, mixup: float = 0.0,
-              precision: str = "fp32", average: WeightAverage | None = None
-              ) -> tuple[float, float]:
+              precision: str = "fp32", average: WeightAverage | None = None,
+              label_smoothing: float = 0.0) -> tuple[float, float]:
     """(mean loss, accuracy) over `batches`; trains when an optimizer is given.
 
     Training may mask the features (`augment`) and mix pairs of examples (`mixup` alpha);
     with mixup the loss is the mix of both labels' losses and the accuracy counts the dominant
     label of each mixed pair. `precision` 'bf16' runs the model under autocast. `average`, if
-    given, follows the weights after every step.
+    given, follows the weights after every step. `label_smoothing` applies while training only.
     """
     device = torch.device(device)
     training = opt is not None
     loss_sum, correct, count = 0.0, 0.0, 0.0
     model.train(training)
     beta = torch.distributions.Beta(mixup, mixup) if training and mixup > 0 else None
+    smooth = label_smoothing if training else 0.0
     with torch.set_grad_enabled(training):
         for batch in batches:
             x, y = batch["x"].to(device), batch["label"].to(device)
@@ -129,12 +130,13 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
                     lam = float(beta.sample())
                     perm = torch.randperm(len(y), device=device)
                     logits = model(lam * x + (1 - lam) * x[perm])
-                    loss = (lam * nn.functional.cross_entropy(logits, y)
-                            + (1 - lam) * nn.functional.cross_entropy(logits, y[perm]))
+                    loss = (lam * nn.functional.cross_entropy(logits, y, label_smoothing=smooth)
+                            + (1 - lam) * nn.functional.cross_entropy(
+                                logits, y[perm], label_smoothing=smooth))
                     y = y if lam >= 0.5 else y[perm]
                 else:
                     logits = model(x)
-                    loss = nn.functional.cross_entropy(logits, y)
+                    loss = nn.functional.cross_entropy(logits, y, label_smoothing=smooth)
             if training:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -236,7 +238,7 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
         t0 = time.perf_counter()
         train_loss, train_acc = run_epoch(
             model, feats, seam.batches("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101),
-            device, opt, augment, cfg.mixup, cfg.precision, average)
+            device, opt, augment, cfg.mixup, cfg.precision, average, cfg.label_smoothing)
         val_loss, val_acc = run_epoch(judged, feats, seam.batches("val", EVAL_BATCH, None),
                                       device, precision=cfg.precision)
         step_scheduler(sched, val_loss)

@@ -243,6 +243,28 @@ def test_ema_out_of_range_fails_before_any_trial(tmp_path: Path) -> None:
         check_models(grid, Config().replace(model="mlp", features="waveform"), prepared)
 
 
+@pytest.mark.parametrize("grid_text, error", [
+    ("grid: {label_smoothing: [0.1, 1.0]}",
+     r"g.yaml: trial .*label_smoothing must be in \[0, 1\).*got 1.0"),
+    ("grid: {model: [small_cnn, cnn1]}",
+     r"g.yaml: trial .*model': 'cnn1'.*time_crop 0.6 needs a model that pools over time"),
+    ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: trial .*time_crop must be in \(0, 1\]"),
+])
+def test_training_only_knobs_fail_before_any_trial(tmp_path: Path, grid_text: str,
+                                                   error: str) -> None:
+    from raygenre.data import Prepared
+    from raygenre.gridfile import load_grid
+    from raygenre.sweep.inputs import check_models
+
+    (tmp_path / "g.yaml").write_text(grid_text + "\n")
+    prepared = Prepared(Path("."), ("a", "b"), 22_050, {"train": 100, "val": 10, "test": 10},
+                        True)
+    base = Config().replace(model="small_cnn", features="logmel", time_crop=0.6,
+                            n_fft=126, hop_length=1024)
+    with pytest.raises(ConfigError, match=error):
+        check_models(load_grid(str(tmp_path / "g.yaml")), base, prepared)
+
+
 def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> None:
     """A 4-genre folder of 10 short tracks each: the smoke sample's training split (8
     segments) is smaller than the grid's batches, which a smoke run fits to it, saying so. A

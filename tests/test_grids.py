@@ -103,6 +103,25 @@ def test_spec_augment_masks_some_bins_and_leaves_the_rest() -> None:
         assert torch.equal(z, rows.unsqueeze(1) | cols.unsqueeze(0))
 
 
+def test_time_crop_keeps_a_window_of_each_example_at_its_own_offset() -> None:
+    from raygenre.features import TimeCrop
+
+    torch.manual_seed(0)
+    frames = torch.arange(108.0)
+    x = frames.expand(16, 1, 3, 108).clone()  # every frame holds its own index
+    out = TimeCrop(0.6)(x)
+    assert out.shape == (16, 1, 3, 65)  # round(0.6 * 108)
+    starts = out[:, 0, 0, 0]
+    for i in range(16):  # one contiguous window, the same across bands
+        want = torch.arange(starts[i].item(), starts[i].item() + 65)
+        assert torch.equal(out[i, 0], want.expand(3, 65))
+    assert len(set(starts.tolist())) > 1  # offsets differ between examples
+    assert starts.min() >= 0 and starts.max() <= 108 - 65
+    assert TimeCrop(1.0)(x) is x
+    with pytest.raises(ValueError, match="time_crop must be in"):
+        TimeCrop(1.5)
+
+
 def _g(tmp_path: Path, text: str) -> Grid:
     (tmp_path / "g.yaml").write_text("description: d\n" + text)
     return load_grid(str(tmp_path / "g.yaml"))

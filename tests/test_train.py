@@ -156,6 +156,20 @@ def test_mixup_mixes_the_loss_and_counts_the_dominant_label(monkeypatch, lam: fl
     assert acc == 1.0  # argmax is the dominant label; counting y alone gives 0 at lam 0.3
 
 
+def test_label_smoothing_changes_the_training_loss_only() -> None:
+    y = torch.tensor([0, 1, 2, 3])
+    x = torch.nn.functional.one_hot(y, 4).float() * 5
+    probe = _Probe()
+    batches = [{"x": x, "label": y}]
+    sgd = torch.optim.SGD(probe.parameters(), lr=0.0)
+    trained, _ = run_epoch(probe, torch.nn.Identity(), batches, "cpu", sgd, label_smoothing=0.1)
+    judged, _ = run_epoch(probe, torch.nn.Identity(), batches, "cpu", label_smoothing=0.1)
+    want = torch.nn.functional.cross_entropy(x, y, label_smoothing=0.1).item()
+    assert trained == pytest.approx(want, rel=1e-6)
+    assert judged == pytest.approx(torch.nn.functional.cross_entropy(x, y).item(), rel=1e-6)
+    assert trained > judged  # smoothing penalises confident, right logits
+
+
 def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
     """`precision: bf16` changes the arithmetic (autocast on the device, the CPU here); the
     default fp32 is the bit-identical path."""

@@ -113,19 +113,30 @@ def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
         if not 0.0 <= cfg.ema < 1.0:
             raise ConfigError(f"{grid.path}: trial {row}: ema must be in [0, 1) (a decay per "
                               f"step, 0.998 for example; 0 is off), got {cfg.ema}")
+        if not 0.0 <= cfg.label_smoothing < 1.0:
+            raise ConfigError(f"{grid.path}: trial {row}: label_smoothing must be in [0, 1) "
+                              f"(0.1 for example; 0 is off), got {cfg.label_smoothing}")
         key = (cfg.model, feature_key(cfg), cfg.hidden, cfg.cnn_channels, cfg.fc_width,
-               cfg.pitch_shift, cfg.spec_augment)
+               cfg.pitch_shift, cfg.spec_augment, cfg.time_crop)
         if key in seen:
             continue
         seen.add(key)
         try:
             shape = feature_shape(cfg, prepared.segment_samples)
-            build_augment(cfg)
+            augment = build_augment(cfg)
             with torch.device("meta"):
-                build_model(cfg, shape, len(prepared.genres))
+                model = build_model(cfg, shape, len(prepared.genres))
         except (ValueError, RuntimeError) as e:
             raise ConfigError(f"{grid.path}: trial {row}: the model cannot be built on this "
                               f"input: {e}") from e
+        if cfg.time_crop:  # it trains on shorter windows than it is built (and tested) for
+            try:
+                with torch.device("meta"):
+                    model(augment(torch.zeros(2, *shape)))
+            except RuntimeError as e:
+                raise ConfigError(f"{grid.path}: trial {row}: time_crop {cfg.time_crop} needs "
+                                  f"a model that pools over time (small_cnn, band_linear); "
+                                  f"{cfg.model} takes only its full input width: {e}") from e
 
 
 def runtime_facts(grid: Grid, base: Config, prepared: Prepared, threads: int) -> dict[str, Any]:
