@@ -61,7 +61,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
         done = paths.results / "best.json"
         best = json.loads(done.read_text()) if done.exists() else None
         stored = (best or {}).get("shaped_by")
-        if best is not None and stored == setup.shaped_by:
+        if best is not None and not run_state.differences(stored or {}, setup.shaped_by):
             print(f"[all] {grid.name}: finished earlier with the same grid, data, seed and "
                   f"options ({grid.metric} {best[grid.metric]:.3f}); skipped")
         else:

@@ -33,7 +33,20 @@ def shaped_by(grid: Grid, base: Config, prepared: Prepared, plan: Plan, smoke: b
     return json.loads(json.dumps(m))  # tuples -> lists, as read back
 
 
+def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored `shaped_by` as this version writes it: a config key added since the run was
+    made reads as its default, which is the behaviour the run had (a new key defaults to
+    what came before), so an upgrade alone does not refuse a resume or redo a stage."""
+    base = stored.get("base")
+    if not isinstance(base, dict):
+        return stored
+    defaults = json.loads(json.dumps(Config().to_dict()))
+    return {**stored, "base": {**{k: v for k, v in defaults.items() if k not in base}, **base}}
+
+
 def differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a stored `shaped_by` (upgraded first) and this command's."""
+    then = upgraded(then)
     out = []
     for k in sorted(set(then) | set(now)):
         if then.get(k) == now.get(k):
