@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,38 +26,76 @@ def run_outcome(trial: Any, finished: bool = False) -> str | None:
     return "completed" if done >= unpack(trial.config)[0]["epochs"] else "stopped by ASHA"
 
 
+@dataclass(frozen=True)
+class PlannedRun:
+    """A run of the sweep as Tune's param space holds it, its epochs, and the seconds one of
+    its epochs was estimated to take here (a relative weight: calibrated as the sweep runs)."""
+
+    value: dict[str, Any]
+    epochs: int
+    epoch_s: float
+
+
+def _run_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
 class Progress(tune.Callback):
     """One line per epoch and per finished run: what ran, what ASHA stopped, the best so far,
-    and the time left if every unfinished run goes to its last epoch (an estimate from the
-    seconds per epoch so far, not a bound: later runs may be slower).
+    and the time left if every unfinished run goes to its last epoch.
 
-    Counts come from Tune's trial list each time, so they stay right after a resume.
+    The time left weighs each run's remaining epochs by what the estimate timed for its model
+    and input (a CNN1 epoch is not a linear classifier's), scaled by how the epochs run so far
+    compare with their estimate; runs Tune has not created yet are counted too. An estimate,
+    not a bound. Counts come from Tune's trial list each time, so they stay right after a
+    resume.
     """
 
-    def __init__(self, n_runs: int, concurrency: int, metric: str, mode: str) -> None:
-        self.n_runs, self.concurrency, self.metric, self.mode = n_runs, concurrency, metric, mode
+    def __init__(self, planned: list[PlannedRun], concurrency: int, metric: str,
+                 mode: str) -> None:
+        self.planned, self.concurrency, self.metric, self.mode = (
+            planned, concurrency, metric, mode)
+        self.n_runs = len(planned)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A run started by an earlier version pickled its callback without `planned` (Tune
+        # restores callbacks from the run folder): its time-left line weighs epochs alike.
+        self.__dict__.update({"planned": None, **state})
 
     def setup(self, **info: Any) -> None:
         self.t0 = time.time()
         self.best: tuple[float, str] | None = None
 
+    def minutes_left(self, trials: list, outcomes: list[str | None]) -> float | None:
+        """Sweep minutes left if no run stops early; None before any epoch has run."""
+        planned = {_run_key(p.value): p for p in self.planned or []}
+        weight = {}  # a trial's seconds per estimated epoch; 1 without a plan
+        for t in trials:
+            p = planned.get(_run_key(t.config.get("run")))
+            weight[t.trial_id] = p.epoch_s if p is not None else 1.0
+        est_run = wall = left = 0.0
+        for t, o in zip(trials, outcomes, strict=True):
+            done = (t.last_result or {}).get("epoch", 0)
+            est_run += done * weight[t.trial_id]
+            wall += (t.last_result or {}).get("time_total_s", 0.0)
+            if not o:
+                left += (unpack(t.config)[0]["epochs"] - done) * weight[t.trial_id]
+        created = {_run_key(t.config.get("run")) for t in trials}
+        if self.planned:
+            left += sum(p.epochs * p.epoch_s for k, p in planned.items() if k not in created)
+        elif trials:  # no plan (a run started before plans were kept): the mean run
+            mean_epochs = sum(unpack(t.config)[0]["epochs"] for t in trials) / len(trials)
+            left += (self.n_runs - len(trials)) * mean_epochs
+        if not est_run or not left:
+            return None
+        return left * wall / est_run / self.concurrency / 60
+
     def _line(self, event: str, trials: list, finishing: Any = None) -> None:
         outcomes = [run_outcome(t, finished=t is finishing) for t in trials]
         done = [o for o in outcomes if o]
         counts = {k: done.count(k) for k in ("completed", "stopped by ASHA", "error")}
-        # Seconds per epoch so far, and the epochs still to run if nothing more is stopped.
-        # Runs Tune has not created yet (after a Ctrl-C and resume) are counted at the mean.
-        epochs_run = sum((t.last_result or {}).get("epoch", 0) for t in trials)
-        wall = sum((t.last_result or {}).get("time_total_s", 0.0) for t in trials)
-        left = sum(unpack(t.config)[0]["epochs"] - (t.last_result or {}).get("epoch", 0)
-                   for t, o in zip(trials, outcomes, strict=True) if not o)
-        if trials:
-            mean_epochs = sum(unpack(t.config)[0]["epochs"] for t in trials) / len(trials)
-            left += (self.n_runs - len(trials)) * mean_epochs
-        eta = ""
-        if epochs_run and left:
-            eta = (f", ~{left * wall / epochs_run / self.concurrency / 60:.1f} min left if no run "
-                   f"stops early")
+        left = self.minutes_left(trials, outcomes)
+        eta = f", ~{left:.1f} min left if no run stops early" if left is not None else ""
         best = f"best {self.metric} {self.best[0]:.3f} ({self.best[1]})" if self.best else ""
         tally = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "-"
         print(f"[tune {(time.time() - self.t0) / 60:5.1f} min] {event:<38} | {len(done)}/"

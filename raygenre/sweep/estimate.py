@@ -24,6 +24,7 @@ class Estimate:
     run_epochs: int
     minutes: float
     samples_per_s: dict[str, float]  # per distinct model and input, training
+    epoch_s: tuple[float, ...]  # each run's seconds per epoch here, in the runs' order
 
     def describe(self, concurrency: int, asha: bool) -> str:
         speeds = ", ".join(f"{k} {v:.0f}" for k, v in self.samples_per_s.items())
@@ -87,6 +88,7 @@ def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> E
         rates: dict[str, tuple[float, float]] = {}
         seconds = 0.0
         run_epochs = 0
+        epoch_s = []
         for run in runs:
             cfg = base.replace(**run.longest.deltas)
             key = _key(cfg)
@@ -98,12 +100,13 @@ def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> E
                          + prepared.counts["val"] / evaluate)
             seconds += cfg.epochs * per_epoch
             run_epochs += cfg.epochs
+            epoch_s.append(per_epoch)
     finally:
         torch.set_num_threads(threads)
         if device.type == "cuda":  # the timed models' memory, cached here, is the trials' now
             torch.cuda.empty_cache()
     return Estimate(run_epochs, seconds / plan.concurrency / 60,
-                    {k: v[0] for k, v in rates.items()})
+                    {k: v[0] for k, v in rates.items()}, tuple(epoch_s))
 
 
 def cheaper(preset: str, plan: Plan) -> str:

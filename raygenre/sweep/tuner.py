@@ -22,8 +22,8 @@ from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
 from raygenre.sweep.asha import ResumableASHA
-from raygenre.sweep.callbacks import Progress, TensorBoard, quiet_trial_tracebacks
-from raygenre.sweep.estimate import LONG_MIN, cheaper, estimate
+from raygenre.sweep.callbacks import PlannedRun, Progress, TensorBoard, quiet_trial_tracebacks
+from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.plan import Node, Plan, plan_resources
 from raygenre.sweep.records import run_records, trial_dirname
 from raygenre.sweep.runners import trial
@@ -52,6 +52,7 @@ class Setup:
     prepared: Prepared
     carried: dict[str, Any]
     shaped_by: dict[str, Any]  # everything that shapes its numbers (run_state.shaped_by)
+    cost: Estimate | None = None  # what each run's epoch costs here, for the time-left line
 
 
 def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
@@ -84,6 +85,7 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
     inputs.check_batch_sizes(grid, base, prepared)
     inputs.check_models(grid, base, prepared)
     runs = grid.runs(base)
+    cost = None
     if not args.smoke:
         cost = estimate(runs, base, prepared, plan)
         if cost is None:
@@ -94,7 +96,7 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
                 print(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
                     f"{cheaper(preset, plan)}")
     return Setup(grid, plan, preset, why, base, runs, prepared, carried,
-                 run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried))
+                 run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried), cost)
 
 
 def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: list[Node],
@@ -140,7 +142,7 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     else:
         tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, runs),
                            tune_config=_tune_config(grid, setup.base, paths, plan),
-                           run_config=_run_config(grid, paths, plan, len(runs)))
+                           run_config=_run_config(grid, paths, plan, planned_runs(setup)))
     results = tuner.fit()
     wall = time.time() - t0
     # Each run's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
@@ -200,7 +202,16 @@ def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.
                            trial_dirname_creator=trial_dirname, reuse_actors=True)
 
 
-def _run_config(grid: Grid, paths: RunPaths, plan: Plan, n_runs: int) -> tune.RunConfig:
+def planned_runs(setup: Setup) -> list[PlannedRun]:
+    """Every run of the sweep with its epochs and, where the estimate timed it, its seconds
+    per epoch here (else 1: the time-left line then weighs all epochs alike)."""
+    costs = setup.cost.epoch_s if setup.cost is not None else (1.0,) * len(setup.runs)
+    return [PlannedRun(r.tune_value(), setup.base.replace(**r.longest.deltas).epochs, c)
+            for r, c in zip(setup.runs, costs, strict=True)]
+
+
+def _run_config(grid: Grid, paths: RunPaths, plan: Plan,
+                planned: list[PlannedRun]) -> tune.RunConfig:
     return tune.RunConfig(
         name=paths.experiment.name, storage_path=str(paths.experiment.parent),
         # The best epoch by the grid's objective (for the test) and the latest (for resume):
@@ -211,6 +222,6 @@ def _run_config(grid: Grid, paths: RunPaths, plan: Plan, n_runs: int) -> tune.Ru
         # A trial whose process dies (a lost node, a killed worker) restarts from its latest
         # checkpoint; one that fails on its own fails again and is recorded as an error.
         failure_config=tune.FailureConfig(max_failures=2),
-        callbacks=[Progress(n_runs, plan.concurrency, grid.metric, grid.mode),
+        callbacks=[Progress(planned, plan.concurrency, grid.metric, grid.mode),
                    TensorBoard(paths.tensorboard, grid.labels)],
         verbose=0)
