@@ -46,13 +46,16 @@ def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
 
 def differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between a stored `shaped_by` (upgraded first) and this command's."""
-    then = upgraded(then)
+    return _diff(upgraded(then), now)
+
+
+def _diff(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     out = []
     for k in sorted(set(then) | set(now)):
         if then.get(k) == now.get(k):
             continue
         if isinstance(then.get(k), dict) and isinstance(now.get(k), dict):
-            out += [f"{k}.{d}" for d in differences(then[k], now[k])]
+            out += [f"{k}.{d}" for d in _diff(then[k], now[k])]
         else:
             out.append(f"{k}: stored {then.get(k)!r}, now {now.get(k)!r}")
     return out
