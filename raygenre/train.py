@@ -36,6 +36,12 @@ RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 EVAL_BATCH = 128
+# Each epoch's checkpoint is written to a scratch folder that the runner then copies into the
+# run's storage. A trial killed while it holds one (kill -9, a lost node, the out-of-memory
+# killer) leaves it behind, ~650 MB at the study's resolution, and CI once filled its disk with
+# them. The name carries the writer's pid so that the next loop to start on the machine can
+# tell an orphan from a live trial's folder.
+SCRATCH_PREFIX = "raygenre-ckpt-pid"
 
 Batch = dict[str, torch.Tensor]
 
@@ -198,6 +204,7 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
 def train_loop(config: dict[str, Any], seam: Seam) -> None:
     """Train `config` for its epochs, reporting each one through `seam`."""
     cfg, runtime = split_config(config)
+    remove_orphaned_scratch()
     if runtime.get("threads"):
         torch.set_num_threads(int(runtime["threads"]))
     make_deterministic(cfg)
@@ -249,7 +256,7 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
         train_s += metrics["epoch_s"]
         metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
             checkpoint = None
             if seam.rank == 0:
                 checkpoint = Path(tmp)
@@ -262,6 +269,35 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
                     "scheduler": sched.state_dict() if sched is not None else {},
                     "rng": _rng_state(device), "epoch": epoch, "best_val_acc": best_val})
             seam.report(metrics, checkpoint)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_orphaned_scratch(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove the checkpoint scratch folders in `root` (the temp dir) whose writer has died.
+
+    A live process's folders stay, whoever it is; a reused pid keeps an orphan until that
+    process ends too, which costs disk, never a live checkpoint.
+    """
+    removed = []
+    for folder in sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*")):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:  # another starting loop removed it first
+            continue
+        removed.append(folder)
+    return removed
 
 
 def save_checkpoint(folder: Path, cfg: Config, runtime: dict[str, Any], metrics: dict[str, Any],

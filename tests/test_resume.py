@@ -13,12 +13,15 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from raygenre.train import SCRATCH_PREFIX
 
 from .conftest import history_by_config, run_cli
 
@@ -240,6 +243,11 @@ def test_a_killed_trial_process_retries_from_its_checkpoint(runner: str, tmp_pat
     assert proc.returncode == 0, out[-4000:]
     trials = _rows(tmp_path / "res" / "slowtrial-smoke" / "trials.csv")
     assert [(t["status"], t["epoch"]) for t in trials] == [("completed", "2")]
+    # A victim killed while it held a checkpoint's scratch folder (~650 MB here) left it
+    # behind; the retry's loop removed it.
+    left = [d for p in victims
+            for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{p.pid}-*")]
+    assert not left, left
     # The numbers match a run that was never interrupted.
     assert history_by_config(tmp_path / "res" / "slowtrial-smoke" / "history.csv") == \
         history_by_config(tmp_path / "ref" / "slowtrial-smoke" / "history.csv")

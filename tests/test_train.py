@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
 
 import pytest
 import torch
@@ -9,6 +13,7 @@ from raygenre.config import Config
 from raygenre.train import (
     EVAL_BATCH,
     META_FILE,
+    SCRATCH_PREFIX,
     STATE_FILE,
     LocalSeam,
     build,
@@ -216,3 +221,39 @@ def test_the_checkpoint_holds_the_weights_validation_judged(tmp_path, ema: float
         trained = torch.load(tmp_path / "epoch_0003" / STATE_FILE, weights_only=True)["trained"]
         averaged = _weights(tmp_path / "epoch_0003")
         assert any(not torch.equal(trained[k], averaged[k]) for k in trained)
+
+
+def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_starts(
+        tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # A process killed while it held a checkpoint's scratch folder, as a trial is killed by
+    # kill -9 or the out-of-memory killer: its folder outlives it.
+    child = subprocess.run(
+        [sys.executable, "-c", "import os, signal, tempfile; "
+         f"d = tempfile.mkdtemp(prefix=f'{SCRATCH_PREFIX}{{os.getpid()}}-', "
+         f"dir={str(tmp_path)!r}); "
+         "open(os.path.join(d, 'state.pt'), 'wb').write(b'0' * 1000); "
+         "os.kill(os.getpid(), signal.SIGKILL)"], check=False)
+    assert child.returncode == -9
+    (orphan,) = tmp_path.glob(f"{SCRATCH_PREFIX}*")
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-live"  # a running trial's, say
+    live.mkdir()
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+
+    class Watching(LocalSeam):
+        scratch: list = []
+
+        def report(self, metrics, checkpoint) -> None:
+            self.scratch.append(checkpoint)
+            super().report(metrics, checkpoint)
+
+    seam = Watching(_data(), tmp_path / "ckpt")
+    train_loop(_config(epochs=2), seam)
+    assert not orphan.exists()
+    assert live.exists() and other.exists()
+    # The loop's own scratch names its writer and is gone once the epoch is reported.
+    assert [c.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-") for c in seam.scratch] == [
+        True, True]
+    assert not any(c.exists() for c in seam.scratch)
+    assert list(tmp_path.glob(f"{SCRATCH_PREFIX}*")) == [live]
