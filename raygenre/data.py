@@ -14,6 +14,7 @@ hardly compress). `pyarrow.ipc.open_file` (or pandas' `read_feather`) opens it.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -317,6 +318,15 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         _write_report(report, skipped + notes)
         raise DataError(f"{e} ({len(skipped)} file(s) were set aside as unusable; "
                         f"file and reason for each in {report})") from e
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(out.parent).free / 2**20
+        raise DataError(f"cache folder {out.parent}: the disk filled up while the prepared "
+                        f"set was written ({free:.0f} MB free now that the partial copy is "
+                        f"removed); free some space or choose another folder with --cache"
+                        ) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -145,6 +145,26 @@ def test_read_only_cache_is_a_clear_error(tmp_path: Path,
         prepare(root, tmp_path / "cache", Config())
 
 
+def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_no_partial_copy(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import raygenre.data
+
+    root = _base(tmp_path / "d")
+    real = raygenre.data._write_splits
+
+    def fills_the_disk(tmp: Path, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        real(tmp, *a, **k)  # the partial copy is on disk when the write fails
+        raise OSError(errno.ENOSPC, "Error writing bytes to file. No space left on device")
+
+    monkeypatch.setattr(raygenre.data, "_write_splits", fills_the_disk)
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=f"cache folder {cache}.*disk filled up.*--cache"):
+        prepare(root, cache, Config())
+    assert not list(cache.rglob("*.tmp*")) and not [p for p in cache.rglob("*") if p.is_file()]
+
+
 def test_nothing_usable_left_is_an_error(tmp_path: Path) -> None:
     root = tmp_path / "d"
     for g in ("a", "b"):
