@@ -4,8 +4,8 @@ a time), and is tested at its best val/acc epoch as the report does. Prints one 
 and a table of means per variant; writes the rows to OUT/screen.jsonl as they finish, so a run
 cut short keeps what it measured.
 
-For a first look where the sweep would take hours (a 2-core CPU runs one 80-epoch small_cnn
-trial on real music in ~26 min; a GPU runs a dozen at once in about that many seconds). Its
+For a first look where the sweep would take hours (on a 2-core CPU, an 80-epoch small_cnn
+trial on real music took 45-86 min, two at a time; a GPU runs a dozen at once in ~5 min). Its
 numbers are not the sweep's: LocalSeam draws its own batch order, and a GPU's arithmetic is
 not a CPU's. A finding is confirmed with the sweep itself.
 
