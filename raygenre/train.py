@@ -256,7 +256,7 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
         train_s += metrics["epoch_s"]
         metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
         history.append(metrics)
-        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
+        with checkpoint_scratch() as tmp:
             checkpoint = None
             if seam.rank == 0:
                 checkpoint = Path(tmp)
@@ -271,6 +271,11 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             seam.report(metrics, checkpoint)
 
 
+def checkpoint_scratch() -> tempfile.TemporaryDirectory:
+    """A temp folder for one checkpoint's files, named for this process (SCRATCH_PREFIX)."""
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -282,7 +287,8 @@ def _alive(pid: int) -> bool:
 
 
 def remove_orphaned_scratch(root: str | os.PathLike | None = None) -> list[Path]:
-    """Remove the checkpoint scratch folders in `root` (the temp dir) whose writer has died.
+    """Remove the checkpoint scratch folders in `root` (the temp dir) whose writer has died:
+    a trial's (each epoch's checkpoint) or a driver's (a checkpoint fetched for the test).
 
     A live process's folders stay, whoever it is; a reused pid keeps an orphan until that
     process ends too, which costs disk, never a live checkpoint.

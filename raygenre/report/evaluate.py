@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 
 from raygenre.data import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
-from raygenre.train import autocast, load_checkpoint
+from raygenre.train import autocast, checkpoint_scratch, load_checkpoint
 
 
 def track_votes(probs: torch.Tensor, tracks: list[str]) -> dict[str, int]:
@@ -77,7 +76,7 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test
     does not grow with it), on `device` (default: `eval_device()`), in the trial's own
     arithmetic (precision, TF32)."""
     device = torch.device(device) if device is not None else eval_device()
-    with tempfile.TemporaryDirectory(prefix="raygenre_ckpt_") as d:
+    with checkpoint_scratch() as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")
         feats, model, meta = load_checkpoint(checkpoint.download(Path(d)))
     feats, model = feats.to(device), model.to(device)
