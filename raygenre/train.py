@@ -39,9 +39,9 @@ EVAL_BATCH = 128
 # Each epoch's checkpoint is written to a scratch folder that the runner then copies into the
 # run's storage. A trial killed while it holds one (kill -9, a lost node, the out-of-memory
 # killer) leaves it behind, ~650 MB at the study's resolution, and CI once filled its disk with
-# them. The name carries the writer's pid so that the next loop to start on the machine can
-# tell an orphan from a live trial's folder.
-SCRATCH_PREFIX = "raygenre-ckpt-pid"
+# them. The name carries the writer's pid (and pid namespace: containers may share a temp
+# dir, not their pids) so that the next loop to start can tell an orphan from a live trial's.
+SCRATCH_PREFIX = "raygenre-ckpt-"
 
 Batch = dict[str, torch.Tensor]
 
@@ -271,9 +271,22 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             seam.report(metrics, checkpoint)
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid").strip("pid:[]")
+    except OSError:  # no /proc (macOS): one namespace
+        return "0"
+
+
+def scratch_prefix(pid: int | None = None) -> str:
+    """The name start of a process's checkpoint scratch folders: SCRATCH_PREFIX, then
+    `<pid namespace>.<pid>-`."""
+    return f"{SCRATCH_PREFIX}{_pid_namespace()}.{pid or os.getpid()}-"
+
+
 def checkpoint_scratch() -> tempfile.TemporaryDirectory:
-    """A temp folder for one checkpoint's files, named for this process (SCRATCH_PREFIX)."""
-    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+    """A temp folder for one checkpoint's files, named for this process."""
+    return tempfile.TemporaryDirectory(prefix=scratch_prefix())
 
 
 def _alive(pid: int) -> bool:
@@ -290,13 +303,14 @@ def remove_orphaned_scratch(root: str | os.PathLike | None = None) -> list[Path]
     """Remove the checkpoint scratch folders in `root` (the temp dir) whose writer has died:
     a trial's (each epoch's checkpoint) or a driver's (a checkpoint fetched for the test).
 
-    A live process's folders stay, whoever it is; a reused pid keeps an orphan until that
-    process ends too, which costs disk, never a live checkpoint.
+    A live process's folders stay, whoever it is, and so do those of another pid namespace
+    (another container's), whose pids mean nothing here; a reused pid keeps an orphan until
+    that process ends too, which costs disk, never a live checkpoint.
     """
-    removed = []
-    for folder in sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*")):
-        pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+    removed, ours = [], _pid_namespace()
+    for folder in sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*.*-*")):
+        ns, _, pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0].partition(".")
+        if ns != ours or not pid.isdigit() or _alive(int(pid)):
             continue
         try:
             shutil.rmtree(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from raygenre.train import SCRATCH_PREFIX
+from raygenre.train import scratch_prefix
 
 from .conftest import history_by_config, run_cli
 
@@ -246,7 +246,7 @@ def test_a_killed_trial_process_retries_from_its_checkpoint(runner: str, tmp_pat
     # A victim killed while it held a checkpoint's scratch folder (~650 MB here) left it
     # behind; the retry's loop removed it.
     left = [d for p in victims
-            for d in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{p.pid}-*")]
+            for d in Path(tempfile.gettempdir()).glob(f"{scratch_prefix(p.pid)}*")]
     assert not left, left
     # The numbers match a run that was never interrupted.
     assert history_by_config(tmp_path / "res" / "slowtrial-smoke" / "history.csv") == \

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from raygenre.train import (
     load_checkpoint,
     read_meta,
     run_epoch,
+    scratch_prefix,
     split_config,
     train_loop,
 )
@@ -230,14 +230,17 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
     # kill -9 or the out-of-memory killer: its folder outlives it.
     child = subprocess.run(
         [sys.executable, "-c", "import os, signal, tempfile; "
-         f"d = tempfile.mkdtemp(prefix=f'{SCRATCH_PREFIX}{{os.getpid()}}-', "
-         f"dir={str(tmp_path)!r}); "
+         "from raygenre.train import scratch_prefix; "
+         f"d = tempfile.mkdtemp(prefix=scratch_prefix(), dir={str(tmp_path)!r}); "
          "open(os.path.join(d, 'state.pt'), 'wb').write(b'0' * 1000); "
          "os.kill(os.getpid(), signal.SIGKILL)"], check=False)
     assert child.returncode == -9
     (orphan,) = tmp_path.glob(f"{SCRATCH_PREFIX}*")
-    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-live"  # a running trial's, say
+    live = tmp_path / f"{scratch_prefix()}live"  # a running trial's, say
     live.mkdir()
+    # A dead pid of another pid namespace (another container sharing /tmp): not ours to judge.
+    elsewhere = tmp_path / f"{SCRATCH_PREFIX}1.{orphan.name.split('.', 1)[1]}"
+    elsewhere.mkdir()
     other = tmp_path / "someone-elses"
     other.mkdir()
 
@@ -251,9 +254,8 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
     seam = Watching(_data(), tmp_path / "ckpt")
     train_loop(_config(epochs=2), seam)
     assert not orphan.exists()
-    assert live.exists() and other.exists()
+    assert live.exists() and elsewhere.exists() and other.exists()
     # The loop's own scratch names its writer and is gone once the epoch is reported.
-    assert [c.name.startswith(f"{SCRATCH_PREFIX}{os.getpid()}-") for c in seam.scratch] == [
-        True, True]
+    assert [c.name.startswith(scratch_prefix()) for c in seam.scratch] == [True, True]
     assert not any(c.exists() for c in seam.scratch)
-    assert list(tmp_path.glob(f"{SCRATCH_PREFIX}*")) == [live]
+    assert sorted(tmp_path.glob(f"{SCRATCH_PREFIX}*")) == sorted([live, elsewhere])
