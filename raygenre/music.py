@@ -150,8 +150,13 @@ def _score_notes(unit: Unit, max_measures: int = 80) -> tuple[list[tuple], str, 
     import pretty_midi
     from music21 import bar, corpus, midi, repeat
 
-    score = corpus.parse(unit.path, number=unit.number) if unit.number is not None \
-        else corpus.parse(unit.path)
+    # forceSource: music21 otherwise keeps pickled parses in a temp folder shared by every
+    # process and run; two workers parsing one score raced on its pickle ("Error -5 while
+    # decompressing"), and a pickle cut short by a killed run would drop that score from
+    # every later set. Parsing from the source each time is what keeps the set a function of
+    # the seed.
+    score = corpus.parse(unit.path, number=unit.number, forceSource=True) \
+        if unit.number is not None else corpus.parse(unit.path, forceSource=True)
     if hasattr(score, "scores"):  # an opus: its first piece
         score = score.scores[0]
     title = (score.metadata.title or "") if score.metadata else ""

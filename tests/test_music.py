@@ -81,6 +81,28 @@ def test_deterministic_and_independent_of_the_number_of_processes(tmp_path: Path
     assert [r["source"] for r in _manifest(other)] != [r["source"] for r in _manifest(one)]
 
 
+def test_a_truncated_music21_parse_cache_does_not_change_the_set(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    import music21
+    from music21 import converter
+
+    unit = music.candidates("chorale")[0]
+    before = music.render_unit(unit, seed=0, seconds=2.0)
+    assert not before["error"]
+    # music21's pickled parse of this score, cut short (a killed run, or a worker reading it
+    # while another writes it), in the scratch folder music21 would read it from.
+    monkeypatch.setattr(converter.environLocal, "getRootTempDir", lambda: tmp_path)
+    source = Path(music21.__file__).parent / "corpus" / unit.path
+    pickle = converter.PickleFilter(source, False, unit.number).getPickleFp(tmp_path, "gz")
+    pickle.write_bytes(gzip.compress(b"x" * 10_000)[:200])
+    assert pickle.stat().st_mtime > source.stat().st_mtime  # music21 would prefer it
+    after = music.render_unit(unit, seed=0, seconds=2.0)
+    assert after["error"] == ""
+    assert np.array_equal(after["audio"], before["audio"])
+
+
 def test_a_score_seen_twice_is_kept_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = music.candidates
 
