@@ -304,13 +304,18 @@ def remove_orphaned_scratch(root: str | os.PathLike | None = None) -> list[Path]
     a trial's (each epoch's checkpoint) or a driver's (a checkpoint fetched for the test).
 
     A live process's folders stay, whoever it is, and so do those of another pid namespace
-    (another container's), whose pids mean nothing here; a reused pid keeps an orphan until
-    that process ends too, which costs disk, never a live checkpoint.
+    (another container's), whose pids mean nothing here, and another user's; a reused pid
+    keeps an orphan until that process ends too, which costs disk, never a live checkpoint.
     """
     removed, ours = [], _pid_namespace()
     for folder in sorted(Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*.*-*")):
         ns, _, pid = folder.name[len(SCRATCH_PREFIX):].split("-", 1)[0].partition(".")
         if ns != ours or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if folder.stat().st_uid != os.getuid():  # another user's: not ours to remove
+                continue
+        except FileNotFoundError:
             continue
         try:
             shutil.rmtree(folder)

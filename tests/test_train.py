@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -259,3 +260,19 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
     assert [c.name.startswith(scratch_prefix()) for c in seam.scratch] == [True, True]
     assert not any(c.exists() for c in seam.scratch)
     assert sorted(tmp_path.glob(f"{SCRATCH_PREFIX}*")) == sorted([live, elsewhere])
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
+                    reason="giving a folder to another user takes root")
+def test_another_users_orphaned_scratch_is_left_to_them(tmp_path) -> None:
+    from raygenre.train import remove_orphaned_scratch
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mine = tmp_path / f"{scratch_prefix(gone.pid)}a"
+    theirs = tmp_path / f"{scratch_prefix(gone.pid)}b"
+    mine.mkdir()
+    theirs.mkdir()
+    os.chown(theirs, 12345, 12345)
+    assert remove_orphaned_scratch(tmp_path) == [mine]
+    assert theirs.exists() and not mine.exists()
