@@ -23,40 +23,44 @@ from pathlib import Path
 import torch
 from _common import report
 
-from raygenre.data import _load_meta, split_batches, to_tensor
-from raygenre.report.evaluate import scores
-from raygenre.train import META_FILE, load_checkpoint
+from raygenre.data import open_prepared
+from raygenre.report.evaluate import predict, scores, track_groups
+from raygenre.train import read_meta
+
+WAYS = ("segment", "vote", "mean_prob", "mean_log_prob")
 
 
-def best_checkpoint(trial: Path) -> Path:
+def best_checkpoint(trial: Path) -> Path | None:
+    """The kept checkpoint with the best val/acc (the one the report tests), or None."""
     kept = sorted(trial.glob("checkpoint_*"))
-    if not kept:
-        raise SystemExit(f"{trial}: no checkpoint kept")
-    return max(kept, key=lambda c: json.loads((c / META_FILE).read_text())["metrics"]["val/acc"])
+    return max(kept, key=lambda c: read_meta(c)["metrics"]["val/acc"]) if kept else None
 
 
-@torch.no_grad()
-def pooled(checkpoint: Path, prepared, split: str) -> dict[str, float]:  # noqa: ANN001
-    feats, model, meta = load_checkpoint(checkpoint)
-    probs, labels, tracks = [], [], []
-    for b in split_batches(prepared, split, 128, ["x", "label", "track"]):
-        probs.append(model(feats(to_tensor(b.column("x")))).float().softmax(1))
-        labels += b.column("label").to_pylist()
-        tracks += b.column("track").to_pylist()
-    probs, labels = torch.cat(probs), torch.tensor(labels)
-    out = scores(probs, labels, tracks, list(prepared.genres), split)
-    by_track: dict[str, list[int]] = {}
-    for i, t in enumerate(tracks):
-        by_track.setdefault(t, []).append(i)
+def pooled(probs: torch.Tensor, labels: torch.Tensor, tracks: list[str], genres: list[str],
+           split: str) -> dict[str, float]:
+    """Segment accuracy and track accuracy under each pooling."""
+    out = scores(probs, labels, tracks, genres, split)
+    groups = list(track_groups(tracks).values())
 
     def acc(pool) -> float:  # noqa: ANN001
         return statistics.mean(int(pool(probs[idx]).argmax()) == int(labels[idx[0]])
-                               for idx in by_track.values())
+                               for idx in groups)
 
-    return {"epoch": meta["metrics"]["epoch"], "segment": out[f"{split}/acc"],
-            "vote": out[f"{split}/track_acc"], "mean_prob": acc(lambda p: p.mean(0)),
+    return {"segment": out[f"{split}/acc"], "vote": out[f"{split}/track_acc"],
+            "mean_prob": acc(lambda p: p.mean(0)),
             "mean_log_prob": acc(lambda p: p.clamp_min(1e-9).log().mean(0)),
-            "tracks": len(by_track)}
+            "tracks": len(groups)}
+
+
+def _table(split: str, rows: list[dict]) -> list[str]:
+    means = {w: statistics.mean(r[w] for r in rows) for w in WAYS}
+    return [f"**{split}** ({rows[0]['tracks']} tracks: one track is "
+            f"{1 / rows[0]['tracks']:.3f} of a trial's track accuracy)", "",
+            "| trial | seed | epoch | " + " | ".join(WAYS) + " |",
+            "|---|---|---:|" + "---:|" * len(WAYS),
+            *[f"| {r['trial']} | {r['seed']} | {r['epoch']} | "
+              + " | ".join(f"{r[w]:.3f}" for w in WAYS) + " |" for r in rows],
+            "| **mean** | | | " + " | ".join(f"{means[w]:.3f}" for w in WAYS) + " |", ""]
 
 
 def main() -> None:
@@ -66,33 +70,25 @@ def main() -> None:
     ap.add_argument("--model", default="small_cnn")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    prepared = _load_meta(args.prepared, reused=True)
-    ways = ("segment", "vote", "mean_prob", "mean_log_prob")
-    body, figures = [], {}
-    for split in ("val", "test"):
-        rows = []
-        for trial in sorted(p for p in args.run_folder.iterdir() if p.is_dir()):
-            if not list(trial.glob("checkpoint_*")):
-                continue
-            ck = best_checkpoint(trial)
-            config = json.loads((ck / META_FILE).read_text())["config"]
-            if config["model"] != args.model:
-                continue
-            row = {"trial": trial.name, "seed": config["seed"], **pooled(ck, prepared, split)}
+    prepared = open_prepared(args.prepared)
+    rows: dict[str, list[dict]] = {"val": [], "test": []}
+    for trial in sorted(p for p in args.run_folder.iterdir() if p.is_dir()):
+        ck = best_checkpoint(trial)
+        if ck is None or read_meta(ck)["config"]["model"] != args.model:
+            continue
+        for split, split_rows in rows.items():
+            probs, labels, tracks, meta = predict(ck, prepared, split, "cpu")
+            row = {"trial": trial.name, "seed": meta["config"]["seed"],
+                   "epoch": meta["metrics"]["epoch"],
+                   **pooled(probs, labels, tracks, list(prepared.genres), split)}
             print(split, json.dumps(row), flush=True)
-            rows.append(row)
-        if not rows:
-            raise SystemExit(f"{args.run_folder}: no trial of model {args.model}")
-        means = {w: statistics.mean(r[w] for r in rows) for w in ways}
-        body += [f"**{split}** ({rows[0]['tracks']} tracks: one track is "
-                 f"{1 / rows[0]['tracks']:.3f} of a trial's track accuracy)", "",
-                 "| trial | seed | epoch | " + " | ".join(ways) + " |",
-                 "|---|---|---:|" + "---:|" * len(ways)]
-        body += [f"| {r['trial']} | {r['seed']} | {r['epoch']} | "
-                 + " | ".join(f"{r[w]:.3f}" for w in ways) + " |" for r in rows]
-        body += ["| **mean** | | | " + " | ".join(f"{means[w]:.3f}" for w in ways) + " |", ""]
-        figures.update({f"{split}_{w}_mean": round(means[w], 4) for w in ways})
-    body += [f"{args.model} trials of `{args.run_folder}`, prepared set `{args.prepared}`."]
+            split_rows.append(row)
+    if not rows["val"]:
+        raise SystemExit(f"{args.run_folder}: no trial of model {args.model}")
+    body = [*_table("val", rows["val"]), *_table("test", rows["test"]),
+            f"{args.model} trials of `{args.run_folder}`, prepared set `{args.prepared}`."]
+    figures = {f"{split}_{w}_mean": round(statistics.mean(r[w] for r in split_rows), 4)
+               for split, split_rows in rows.items() for w in WAYS}
     report("track_pooling", "Pooling a track's segments: vote, mean probability, mean "
            "log-probability", body, figures)
 

@@ -473,6 +473,11 @@ def split_table(table: dict[str, dict[str, list[int]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def open_prepared(path: str | os.PathLike) -> Prepared:
+    """A prepared set already on disk (a run's summary.md names its folder)."""
+    return _load_meta(Path(path), reused=True)
+
+
 def _load_meta(path: Path, reused: bool) -> Prepared:
     meta = json.loads((path / "meta.json").read_text())
     return Prepared(path=path, genres=tuple(meta["genres"]),

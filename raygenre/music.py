@@ -155,8 +155,7 @@ def _score_notes(unit: Unit, max_measures: int = 80) -> tuple[list[tuple], str, 
     # decompressing"), and a pickle cut short by a killed run would drop that score from
     # every later set. Parsing from the source each time is what keeps the set a function of
     # the seed.
-    score = corpus.parse(unit.path, number=unit.number, forceSource=True) \
-        if unit.number is not None else corpus.parse(unit.path, forceSource=True)
+    score = corpus.parse(unit.path, number=unit.number, forceSource=True)
     if hasattr(score, "scores"):  # an opus: its first piece
         score = score.scores[0]
     title = (score.metadata.title or "") if score.metadata else ""

@@ -315,9 +315,6 @@ def remove_orphaned_scratch(root: str | os.PathLike | None = None) -> list[Path]
         try:
             if folder.stat().st_uid != os.getuid():  # another user's: not ours to remove
                 continue
-        except FileNotFoundError:
-            continue
-        try:
             shutil.rmtree(folder)
         except FileNotFoundError:  # another starting loop removed it first
             continue

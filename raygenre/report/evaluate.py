@@ -15,15 +15,20 @@ from raygenre.storage import Location
 from raygenre.train import autocast, checkpoint_scratch, load_checkpoint
 
 
+def track_groups(tracks: list[str]) -> dict[str, list[int]]:
+    """Each track's segment indices, tracks in order of first appearance."""
+    by_track: dict[str, list[int]] = {}
+    for i, t in enumerate(tracks):
+        by_track.setdefault(t, []).append(i)
+    return by_track
+
+
 def track_votes(probs: torch.Tensor, tracks: list[str]) -> dict[str, int]:
     """Each track's predicted class: the majority of its segments' predictions; a tie goes to
     the tied class with the most total probability over the track's segments."""
     pred = probs.argmax(1)
-    by_track: dict[str, list[int]] = {}
-    for i, t in enumerate(tracks):
-        by_track.setdefault(t, []).append(i)
     out = {}
-    for track, idx in by_track.items():
+    for track, idx in track_groups(tracks).items():
         votes = Counter(pred[idx].tolist())
         top = max(votes.values())
         tied = [c for c, v in votes.items() if v == top]
@@ -70,11 +75,13 @@ def _arithmetic(tf32: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
-             device: torch.device | str | None = None) -> dict[str, Any]:
-    """A checkpoint's scores on a split, which is streamed in batches (the driver's memory
-    does not grow with it), on `device` (default: `eval_device()`), in the trial's own
-    arithmetic (precision, TF32)."""
+def predict(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
+            device: torch.device | str | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
+    """A checkpoint's class probabilities on a split (segments x classes, on the CPU), with the
+    labels, the track of each segment and the checkpoint's meta. The split is streamed in
+    batches (the driver's memory does not grow with it), on `device` (default:
+    `eval_device()`), in the trial's own arithmetic (precision, TF32)."""
     device = torch.device(device) if device is not None else eval_device()
     with checkpoint_scratch() as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")
@@ -92,6 +99,12 @@ def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test
         # The driver's cached blocks would otherwise stay out of the trials' reach.
         del feats, model
         torch.cuda.empty_cache()
-    out = scores(torch.cat(probs_parts), torch.tensor(labels), tracks, list(prepared.genres),
-                 split)
+    return torch.cat(probs_parts), torch.tensor(labels), tracks, meta
+
+
+def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
+             device: torch.device | str | None = None) -> dict[str, Any]:
+    """A checkpoint's scores on a split (`predict`, then `scores`)."""
+    probs, labels, tracks, meta = predict(checkpoint, prepared, split, device)
+    out = scores(probs, labels, tracks, list(prepared.genres), split)
     return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}
