@@ -166,6 +166,15 @@ grid:
 """)
 
 
+def commit() -> str:
+    """The code a figure was measured at: HEAD's hash, marked where the tree had changes."""
+    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO,
+                          capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return head + (" with uncommitted changes" if dirty else "")
+
+
 def report(name: str, title: str, body: list[str], figures: dict[str, float | str],
            command: str | None = None, machine_line: str | None = None,
            date: str | None = None) -> Path:
@@ -177,6 +186,7 @@ def report(name: str, title: str, body: list[str], figures: dict[str, float | st
     text = "\n".join([f"# {title}", "",
                       f"- machine: {machine_line or machine()}",
                       f"- date: {date or f'{datetime.now():%Y-%m-%d %H:%M}'}",
+                      f"- commit: {commit()}",
                       f"- command: `{command.strip()}`", "",
                       *body, "", "```", *results, "```", ""])
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, t
 
 
 def _trial(job: dict[str, Any]) -> dict[str, Any]:
-    """One trial in a worker process: train, then test the best epoch's checkpoint."""
+    """One trial in a worker process: train, then score the best epoch's checkpoint on the
+    validation split's tracks, and on the test split only where the screen was told to."""
     from raygenre.report.evaluate import evaluate
     from raygenre.train import LocalSeam, train_loop
 
@@ -55,13 +56,18 @@ def _trial(job: dict[str, Any]) -> dict[str, Any]:
     seam = LocalSeam(data, folder, device=device)
     train_loop(job["config"], seam)
     best = best_epoch(seam.reports, *job["objective"])
-    test = evaluate(folder / f"epoch_{best['epoch']:04d}", prepared, "test", device)
+    checkpoint = folder / f"epoch_{best['epoch']:04d}"
+    val = evaluate(checkpoint, prepared, "val", device)
+    test = (evaluate(checkpoint, prepared, "test", device, reader=job["show_test"])
+            if job["show_test"] else {})
     shutil.rmtree(folder, ignore_errors=True)
     return {"variant": job["variant"], "seed": job["seed"], "best_epoch": best["epoch"],
-            "val/acc": best["val/acc"], "last/val/acc": seam.reports[-1]["val/acc"],
+            "val/acc": best["val/acc"], "val/track_acc": val["val/track_acc"],
+            "last/val/acc": seam.reports[-1]["val/acc"],
             "last/train/acc": seam.reports[-1]["train/acc"],
-            "last/train/loss": seam.reports[-1]["train/loss"], "test/acc": test["test/acc"],
-            "test/track_acc": test["test/track_acc"], "wall_s": time.perf_counter() - t0,
+            "last/train/loss": seam.reports[-1]["train/loss"],
+            **{k: test[k] for k in ("test/acc", "test/track_acc") if k in test},
+            "wall_s": time.perf_counter() - t0,
             "val_history": [r["val/acc"] for r in seam.reports]}
 
 
@@ -84,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds after which unfinished trials are dropped")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "raygenre"))
     p.add_argument("--out", default="results/screen")
+    p.add_argument("--show-test", action="store_true",
+                   help="also score each trial on the test split and print it; every read is "
+                        "entered in the set's test ledger (a screen decides on validation, so "
+                        "leave this off while searching)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -116,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     # Longest first, so the short ones fill the gaps at the end.
     jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
                     "prepared": prepared, "device": device,
-                    "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}")}
+                    "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}"),
+                    "show_test": (f"bench/screen.py --show-test ({args.grid}, variant {v}, "
+                                  f"seed {s})" if args.show_test else "")}
                    for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
     rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
@@ -134,22 +146,24 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
+                test = (f" test {row['test/acc']:.3f} track {row['test/track_acc']:.3f}"
+                        if args.show_test else "")
                 print(f"[screen] {row['variant']} seed {row['seed']}: val {row['val/acc']:.3f} "
-                      f"(epoch {row['best_epoch']}) test {row['test/acc']:.3f} track "
-                      f"{row['test/track_acc']:.3f} in {row['wall_s']:.0f} s", flush=True)
+                      f"track {row['val/track_acc']:.3f} (epoch {row['best_epoch']}){test} in "
+                      f"{row['wall_s']:.0f} s", flush=True)
             time.sleep(0.5)
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}), "
           f"{len(rows)} trials in {time.perf_counter() - t_start:.0f} s\n")
-    print("| variant | seeds | val/acc | test/acc | test/track_acc |\n|---|---|---|---|---|")
+    cols = ["val/acc", "val/track_acc"] + (["test/acc", "test/track_acc"] if args.show_test
+                                           else [])
+    print(f"| variant | seeds | {' | '.join(cols)} |\n|---|---|{'---|' * len(cols)}")
     for v in dict.fromkeys(v for v, _, _ in configs):
         mine = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["seed"])
         if mine:
             print(f"| {v} | {','.join(str(r['seed']) for r in mine)} | "
-                  f"{_mean_std([r['val/acc'] for r in mine])} | "
-                  f"{_mean_std([r['test/acc'] for r in mine])} | "
-                  f"{_mean_std([r['test/track_acc'] for r in mine])} |")
+                  + " | ".join(_mean_std([r[c] for r in mine]) for c in cols) + " |")
     return 0
 
 

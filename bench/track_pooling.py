@@ -4,10 +4,11 @@ The report's `test/track_acc` is a majority vote of the segments' predictions. T
 poolings tried here are the mean of the segments' class probabilities and the mean of their log
 probabilities (a product of the segments' opinions). For each trial of a run folder whose model
 is MODEL, the kept checkpoint with the best val/acc (the one the report tests) is scored all
-three ways on the validation split, where a choice between them may be made, and on the test
-split, which only reports; nothing is trained.
+three ways on the validation split, where a choice between them may be made; nothing is
+trained. The test split is scored only with --show-test, and each such read is entered in the
+prepared set's test ledger (raygenre.ledger).
 
-    python bench/track_pooling.py RUN_FOLDER PREPARED_FOLDER [--model small_cnn]
+    python bench/track_pooling.py RUN_FOLDER PREPARED_FOLDER [--model small_cnn] [--show-test]
 
 RUN_FOLDER is a grid's folder under --storage (e.g. ~/raygenre_runs/best); PREPARED_FOLDER is the
 prepared set the run used (its summary.md's `data:` line names it).
@@ -68,16 +69,20 @@ def main() -> None:
     ap.add_argument("run_folder", type=Path)
     ap.add_argument("prepared", type=Path)
     ap.add_argument("--model", default="small_cnn")
+    ap.add_argument("--show-test", action="store_true",
+                    help="score the test split too (each read is entered in the set's test "
+                         "ledger); the choice between poolings is made on validation")
     args = ap.parse_args()
     torch.set_num_threads(1)
     prepared = open_prepared(args.prepared)
-    rows: dict[str, list[dict]] = {"val": [], "test": []}
+    rows: dict[str, list[dict]] = {"val": [], **({"test": []} if args.show_test else {})}
     for trial in sorted(p for p in args.run_folder.iterdir() if p.is_dir()):
         ck = best_checkpoint(trial)
         if ck is None or read_meta(ck)["config"]["model"] != args.model:
             continue
         for split, split_rows in rows.items():
-            probs, labels, tracks, meta = predict(ck, prepared, split, "cpu")
+            probs, labels, tracks, meta = predict(
+                ck, prepared, split, "cpu", reader=f"bench/track_pooling.py --show-test ({ck})")
             row = {"trial": trial.name, "seed": meta["config"]["seed"],
                    "epoch": meta["metrics"]["epoch"],
                    **pooled(probs, labels, tracks, list(prepared.genres), split)}
@@ -85,7 +90,7 @@ def main() -> None:
             split_rows.append(row)
     if not rows["val"]:
         raise SystemExit(f"{args.run_folder}: no trial of model {args.model}")
-    body = [*_table("val", rows["val"]), *_table("test", rows["test"]),
+    body = [*(line for split, split_rows in rows.items() for line in _table(split, split_rows)),
             f"{args.model} trials of `{args.run_folder}`, prepared set `{args.prepared}`."]
     figures = {f"{split}_{w}_mean": round(statistics.mean(r[w] for r in split_rows), 4)
                for split, split_rows in rows.items() for w in WAYS}

@@ -114,6 +114,14 @@ class Grid:
     # Trials that are epoch-prefixes of another share its run (see the module docstring).
     share_prefixes: bool = True
     draw_seed: int = 0  # the seed `draw:` axes were drawn from
+    # Seed replicates: every configuration trains under this many seeds (the `seed` axis, from
+    # the sweep's seed up) on the one split the sweep's seed drew; tables aggregate them, and
+    # the winner is the best mean. A `seed` axis written out in the file counts the same way.
+    replicates: int = 1
+    # Which trials read the test split: 'chosen' (the winning configuration's, once each, the
+    # default: a test figure of a trial not chosen on validation informs no choice), or 'every'
+    # (a comparison fixed before the sweep, such as `best`'s three recipes).
+    test: str = "chosen"
 
     @property
     def objective(self) -> Objective:
@@ -180,8 +188,10 @@ class Grid:
         return dataclasses.replace(self, base=base, axes=axes, variants=variants)
 
     def smoke(self) -> Grid:
-        """The same sweep, shrunk to a few one- and two-epoch trials for tests."""
-        axes = {k: list(v[:2]) for k, v in self.axes.items()}
+        """The same sweep, shrunk to a few one- and two-epoch trials for tests; seed replicates
+        are kept, all of them (what a smoke run of replicates is there to check)."""
+        axes = {k: list(v if k == "seed" and self.replicates > 1 else v[:2])
+                for k, v in self.axes.items()}
         base = dict(self.base)
         if "epochs" in axes:
             axes["epochs"] = list(range(1, len(axes["epochs"]) + 1))
@@ -218,7 +228,8 @@ def describe_runs(runs: list[Run], n_trials: int) -> str:
 
 
 _GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw", "carry",
-              "asha", "share_prefixes"}
+              "asha", "share_prefixes", "replicates", "test"}
+TEST_READS = ("chosen", "every")
 
 
 def builtin_grids() -> Path:
@@ -268,9 +279,10 @@ def list_grids(grids: str | os.PathLike | None = None) -> list[str]:
 
 
 def load_grid(name_or_path: str, seed: int | None = None,
-              grids: str | os.PathLike | None = None) -> Grid:
+              grids: str | os.PathLike | None = None, replicates: int | None = None) -> Grid:
     """Load and check a grid file. `seed` (the command's --seed) is what `draw:` axes are drawn
-    from; without it, the file's base seed (default 0). `grids`: the user's grid folder."""
+    from and where replicate seeds start; without it, the file's base seed (default 0).
+    `grids`: the user's grid folder. `replicates` (--replicates) overrides the file's."""
     path = grid_path(name_or_path, grids)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -328,10 +340,24 @@ def load_grid(name_or_path: str, seed: int | None = None,
     share = raw.get("share_prefixes", True)
     if not isinstance(share, bool):
         raise ConfigError(f"{path}: 'share_prefixes' must be true or false, got {share!r}")
+    test = raw.get("test", "chosen")
+    if test not in TEST_READS:
+        raise ConfigError(f"{path}: 'test' must be one of {', '.join(TEST_READS)}, got {test!r}")
+    n_rep = raw.get("replicates", 1) if replicates is None else replicates
+    where = "--replicates" if replicates is not None else f"{path}: replicates"
+    if not isinstance(n_rep, int) or isinstance(n_rep, bool) or n_rep < 1:
+        raise ConfigError(f"{where} must be a positive integer, got {n_rep!r}")
+    if n_rep > 1:
+        if "seed" in axes:
+            raise ConfigError(f"{where}: the grid already sweeps 'seed' ({axes['seed']}); those "
+                              f"seeds are its replicates: drop one of the two")
+        axes["seed"] = [draw_seed + r for r in range(n_rep)]
+    elif "seed" in axes:
+        n_rep = len(axes["seed"])
     grid = Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
                 metric=metric, mode=mode, base=base, axes=axes, variants=variants,
                 carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
-                **asha)
+                replicates=n_rep, test=test, **asha)
     # Every trial's config must be valid on its own, e.g. epochs >= 1.
     validate(Config.from_dict(base), f"{path}: base")
     for t in grid.grid_trials():

@@ -138,10 +138,13 @@ class Location:
         return info.size if info.type == pafs.FileType.File else None
 
     def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def read_bytes(self) -> bytes:
         fs, path = self._fs_path
         try:
             with fs.open_input_stream(path) as f:
-                return f.read().decode()
+                return f.read()
         except OSError as e:  # a bucket's filesystem says "not found" as a plain OSError
             if isinstance(e, FileNotFoundError) or self.exists():
                 raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -35,6 +37,11 @@ from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
 RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
+# Every validation pass's per-segment log-probabilities, in the val split's file order, so the
+# report can say how sure a figure is (intervals over validation tracks, paired comparisons)
+# without re-running a model. Like the history, the whole record rides in every checkpoint:
+# the latest one holds every epoch, and a shorter member's pinned copy holds its own.
+PREDICTIONS_FILE = "val_predictions.npz"
 EVAL_BATCH = 128
 # Each epoch's checkpoint is written to a scratch folder that the runner then copies into the
 # run's storage. A trial killed while it holds one (kill -9, a lost node, the out-of-memory
@@ -111,13 +118,15 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
               device: torch.device | str, opt: torch.optim.Optimizer | None = None,
               augment: nn.Module | None = None, mixup: float = 0.0,
               precision: str = "fp32", average: WeightAverage | None = None,
-              label_smoothing: float = 0.0) -> tuple[float, float]:
+              label_smoothing: float = 0.0, outputs: list[torch.Tensor] | None = None
+              ) -> tuple[float, float]:
     """(mean loss, accuracy) over `batches`; trains when an optimizer is given.
 
     Training may mask the features (`augment`) and mix pairs of examples (`mixup` alpha);
     with mixup the loss is the mix of both labels' losses and the accuracy counts the dominant
     label of each mixed pair. `precision` 'bf16' runs the model under autocast. `average`, if
     given, follows the weights after every step. `label_smoothing` applies while training only.
+    `outputs`, if given, receives each batch's log-probabilities (float32, on the CPU).
     """
     device = torch.device(device)
     training = opt is not None
@@ -149,6 +158,8 @@ def run_epoch(model: nn.Module, feats: nn.Module, batches: Iterable[Batch],
                 opt.step()
                 if average is not None:
                     average.update(model)
+            if outputs is not None:
+                outputs.append(logits.detach().float().log_softmax(1).cpu())
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             count += len(y)
@@ -220,8 +231,10 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
     augment = augment.to(device) if augment is not None else None
 
     start_epoch, best_val, history, train_s = 1, float("-inf"), [], 0.0
+    predictions = ValPredictions()
     with seam.latest_checkpoint() as d:
         if d is not None:
+            predictions = ValPredictions.load(d)
             # weights_only: a checkpoint is data, never code.
             state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
             meta = json.loads((d / META_FILE).read_text())
@@ -246,8 +259,10 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
         train_loss, train_acc = run_epoch(
             model, feats, seam.batches("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101),
             device, opt, augment, cfg.mixup, cfg.precision, average, cfg.label_smoothing)
+        val_logp: list[torch.Tensor] = []
         val_loss, val_acc = run_epoch(judged, feats, seam.batches("val", EVAL_BATCH, None),
-                                      device, precision=cfg.precision)
+                                      device, precision=cfg.precision, outputs=val_logp)
+        predictions.add(epoch, torch.cat(val_logp))
         step_scheduler(sched, val_loss)
         best_val = max(best_val, val_acc)
         metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
@@ -260,6 +275,7 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             checkpoint = None
             if seam.rank == 0:
                 checkpoint = Path(tmp)
+                predictions.save(checkpoint)  # before meta.json, which copies write last
                 # "model" holds the weights judged and tested (the average, with ema);
                 # "trained", the ones training goes on from.
                 extra = {"trained": _unwrap(model).state_dict()} if average is not None else {}
@@ -269,6 +285,37 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
                     "scheduler": sched.state_dict() if sched is not None else {},
                     "rng": _rng_state(device), "epoch": epoch, "best_val_acc": best_val})
             seam.report(metrics, checkpoint)
+
+
+class ValPredictions:
+    """Each epoch's validation log-probabilities (segments x classes), by epoch: what the
+    report bootstraps over validation tracks. ~5 KB an epoch on the built-in split."""
+
+    def __init__(self, by_epoch: dict[int, np.ndarray] | None = None) -> None:
+        self.by_epoch = dict(by_epoch or {})
+
+    def add(self, epoch: int, logp: torch.Tensor) -> None:
+        self.by_epoch[epoch] = logp.numpy().astype(np.float32, copy=False)
+
+    def save(self, folder: Path) -> None:
+        epochs = sorted(self.by_epoch)
+        np.savez(folder / PREDICTIONS_FILE, epochs=np.array(epochs, dtype=np.int32),
+                 logp=np.stack([self.by_epoch[e] for e in epochs]))
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> ValPredictions:
+        """The record in a local checkpoint folder (`from_bytes`)."""
+        path = Path(folder) / PREDICTIONS_FILE
+        return cls.from_bytes(path.read_bytes() if path.exists() else None)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> ValPredictions:
+        """A record from its file's bytes; empty for None, a checkpoint written before records
+        were kept (its epochs then have no interval; later epochs still do)."""
+        if data is None:
+            return cls()
+        with np.load(io.BytesIO(data)) as f:
+            return cls(dict(zip(f["epochs"].tolist(), f["logp"], strict=True)))
 
 
 def _pid_namespace() -> str:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from raygenre.config import Config, ConfigError
+from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.gridfile import list_grids, load_grid, resolve_base
 
 
@@ -18,8 +19,41 @@ def _grid(tmp_path: Path, text: str) -> Path:
 def test_every_grid_file_loads(name: str) -> None:
     g = load_grid(name)
     assert g.n_trials >= 1 and g.description
+    defaults = Config()
     for preset in ("study", "cpu"):
-        resolve_base(g, preset, seed=None)
+        base = resolve_base(g, preset, seed=None)
+        for f in dataclasses.fields(Config):
+            layers = (g.base, PRESETS[preset])  # the grid's own value wins over the preset's
+            want = next((layer[f.name] for layer in layers if f.name in layer),
+                        getattr(defaults, f.name))
+            assert getattr(base, f.name) == want, (preset, f.name)
+        assert resolve_base(g, preset, seed=11) == base.replace(seed=11)
+
+
+def test_resolve_base_layers_defaults_preset_grid_carried_seed(tmp_path: Path) -> None:
+    """Defaults < preset < grid base < keys carried from a previous stage < --seed. Each layer
+    sets a key the layer below also sets, so only the right precedence gives these values."""
+    g = load_grid(str(_grid(tmp_path, "description: d\nbase: {n_fft: 256, lr: 0.01, seed: 3}\n"
+                                      "grid: {batch_size: [16, 32]}\n")))
+    defaults, cpu = Config(), PRESETS["cpu"]
+    assert cpu["hop_length"] != defaults.hop_length and cpu["n_fft"] not in (256, defaults.n_fft)
+
+    base = resolve_base(g, "cpu", seed=None)
+    assert base.hop_length == cpu["hop_length"]
+    assert (base.n_fft, base.lr, base.seed) == (256, 0.01, 3)
+    # Nothing else moved: every other key is still Config's default.
+    assert base.replace(hop_length=defaults.hop_length, n_fft=defaults.n_fft, lr=defaults.lr,
+                        seed=defaults.seed) == defaults
+    assert resolve_base(g, "study", seed=None) == base.replace(hop_length=defaults.hop_length)
+
+    carried = {"lr": 0.002, "seed": 5, "epochs": 7}
+    stage = resolve_base(g, "cpu", seed=None, carried=carried)
+    assert stage == base.replace(**carried)
+    assert resolve_base(g, "cpu", seed=9, carried=carried) == stage.replace(seed=9)
+    assert resolve_base(g, "cpu", seed=9) == base.replace(seed=9)
+    # A carried value is checked with the grid's trials, like the grid's own base.
+    with pytest.raises(ConfigError, match="epochs must be at least 1"):
+        resolve_base(g, "cpu", seed=None, carried={"epochs": 0})
 
 
 def test_batch_epoch_is_the_study_grid() -> None:

@@ -47,8 +47,9 @@ def test_best_grid_crosses_recipes_with_seeds_without_asha() -> None:
     assert {(t["variant"], t["seed"]) for t in g.trials()} == {
         (v, s) for v in ("study_cnn1", "band_linear", "small_cnn") for s in (0, 1, 2)}
     assert g.labels == ["variant", "seed"]
-    smoke = g.smoke()
-    assert smoke.n_trials == 4 and smoke.base["epochs"] == 2
+    assert g.replicates == 3 and g.test == "every"  # seeds are replicates; every recipe tested
+    smoke = g.smoke()  # two recipes, every replicate kept
+    assert smoke.n_trials == 6 and smoke.base["epochs"] == 2
 
 
 @pytest.mark.parametrize("text, message", [

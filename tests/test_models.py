@@ -40,15 +40,45 @@ def test_every_model_on_every_input_runs_forward_and_backward(model: str, featur
     assert all(p.grad is not None for p in net.parameters())
 
 
+# How many activation layers each model's forward passes through, from its config: one per
+# hidden layer or conv block, and the study CNNs' two hidden dense layers.
+ACTIVATION_LAYERS = {
+    "mlp": lambda c: len(c.hidden),
+    "cnn1": lambda c: len(CNN1_CONVS) + 2,
+    "cnn2": lambda c: len(CNN2_CONVS) + 2,
+    "small_cnn": lambda c: len(c.cnn_channels),
+}
+
+
+@pytest.mark.parametrize("model", list(ACTIVATION_LAYERS))
 @pytest.mark.parametrize("act", list(ACTIVATIONS))
-def test_every_activation(act: str) -> None:
-    net = build_model(Config(model="cnn2", activation=act, **SMALL),
-                      feature_shape(Config(**SMALL), N), 5)
-    assert net(torch.randn(2, 1, *feature_shape(Config(**SMALL), N)[1:])).shape == (2, 5)
-    kinds = {type(m).__name__ for m in net.modules()}
-    expected = {"relu": {"ReLU"}, "leaky_relu": {"LeakyReLU"}, "sigmoid": {"Sigmoid"},
-                "mixed": {"ReLU", "LeakyReLU", "Sigmoid"}}[act]
-    assert expected <= kinds
+def test_every_activation(model: str, act: str) -> None:
+    """`activation` is what every layer computes in the forward pass, in order ('mixed' cycles
+    relu, leaky_relu, sigmoid from the first layer), and it changes the output: on the same
+    weights, no other activation gives the same one."""
+    features = "waveform" if model == "mlp" else "spectrogram"
+    shape = feature_shape(Config(features=features, **SMALL), N)
+
+    def build(a: str) -> torch.nn.Module:
+        torch.manual_seed(0)  # activations hold no weights: every choice gets the same ones
+        return build_model(Config(model=model, features=features, activation=a, **SMALL),
+                           shape, 5)
+
+    net = build(act)
+    called: list[str] = []
+    for m in net.modules():
+        if type(m).__module__ == torch.nn.modules.activation.__name__:
+            m.register_forward_hook(lambda mod, _i, _o: called.append(type(mod).__name__))
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    out = net(x)
+    assert out.shape == (2, 5)
+    cycle = {"relu": ["ReLU"], "leaky_relu": ["LeakyReLU"], "sigmoid": ["Sigmoid"],
+             "mixed": ["ReLU", "LeakyReLU", "Sigmoid"]}[act]
+    n = ACTIVATION_LAYERS[model](Config())
+    assert called == [cycle[i % len(cycle)] for i in range(n)]
+    for other in ACTIVATIONS:
+        if other != act:
+            assert not torch.allclose(build(other)(x), out), other
 
 
 def test_study_shapes() -> None:

@@ -26,20 +26,45 @@ def test_every_grid_runs_under_smoke(name: str, tmp_path: Path, smoke_run: dict)
     assert len(trials) == load_grid(name).smoke().n_trials
     assert all(t["status"] in ("completed", "stopped_early") for t in trials)
     best = json.loads((out / "best.json").read_text())
-    assert 0 <= best["test/acc"] <= 1
-    if name == "best":
-        assert "## Over seeds" in (out / "summary.md").read_text()
+    ids = {t["trial_id"] for t in trials}
+    assert best["trial_id"] in ids and set(best["chosen_trials"]) <= ids
+    low, high = best["interval"]["low"], best["interval"]["high"]
+    assert low <= best[best["metric"]] <= high
+    reads = _ledger_readers(smoke_run)
+    if name == "best":  # a comparison fixed in advance: every trial is tested, once
+        summary = (out / "summary.md").read_text()
+        assert "## Configurations over seeds" in summary
+        assert best["replicates"] == 3 and len(best["chosen_trials"]) == 3
+        tested = {r.rsplit(" ", 1)[1] for r in reads if r.startswith("best-smoke: ")}
+        assert tested == ids
+    else:  # only the chosen trial reads the test split
+        mine = [r for r in reads if r.startswith(f"{name}-smoke: final evaluation")]
+        assert mine == [f"{name}-smoke: final evaluation of trial {best['trial_id']}"]
+
+
+def _ledger_readers(smoke_run: dict) -> list[str]:
+    return [json.loads(line)["reader"] for f in
+            (smoke_run["base"] / "cache" / "prepared").glob("*/test_reads.jsonl")
+            for line in f.read_text().splitlines()]
 
 
 def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,
                                                                smoke_run: dict) -> None:
     args = ["all", "--stages", "cnn,activations", "--smoke", "--results", str(tmp_path / "r"),
             "--storage", str(tmp_path / "s"), "--cache", str(smoke_run["base"] / "cache")]
+    before = len(_ledger_readers(smoke_run))
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(_ledger_readers(smoke_run)) == before + 2  # each stage's chosen trial, once
     first = json.loads((tmp_path / "r" / "all-smoke" / "cnn" / "best.json").read_text())
     second = json.loads((tmp_path / "r" / "all-smoke" / "activations" / "best.json").read_text())
-    carried = {k: first["config"][k] for k in load_grid("cnn").carry}
+    # The carried config is the winner's, or one tied with it that trains fewer epochs.
+    carry = first["carry"]
+    winner = " ".join(f"{k}={v}" for k, v in first["swept"].items())
+    assert carry["label"] == winner or (
+        carry["label"] in first["tied_with"]
+        and carry["config"]["epochs"] < first["config"]["epochs"])
+    carried = {k: carry["config"][k] for k in load_grid("cnn").carry}
     assert second["carried"] == carried
     assert {k: second["base"][k] for k in carried} == carried
     md = (tmp_path / "r" / "pipeline-smoke.md").read_text()
@@ -49,6 +74,7 @@ def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert again.stdout.count("finished earlier") == 2
     assert "[tune" not in again.stdout
+    assert len(_ledger_readers(smoke_run)) == before + 2  # a reused stage reads no test
     assert f"[grid] done: {tmp_path / 'r' / 'pipeline-smoke.md'}" in again.stdout
     # Another seed makes other numbers (split, init, shuffle): no stage may be reused.
     other = run_cli([*args, "--seed", "1"], tmp_path)

@@ -25,6 +25,7 @@ import pytest
 from raygenre.train import scratch_prefix
 
 from .conftest import history_by_config, run_cli
+from .test_grid_e2e import assert_every_row_equal
 
 pytestmark = pytest.mark.slow
 
@@ -158,9 +159,7 @@ def test_data_parallel_runner_same_seed_same_numbers(dp_run: dict, smoke_run: di
                            .read_text(), "--smoke", *RUNNERS["data-parallel"])
     first = history_by_config(out / "history.csv")
     second = history_by_config(again / "history.csv")
-    assert len(first.keys() & second.keys()) >= 4
-    for key in first.keys() & second.keys():
-        assert first[key] == second[key], key
+    assert_every_row_equal(second, first)
     assert first != history_by_config(smoke_run["out"] / "history.csv")
 
 
@@ -202,10 +201,50 @@ def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
     # And the results equal those of the uninterrupted run.
     reference = history_by_config(_reference(runner, smoke_run, dp))
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
-    common = reference.keys() & got.keys()
-    assert len(common) >= 4
-    for key in common:
-        assert got[key] == reference[key], key
+    assert_every_row_equal(got, reference)
+
+
+def _ledger(cache: Path) -> list[str]:
+    return [json.loads(line)["reader"] for f in (cache / "prepared").glob("*/test_reads.jsonl")
+            for line in f.read_text().splitlines()]
+
+
+def _aggregates(out: Path) -> tuple[list[dict], dict]:
+    """configs.csv without trial ids (Tune names trials anew in every experiment), and
+    best.json's verdict."""
+    configs = [{k: v for k, v in c.items() if k != "trials"} for c in _rows(out / "configs.csv")]
+    best = json.loads((out / "best.json").read_text())
+    keep = ("val/acc", "test/acc", "test/track_acc", "interval", "test/acc interval",
+            "test/track_acc interval", "tied_with", "ties", "replicates", "carry")
+    return configs, {k: best[k] for k in keep}
+
+
+def test_replicates_resumed_give_the_aggregates_of_an_uninterrupted_sweep(
+        smoke_run: dict, tmp_path: Path) -> None:
+    """Three seeds per configuration, killed halfway (driver and Ray), resumed: the same
+    per-configuration table and verdict as a sweep never interrupted; the test split read
+    once per chosen seed by each sweep that finished, none by the killed one."""
+    cache = smoke_run["base"] / "cache"
+    common = ["batch_epoch", "--smoke", "--replicates", "3", "--cache", str(cache)]
+    reads = len(_ledger(cache))
+    ref = run_cli([*common, "--results", str(tmp_path / "ref"), "--storage",
+                   str(tmp_path / "ref_runs")], cwd=tmp_path)
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    assert len(_ledger(cache)) == reads + 3
+    args = [*common, "--results", str(tmp_path / "res"), "--storage", str(tmp_path / "runs")]
+    proc = _start(args, tmp_path)
+    _read_until(proc, "epoch 1/2")
+    _kill_tree(proc.pid)
+    assert len(_ledger(cache)) == reads + 3
+    resumed = run_cli([*args, "--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert len(_ledger(cache)) == reads + 6
+    got = _aggregates(tmp_path / "res" / "batch_epoch-smoke")
+    want = _aggregates(tmp_path / "ref" / "batch_epoch-smoke")
+    assert len(got[0]) == 4 and all(c["replicates"] == "3" for c in got[0])
+    assert got == want
+    summary = (tmp_path / "res" / "batch_epoch-smoke" / "summary.md").read_text()
+    assert "## Configurations over seeds" in summary
 
 
 def _one_trial_grid(tmp_path: Path) -> Path:
@@ -286,10 +325,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Pat
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
     reference = history_by_config(smoke_run["out"] / "history.csv")
-    common = got.keys() & reference.keys()
-    assert len(common) >= 4, (got.keys(), reference.keys())
-    for key in common:
-        assert got[key] == reference[key], key
+    assert_every_row_equal(got, reference)
 
 
 def test_checkpoints_keep_the_best_and_the_latest_epoch_only(tmp_path: Path,

@@ -11,23 +11,35 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from raygenre import ledger
 from raygenre.config import Config
-from raygenre.data import Prepared
+from raygenre.data import Prepared, split_batches
 from raygenre.errors import NoResults
 from raygenre.gridfile import Grid
 from raygenre.paths import RunPaths
 from raygenre.report.evaluate import evaluate
 from raygenre.report.index import write_index
 from raygenre.report.plots import pipeline_plot, plot_all
-from raygenre.report.records import RunRecord, pick_best, trial_rows
+from raygenre.report.records import RunRecord, trial_rows
 from raygenre.report.tables import (
     SweepFacts,
     fmt,
-    seed_rows,
     summary_md,
     training_share,
     write_csv,
 )
+from raygenre.report.uncertainty import (
+    LEVEL,
+    METHOD,
+    Split,
+    describe,
+    interval,
+    over_replicates,
+    seed_draws,
+    track_stats,
+)
+from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
+from raygenre.train import PREDICTIONS_FILE, ValPredictions
 
 __all__ = ["NoResults", "RunRecord", "SweepFacts", "evaluate", "write_index", "write_pipeline",
            "write_results"]
@@ -45,48 +57,110 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
     write_csv(out / "trials.csv", trials)
     write_csv(out / "history.csv", history)
     shutil.copy(prepared.report_path, out / "data_report.csv")
-    best = pick_best(trials, objective)
-    if best is None:
+    verdict = judge(trials, grid, split_of(prepared, "val"), run_predictions)
+    if verdict is None:
         (out / "summary.md").write_text(f"# {facts.name}\n\nNo trial reported {grid.metric}; "
                                         f"see errors in trials.csv.\n")
         raise NoResults(f"every trial failed before reporting {grid.metric}; errors in "
                         f"{out / 'trials.csv'}")
-    test = _evaluate(best, prepared)
-    seeds = None
-    if "seed" in grid.labels:
-        tests = {t["trial_id"]: test if t is best else _evaluate(t, prepared) for t in trials
-                 if t[objective.best_column] is not None}
-        seeds = seed_rows(grid, [t for t in trials if t["trial_id"] in tests], tests,
-                          objective.best_column)
+    write_csv(out / "trials.csv", trials)  # now with intervals and ties
+    write_csv(out / "configs.csv", [c.row(grid) for c in verdict.configs])
+    best = verdict.best
+    tested = ([t for t in trials if t[objective.best_column] is not None]
+              if grid.test == "every" else verdict.chosen)
+    tests = {t["trial_id"]: _evaluate(t, prepared, facts.name) for t in tested}
+    test = tests[best["trial_id"]]
+    chosen = [tests[t["trial_id"]] for t in verdict.chosen]
+    held_out = held_out_summary(chosen)
+    carry = carried_choice(verdict, grid)
+    winner = verdict.winner
     best_json = {"grid": grid.name, "trial_id": best["trial_id"], "run_id": best["run_id"],
                  "config": best["_config"], "metric": grid.metric, "mode": grid.mode,
-                 grid.metric: best[objective.best_column],
-                 "val/acc": _val_acc_at(best, test["epoch"]),
-                 "test/acc": test["test/acc"], "test/track_acc": test["test/track_acc"],
+                 grid.metric: winner.value,
+                 "val/acc": _mean([_val_acc_at(t, tests[t["trial_id"]]["epoch"])
+                                   for t in verdict.chosen]),
+                 "test/acc": held_out["test/acc"], "test/track_acc": held_out["test/track_acc"],
+                 "interval": {"metric": grid.metric, "low": winner.lo, "high": winner.hi,
+                              "level": LEVEL, "method": METHOD,
+                              "over": "seeds and validation tracks" if verdict.replicates
+                              else "validation tracks"},
+                 "test/acc interval": held_out["test/acc interval"],
+                 "test/track_acc interval": held_out["test/track_acc interval"],
+                 "tied_with": [c.label for c in verdict.tied],
+                 "ties": [{"config": c.label, "diff_low": c.diff_lo, "diff_high": c.diff_hi,
+                           "tied": c.tied} for c in verdict.configs[1:]],
+                 "verdict": verdict.line(grid.metric),
+                 "replicates": len(verdict.chosen),
+                 "chosen_trials": [t["trial_id"] for t in verdict.chosen],
+                 "carry": carry,
+                 "test_reads": len(ledger.reads(prepared.path)),
                  "epoch": test["epoch"], "checkpoint": test["checkpoint"],
                  "swept": {k: best[k] for k in grid.labels},
                  "base": base.to_dict(), "carried": carried, "n_trials": len(trials),
                  "n_runs": len(records), "wall_s": facts.wall_s,
                  "training_share": training_share(trials, facts),
                  "description": grid.description, "command": facts.command,
-                 "per_genre": test["per_genre"], "split": prepared.split,
+                 "per_genre": test["per_genre"], "data": facts.data, "split": prepared.split,
                  "shaped_by": shaped_by}
     (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
-    plots = plot_all(grid, trials, history, best, test, prepared, out)
+    plots = plot_all(grid, trials, history, verdict, test, prepared, out)
     (out / "summary.md").write_text(
-        summary_md(grid, base, trials, best, test, prepared, facts, plots, seeds))
+        summary_md(grid, base, trials, verdict, test, held_out, prepared, facts, plots, tests,
+                   ledger.describe(prepared.path)))
     write_index(paths.results_root)
-    print(f"[results] best trial {best['trial_id']}: {grid.metric} "
-          f"{best[objective.best_column]:.3f} (epoch {test['epoch']}), test/acc "
-          f"{test['test/acc']:.3f}, test/track_acc {test['test/track_acc']:.3f}")
+    print(f"[results] {verdict.line(grid.metric)}")
+    what = (f"mean of {len(chosen)} seeds, " if verdict.replicates else "")
+    print(f"[results] test ({what}read once per trial): test/acc "
+          f"{describe(held_out['test/acc'], *held_out['test/acc interval'])}, test/track_acc "
+          f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}; "
+          f"{ledger.describe(prepared.path)}")
     return best_json
 
 
-def _evaluate(trial: dict[str, Any], prepared: Prepared) -> dict[str, Any]:
+def split_of(prepared: Prepared, split: str) -> Split:
+    """A split's labels and tracks in file order (what the loop's predictions follow)."""
+    labels: list[int] = []
+    tracks: list[str] = []
+    for batch in split_batches(prepared, split, columns=["label", "track"]):
+        labels += batch.column("label").to_pylist()
+        tracks += batch.column("track").to_pylist()
+    return Split.of(labels, tracks)
+
+
+def run_predictions(run: RunRecord) -> ValPredictions:
+    """The validation record in a run's latest checkpoint (every epoch it ran)."""
+    if run.latest is None:
+        return ValPredictions()
+    f = run.latest / PREDICTIONS_FILE
+    return ValPredictions.from_bytes(f.read_bytes() if f.exists() else None)
+
+
+def held_out_summary(tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chosen configuration's test figures: the mean over its replicates (one without),
+    each with an interval over test tracks (and seeds, with replicates)."""
+    split = Split.of(tests[0]["_labels"].numpy(), tests[0]["_tracks"])
+    weights = split.draws()
+    stats = [track_stats(t["_probs"].log(), split) for t in tests]
+    picks = seed_draws(len(stats), len(weights)) if len(stats) > 1 else None
+    out: dict[str, Any] = {}
+    for name in ("acc", "track_acc"):
+        key = f"test/{name}"
+        out[key] = _mean([t[key] for t in tests])
+        out[f"{key} interval"] = list(interval(over_replicates(stats, weights, name, picks)))
+    return out
+
+
+def _mean(values: list[float | None]) -> float | None:
+    got = [v for v in values if v is not None]
+    return sum(got) / len(got) if got else None
+
+
+def _evaluate(trial: dict[str, Any], prepared: Prepared, sweep: str) -> dict[str, Any]:
     if trial["_checkpoint"] is None:
         raise NoResults(f"trial {trial['trial_id']}: no checkpoint of its best epoch "
                         f"({trial['best_epoch']}) was kept")
-    return evaluate(trial["_checkpoint"], prepared)
+    return evaluate(trial["_checkpoint"], prepared,
+                    reader=f"{sweep}: final evaluation of trial {trial['trial_id']}")
 
 
 def _val_acc_at(trial: dict[str, Any], epoch: int) -> float | None:
@@ -94,22 +168,32 @@ def _val_acc_at(trial: dict[str, Any], epoch: int) -> float | None:
 
 
 def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -> Path:
-    """pipeline.md (one row per stage) and a plot of the best accuracy per stage."""
+    """pipeline.md (one row per stage, with what was tied and what was carried) and a plot of
+    the best accuracy per stage."""
     suffix = top[len("all"):]  # "" or "-smoke"
     md, png = results_root / f"pipeline{suffix}.md", results_root / f"pipeline{suffix}.png"
     lines = [f"# The study's pipeline ({top})", "",
-             "Each stage starts from the winners of the stages before it (keys listed under "
-             "`carry:` in its grid file).", "",
-             "| stage | best config delta | val/acc | test/acc | test/track_acc | trials | "
-             "wall min |", "|---|---|---:|---:|---:|---:|---:|"]
+             "Each stage starts from the stages before it (keys listed under `carry:` in its "
+             "grid file). When configurations are tied with a stage's winner within noise, the "
+             f"one carried is chosen by a fixed rule: {CARRY_RULE}.", "",
+             "| stage | winner | val objective [95% CI] | tied within noise | carried | "
+             "test/acc | test/track_acc | trials | wall min |",
+             "|---|---|---|---|---|---:|---:|---:|---:|"]
     for b in stages:
         delta = ", ".join(f"{k}={fmt(v)}" for k, v in b.get("swept", {}).items()) or "(fixed)"
+        iv = b.get("interval") or {}
+        carry = b.get("carry") or {}
+        carried = ("the winner" if carry.get("is_winner", True)
+                   else f"{carry['label']} (fewer epochs)")
         lines.append(f"| [{b['grid']}]({top}/{b['grid']}/summary.md) | {delta} | "
-                     f"{b['val/acc']:.4f} | {b['test/acc']:.4f} | {b['test/track_acc']:.4f} | "
+                     f"{b['metric']} {describe(b[b['metric']], iv.get('low'), iv.get('high'))}"
+                     f" | {'; '.join(b.get('tied_with', [])) or 'none'} | {carried} | "
+                     f"{b['test/acc']:.4f} | {b['test/track_acc']:.4f} | "
                      f"{b.get('n_trials', '')} | {b.get('wall_s', 0) / 60:.1f} |")
     lines += ["", f"![best accuracy per stage]({png.name})", ""]
     md.write_text("\n".join(lines))
-    keep = ("grid", "swept", "val/acc", "test/acc", "test/track_acc", "n_trials", "wall_s")
+    keep = ("grid", "swept", "metric", "val/acc", "test/acc", "test/track_acc", "interval",
+            "tied_with", "carry", "n_trials", "wall_s")
     (results_root / f"pipeline{suffix}.json").write_text(
         json.dumps([{k: b.get(k) for k in keep} for b in stages], indent=1))
     pipeline_plot(stages, png)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from raygenre import ledger
 from raygenre.data import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
 from raygenre.train import autocast, checkpoint_scratch, load_checkpoint
@@ -76,12 +77,20 @@ def _arithmetic(tf32: bool) -> Iterator[None]:
 
 @torch.no_grad()
 def predict(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
-            device: torch.device | str | None = None
+            device: torch.device | str | None = None, reader: str | None = None
             ) -> tuple[torch.Tensor, torch.Tensor, list[str], dict[str, Any]]:
     """A checkpoint's class probabilities on a split (segments x classes, on the CPU), with the
     labels, the track of each segment and the checkpoint's meta. The split is streamed in
     batches (the driver's memory does not grow with it), on `device` (default:
-    `eval_device()`), in the trial's own arithmetic (precision, TF32)."""
+    `eval_device()`), in the trial's own arithmetic (precision, TF32).
+
+    The one reader of the test split: a read names its `reader` (what and why) and is entered
+    in the set's ledger (raygenre.ledger) before any prediction is made."""
+    if split == "test":
+        if not reader:
+            raise ValueError("reading the test split needs a reader (what reads it and why): "
+                             "every read is entered in the set's ledger")
+        ledger.record(prepared.path, reader, str(checkpoint))
     device = torch.device(device) if device is not None else eval_device()
     with checkpoint_scratch() as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")
@@ -103,8 +112,11 @@ def predict(checkpoint: Location | Path, prepared: Prepared, split: str = "test"
 
 
 def evaluate(checkpoint: Location | Path, prepared: Prepared, split: str = "test",
-             device: torch.device | str | None = None) -> dict[str, Any]:
-    """A checkpoint's scores on a split (`predict`, then `scores`)."""
-    probs, labels, tracks, meta = predict(checkpoint, prepared, split, device)
+             device: torch.device | str | None = None, reader: str | None = None
+             ) -> dict[str, Any]:
+    """A checkpoint's scores on a split (`predict`, then `scores`); with "_probs", "_labels" and
+    "_tracks", the predictions they came from (for intervals)."""
+    probs, labels, tracks, meta = predict(checkpoint, prepared, split, device, reader)
     out = scores(probs, labels, tracks, list(prepared.genres), split)
-    return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint)}
+    return {**out, "epoch": meta["metrics"]["epoch"], "checkpoint": str(checkpoint),
+            "_probs": probs, "_labels": labels, "_tracks": tracks}

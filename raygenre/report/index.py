@@ -46,11 +46,11 @@ PLOTS = ("heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_trial.png",
          "confusion_test.png")
 
 
-def _table(header: list[str], rows: list[list[Any]], best_row: int | None = None) -> str:
+def _table(header: list[str], rows: list[list[Any]], best_rows: set[int] | None = None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = []
     for i, row in enumerate(rows):
-        cls = ' class="best"' if i == best_row else ""
+        cls = ' class="best"' if i in (best_rows or set()) else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{escape(fmt(v))}</td>" for v in row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -60,6 +60,22 @@ def _number(text: str) -> float | None:
         return float(text)
     except ValueError:
         return None
+
+
+def _ci(lo: str, hi: str) -> str:
+    a, b = _number(lo or ""), _number(hi or "")
+    return "" if a is None or b is None else f"[{a:.3f}, {b:.3f}]"
+
+
+def _ci_text(value: float | None, lo: float | None, hi: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None
+                             else "")
+
+
+def _tied(text: str) -> str:
+    return {"True": "tied", "False": "no"}.get(text, "")
 
 
 def _sweep(folder: Path, root: Path) -> tuple[str, str]:
@@ -75,21 +91,40 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     sign = -1 if best.get("mode", "max") == "max" else 1
     trials.sort(key=lambda t: (_number(t.get(col, "")) is None, sign * (_number(t.get(col, ""))
                                                                       or 0.0)))
-    header = ["trial", "status", *labels, "epochs run", col, "best epoch", "final val/acc"]
+    header = ["trial", "status", *labels, "epochs run", col, "95% CI", "tied with best",
+              "best epoch", "final val/acc"]
     rows = [[t["trial_id"], t["status"], *(t.get(k, "") for k in labels), t["epoch"],
-             _number(t.get(col, "")), t.get("best_epoch", ""), _number(t["val/acc"])]
+             _number(t.get(col, "")), _ci(t.get(f"{col} ci_lo", ""), t.get(f"{col} ci_hi", "")),
+             _tied(t.get("tied_with_best", "")), t.get("best_epoch", ""), _number(t["val/acc"])]
             for t in trials]
-    best_row = next((i for i, t in enumerate(trials) if t["trial_id"] == best["trial_id"]), None)
+    chosen = set(best.get("chosen_trials") or [best["trial_id"]])
+    marked = {i for i, t in enumerate(trials) if t["trial_id"] in chosen}
     genres = best.get("per_genre", {})
+    iv = best.get("test/acc interval") or [None, None]
+    tiv = best.get("test/track_acc interval") or [None, None]
+    reads = best.get("test_reads")
     parts = [f'<h2 id="{escape(anchor)}">{escape(rel)}</h2>',
              f'<p class="facts">{escape(best.get("description", ""))}</p>',
              f"<p>Command: <code>{escape(best.get('command', ''))}</code></p>",
-             f"<p><b>Best trial</b> <code>{escape(best['trial_id'])}</code> "
-             f"({escape(', '.join(f'{k}={fmt(v)}' for k, v in best.get('swept', {}).items()))})"
-             f", {escape(metric)} {fmt(best.get(metric))} at epoch {best['epoch']}. "
-             f"<b>Test</b>: segment accuracy {fmt(best['test/acc'])}, track accuracy "
-             f"(majority vote) {fmt(best['test/track_acc'])}.</p>",
-             _table(header, rows, best_row)]
+             f"<p>Data: {escape(str(best.get('data', '')))}; split: "
+             f"{escape(str(best.get('split', '')))}</p>",
+             f"<p class=\"verdict\"><b>{escape(best.get('verdict', ''))}</b></p>",
+             "<p><b>Test</b> (read once per tested trial"
+             + (f"; this test split has been read {reads} times in all" if reads else "")
+             + f"): segment accuracy {escape(_ci_text(best['test/acc'], *iv))}, track accuracy"
+             f" (majority vote) {escape(_ci_text(best['test/track_acc'], *tiv))}.</p>"]
+    if (folder / "configs.csv").exists() and best.get("replicates", 1) > 1:
+        with open(folder / "configs.csv") as f:
+            configs = list(csv.DictReader(f))
+        mean = next(k for k in configs[0] if k.startswith("mean "))
+        parts.append("<p>Per configuration, over seeds (chosen on the mean; the interval "
+                     "resamples seeds and validation tracks):</p>" + _table(
+                         ["configuration", "seeds", mean, "95% CI", "std", "tied with best"],
+                         [[c["config"], c["replicates"], _number(c[mean]),
+                           _ci(c["ci_lo"], c["ci_hi"]),
+                           _number(c[mean.replace("mean ", "std ")]),
+                           _tied(c["tied_with_best"])] for c in configs], {0}))
+    parts.append(_table(header, rows, marked))
     if genres:
         parts.append(_table(["genre", "test accuracy"], [[g, a] for g, a in genres.items()]))
     cfg = best.get("config", {})
@@ -107,10 +142,15 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
 def _pipeline(path: Path, root: Path) -> str:
     rows = json.loads(path.read_text())
     png = path.with_suffix(".png")
-    table = _table(["stage", "winner", "val/acc", "test/acc", "test/track_acc", "trials",
-                    "wall min"],
+    table = _table(["stage", "winner", "val/acc", "95% CI", "tied within noise", "carried",
+                    "test/acc", "test/track_acc", "trials", "wall min"],
                    [[r["grid"], ", ".join(f"{k}={fmt(v)}" for k, v in r.get("swept", {}).items())
-                     or "(fixed)", r["val/acc"], r["test/acc"], r["test/track_acc"],
+                     or "(fixed)", r["val/acc"],
+                     _ci(str((r.get("interval") or {}).get("low", "")),
+                         str((r.get("interval") or {}).get("high", ""))),
+                     "; ".join(r.get("tied_with") or []) or "none",
+                     "the winner" if (r.get("carry") or {}).get("is_winner", True)
+                     else r["carry"]["label"], r["test/acc"], r["test/track_acc"],
                      r.get("n_trials", ""), r.get("wall_s", 0) / 60] for r in rows])
     img = (f'<div class="plots"><img src="{escape(png.name)}" alt="{escape(png.name)}"></div>'
            if png.exists() else "")

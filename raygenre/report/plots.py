@@ -9,6 +9,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on clusters or CI
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
 from raygenre.data import Prepared  # noqa: E402
@@ -32,36 +33,54 @@ def _axis_values(trials: list[dict], key: str) -> list[Any]:
     return values
 
 
-def val_acc_bars(grid: Grid, ok: list[dict], best: dict, out: Path) -> str:
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok) + 2), 4))
-    ok_sorted = sorted(ok, key=lambda t: t["val/acc"], reverse=True)
-    ax.bar(range(len(ok_sorted)), [t["val/acc"] for t in ok_sorted],
-           color=["tab:orange" if t is best else "tab:blue" for t in ok_sorted])
+def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> str:
+    """Each trial's judged value (its best epoch's objective, what the winner is chosen on)
+    with its 95 % interval over validation tracks; the chosen trial(s) orange, tied ones green."""
+    col, sign = grid.objective.best_column, (1 if grid.mode == "max" else -1)
+    ok_sorted = sorted(ok, key=lambda t: -sign * t[col])
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok_sorted) + 2), 4))
+    values = [t[col] for t in ok_sorted]
+    lo = [t[col] - t[f"{col} ci_lo"] if t.get(f"{col} ci_lo") is not None else 0.0
+          for t in ok_sorted]
+    hi = [t[f"{col} ci_hi"] - t[col] if t.get(f"{col} ci_hi") is not None else 0.0
+          for t in ok_sorted]
+    colors = ["tab:orange" if t["trial_id"] in chosen else "tab:green" if t["tied_with_best"]
+              else "tab:blue" for t in ok_sorted]
+    ax.bar(range(len(ok_sorted)), values, color=colors, yerr=[lo, hi], capsize=2,
+           error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(ok_sorted)), [_label(t, grid.labels) for t in ok_sorted],
                   rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("final val/acc")
-    ax.set_title(f"{grid.name}: final validation accuracy per trial (orange: best)")
+    ax.set_ylabel(f"{col} (95% CI over val tracks)")
+    ax.set_title(f"{grid.name}: {col} per trial (orange: chosen; green: tied within noise)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "val_acc_by_trial.png", dpi=110)
     plt.close(fig)
     return "val_acc_by_trial.png"
 
 
-def heatmap(grid: Grid, trials: list[dict], out: Path) -> str:
-    """Final val/acc over a two-axis grid; a trial ASHA stopped says at which epoch."""
-    a, b = grid.labels
-    xs, ys = _axis_values(trials, b), _axis_values(trials, a)
+def heatmap(grid: Grid, axes: list[str], cells: list[dict], out: Path, what: str) -> str:
+    """The judged value (each configuration's best epoch, or its mean over seeds: what the
+    winner is chosen on) over a two-axis grid; the chosen cell boxed, cells tied with it marked
+    '≈'; a trial ASHA stopped says at which epoch. `cells`: one per configuration, with its
+    axes' values, "value", "tied", "chosen", "status" and "epoch"."""
+    a, b = axes
+    xs, ys = _axis_values(cells, b), _axis_values(cells, a)
     xi, yi = {fmt(x): j for j, x in enumerate(xs)}, {fmt(y): i for i, y in enumerate(ys)}
     vals = [[math.nan] * len(xs) for _ in ys]
     notes = [[""] * len(xs) for _ in ys]
-    for t in trials:
-        i, j = yi[fmt(t[a])], xi[fmt(t[b])]
-        if t["val/acc"] is None:
-            notes[i][j] = "error" if t["status"] == "error" else "-"
+    boxes = []
+    for c in cells:
+        i, j = yi[fmt(c[a])], xi[fmt(c[b])]
+        if c["value"] is None:
+            notes[i][j] = "error" if c["status"] == "error" else "-"
             continue
-        vals[i][j] = t["val/acc"]
-        notes[i][j] = f"{t['val/acc']:.2f}" + (f"\nstopped e{t['epoch']}"
-                                               if t["status"] == "stopped_early" else "")
+        vals[i][j] = c["value"]
+        mark = " ≈" if c["tied"] else ""
+        notes[i][j] = f"{c['value']:.2f}{mark}" + (f"\nstopped e{c['epoch']}"
+                                                   if c["status"] == "stopped_early" else "")
+        if c["chosen"]:
+            boxes.append((i, j))
     fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.7 * len(ys) + 2))
     im = ax.imshow(vals, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(xs)), [fmt(x) for x in xs])
@@ -75,9 +94,13 @@ def heatmap(grid: Grid, trials: list[dict], out: Path) -> str:
             dark = math.isnan(vals[i][j]) or vals[i][j] < mid  # viridis is dark low
             ax.text(j, i, notes[i][j], ha="center", va="center", fontsize=7,
                     color="w" if dark else "k")
-    fig.colorbar(im, label="final val/acc")
+    for i, j in boxes:
+        ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
+                                                  edgecolor="tab:orange", linewidth=2.5))
+    fig.colorbar(im, label=what)
     note = "\n(stopped eN: ASHA stopped its run at epoch N)" if grid.asha else ""
-    ax.set_title(f"{grid.name}: final val/acc by {a} x {b}{note}", fontsize=9)
+    ax.set_title(f"{grid.name}: {what} by {a} x {b}\nboxed: chosen; ≈: tied with it within "
+                 f"noise{note}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "heatmap_val_acc.png", dpi=110)
     plt.close(fig)
@@ -131,13 +154,25 @@ def confusion(grid: Grid, test: dict, prepared: Prepared, out: Path) -> str:
     return "confusion_test.png"
 
 
-def plot_all(grid: Grid, trials: list[dict], history: list[dict], best: dict, test: dict,
+def plot_all(grid: Grid, trials: list[dict], history: list[dict], verdict: Any, test: dict,
              prepared: Prepared, out: Path) -> list[str]:
     col = grid.objective.best_column
+    best = verdict.best
+    chosen = {t["trial_id"] for t in verdict.chosen}
     ok = [t for t in trials if t["val/acc"] is not None and t[col] is not None]
-    made = [val_acc_bars(grid, ok, best, out)]
-    if len(grid.labels) == 2:
-        made.append(heatmap(grid, trials, out))
+    made = [objective_bars(grid, ok, chosen, out)]
+    axes = [k for k in grid.labels if k != "seed"]
+    if len(axes) == 2:
+        judged = {t["trial_id"] for c in verdict.configs for t in c.trials}
+        cells = [{a: c.trials[0][a] for a in axes} | {
+            "value": c.value, "tied": c.tied, "chosen": i == 0,
+            "status": c.trials[0]["status"], "epoch": c.trials[0]["epoch"]}
+            for i, c in enumerate(verdict.configs)]
+        cells += [{a: t[a] for a in axes} | {"value": None, "tied": None, "chosen": False,
+                                             "status": t["status"], "epoch": t["epoch"]}
+                  for t in trials if t["trial_id"] not in judged]
+        what = f"{col}, mean over seeds" if verdict.replicates else f"{col} (its best epoch)"
+        made.append(heatmap(grid, axes, cells, out, what))
     made += [curves(grid, ok, history, best, out), confusion(grid, test, prepared, out)]
     return made
 

@@ -35,6 +35,7 @@ class RunRecord:
     wall_s: float | None = None
     best: Location | None = None  # its best checkpoint over all its epochs
     pins: Location | None = None  # where it kept its shorter members' checkpoints
+    latest: Location | None = None  # its latest checkpoint: every epoch's val predictions
 
 
 def whole_checkpoints(folder: Location | Path, max_epoch: int | None = None

@@ -14,6 +14,7 @@ import torch
 from raygenre.config import Config
 from raygenre.data import Prepared
 from raygenre.gridfile import Grid
+from raygenre.report.uncertainty import METHOD, describe
 
 
 @dataclass(frozen=True)
@@ -75,72 +76,96 @@ def asha_line(grid: Grid) -> str:
             f"over runs")
 
 
-def seed_rows(grid: Grid, trials: list[dict], tests: dict[str, dict], objective_col: str
-              ) -> str:
-    """Configs that differ only in seed, grouped: mean ± std of the objective and of test
-    accuracy, each seed's test checkpoint evaluated once on the test split."""
+def config_table(verdict: Any, grid: Grid, tests: dict[str, dict]) -> str:
+    """Markdown: one row per configuration over its replicates, best first: the objective's
+    mean with its interval over seeds and tracks, its spread, whether it is tied with the
+    winner, and the test figures of the replicates that were tested."""
+    col = grid.objective.best_column
     keys = [k for k in grid.labels if k != "seed"]
-    groups: dict[tuple, list[dict]] = {}
-    for t in trials:
-        groups.setdefault(tuple(fmt(t[k]) for k in keys), []).append(t)
-    lines = ["| " + " | ".join(keys or ["config"]) + f" | seeds | {objective_col} | test/acc | "
-             "test/track_acc |", "|" + "---|" * (len(keys or [1]) + 4)]
-    rows = []
-    for key, members in groups.items():
-        vals = [t[objective_col] for t in members]
-        done = [tests[t["trial_id"]] for t in members if t["trial_id"] in tests]
-        rows.append((sum(vals) / len(vals), "| " + " | ".join(key or ("all",)) + f" | "
-                     f"{len(members)} | {mean_std(vals)} | "
-                     f"{mean_std([x['test/acc'] for x in done])} | "
-                     f"{mean_std([x['test/track_acc'] for x in done])} |"))
-    lines += [r for _, r in sorted(rows, reverse=True)]
+    lines = ["| | " + " | ".join(keys or ["config"]) + f" | seeds | {col} mean [95% CI] | std "
+             "| tied | test/acc | test/track_acc |",
+             "|---|" + "---|" * len(keys or [1]) + "---:|---|---:|---|---|---|"]
+    for i, c in enumerate(verdict.configs):
+        first = c.trials[0]
+        done = [tests[t["trial_id"]] for t in c.trials if t["trial_id"] in tests]
+        tied = "winner" if i == 0 else {True: "tied", False: "no", None: "?"}[c.tied]
+        test_acc = mean_std([x["test/acc"] for x in done]) if done else "not read"
+        track = mean_std([x["test/track_acc"] for x in done]) if done else "not read"
+        lines.append(f"| {'★' if i == 0 else ''} | " + " | ".join(
+            fmt(first[k]) for k in keys) + (" | all" if not keys else "") + f" | "
+            f"{len(c.trials)} | {describe(c.value, c.lo, c.hi)} | {c.std:.3f} | {tied} | "
+            f"{test_acc} | {track} |")
     return "\n".join(lines) + "\n"
 
 
-def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: dict,
-               prepared: Prepared, facts: SweepFacts, plots: list[str],
-               seeds: str | None = None) -> str:
+def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test: dict,
+               held_out: dict, prepared: Prepared, facts: SweepFacts, plots: list[str],
+               tests: dict[str, dict], reads: str) -> str:
     axes = grid.labels
     col = grid.objective.best_column
+    best = verdict.best
+    chosen = {t["trial_id"] for t in verdict.chosen}
     counts = Counter(t["status"] for t in trials)
     split_counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
     status_counts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     share = training_share(trials, facts)
     lines = [f"# {facts.name}", "", grid.description, "",
+             f"**{verdict.line(grid.metric)}.**", "",
+             f"**Test** ({_test_words(verdict)}): `test/acc` "
+             f"{describe(held_out['test/acc'], *held_out['test/acc interval'])}, "
+             f"`test/track_acc` "
+             f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}"
+             f"; {reads}.", "",
              f"- command: `{facts.command}`",
              f"- data: {facts.data}: `{prepared.path}` ({split_counts} segments, "
              f"{len(prepared.genres)} genres); split: {prepared.split}",
-             f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}; objective "
-             f"`{grid.metric}` ({grid.mode}, best over each trial's epochs); {asha_line(grid)}",
+             f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}"
+             + (f", replicates {grid.replicates} (seeds {', '.join(map(str, grid.axes['seed']))})"
+                if verdict.replicates else "")
+             + f"; objective `{grid.metric}` ({grid.mode}, best over each trial's epochs); "
+             f"{asha_line(grid)}",
              f"- trials: {len(trials)} ({status_counts}); {facts.runs}",
              f"- plan: {facts.plan}",
              f"- wall {facts.wall_s / 60:.1f} min; training share {share:.2f} (summed epoch "
              f"compute / (wall x {facts.concurrency} slots))",
-             f"- run folder: `{facts.run_folder}`", "",
-             f"## Trials (sorted by {col}; ★ = best)", "",
-             "| | trial | status | " + " | ".join(axes) + f" | epochs run | {col} | best epoch "
-             "| final val/acc | val/loss | train/loss | train/acc | run |",
-             "|---|---|---|" + "---|" * len(axes) + "---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"- run folder: `{facts.run_folder}`",
+             f"- intervals: {METHOD}", ""]
+    if verdict.replicates:
+        lines += ["## Configurations over seeds (★ = chosen on the mean; the interval resamples "
+                  "seeds and validation tracks)", "", config_table(verdict, grid, tests)]
+    lines += [f"## Trials (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
+              "| | trial | status | " + " | ".join(axes) + f" | epochs run | {col} | 95% CI | "
+              "best epoch | val/track_acc there | final val/acc | val/loss | train/loss | "
+              "train/acc | run |",
+              "|---|---|---|" + "---|" * len(axes) + "---:|---:|---|---:|---:|---:|---:|---:|"
+              "---:|---|"]
     sign = 1 if grid.mode == "max" else -1
 
     def order(t: dict) -> float:
         return -sign * t[col] if t[col] is not None else math.inf
 
     for t in sorted(trials, key=order):
-        mark = "★" if t is best else ""
+        mark = "★" if t["trial_id"] in chosen else "≈" if t["tied_with_best"] else ""
         run = "" if t["run_id"] == t["trial_id"] else t["run_id"]
+        ci = (f"[{t[f'{col} ci_lo']:.3f}, {t[f'{col} ci_hi']:.3f}]"
+              if t.get(f"{col} ci_lo") is not None else "")
         lines.append(f"| {mark} | {t['trial_id']} | {t['status']} | "
                      + " | ".join(fmt(t[a]) for a in axes) + " | "
-                     + " | ".join(fmt(t[k]) for k in ("epoch", col, "best_epoch", "val/acc",
-                                                       "val/loss", "train/loss", "train/acc"))
+                     + f"{fmt(t['epoch'])} | {fmt(t[col])} | {ci} | "
+                     + " | ".join(fmt(t[k]) for k in ("best_epoch", "judged val/track_acc",
+                                                       "val/acc", "val/loss", "train/loss",
+                                                       "train/acc"))
                      + f" | {run} |")
     if any(t["run_id"] != t["trial_id"] for t in trials):
         lines += ["", "A trial named `RUN:eN` is the first N epochs of run RUN, read from it "
                       "(the loop is seeded and its schedule does not read the epoch count, so "
                       "these are the numbers the trial would give alone)."]
-    if seeds:
-        lines += ["", "## Over seeds (mean ± std; each seed's test checkpoint on the test split)",
-                  "", seeds]
+    if grid.test == "every" and not verdict.replicates:
+        lines += ["", "## Every trial on the test split (`test: every`: a comparison fixed "
+                  "before the sweep)", "", "| trial | test/acc | test/track_acc |",
+                  "|---|---:|---:|"]
+        lines += [f"| {k} | {v['test/acc']:.4f} | {v['test/track_acc']:.4f} |"
+                  for k, v in tests.items()]
     errors = [t for t in trials if t["status"] == "error"]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]
@@ -148,9 +173,9 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
     lines += ["", "## Best trial", "",
               f"Trial `{best['trial_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
               f" best epoch {test['epoch']}: {grid.metric} {best[col]:.4f}.", "",
-              f"**Test** ({test['n_segments']} segments, {test['n_tracks']} tracks, evaluated once"
-              f" at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f}, "
-              f"`test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
+              f"Its test split ({test['n_segments']} segments, {test['n_tracks']} tracks, "
+              f"evaluated once at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f},"
+              f" `test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
               f"Chance is {1 / len(prepared.genres):.2f}.", "",
               "| genre | test acc |", "|---|---:|"]
     lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
@@ -159,3 +184,10 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], best: dict, test: d
     lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
     return "\n".join(lines) + "\n"
+
+
+def _test_words(verdict: Any) -> str:
+    if verdict.replicates:
+        return (f"the chosen configuration's {len(verdict.chosen)} seeds, each at its best "
+                f"epoch, read once each; mean, interval over seeds and test tracks")
+    return "the chosen trial at its best epoch, read once; interval over test tracks"

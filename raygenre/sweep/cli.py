@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                    f"shared by every machine (default {default_cache()})")
     p.add_argument("--seed", type=int, help="seed for split, init, dropout, shuffle and drawn "
                                             "axes (default: the grid's, 0)")
+    p.add_argument("--replicates", type=int,
+                   help="train every configuration under N seeds (the sweep's seed and the N-1 "
+                        "after it) on the same split; tables aggregate them and the winner is "
+                        "the best mean (default: the grid's 'replicates:', 1)")
     p.add_argument("--smoke", action="store_true",
                    help="shrink the grid to a few 1-2 epoch trials on a small data sample")
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
@@ -80,7 +84,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.stages:
         raise ConfigError("--stages goes with the pipeline: python -m raygenre.grid all --stages "
                           "cnn,activations")
-    grid = load_grid(args.name, args.seed, args.grids)
+    grid = load_grid(args.name, args.seed, args.grids, args.replicates)
     if args.smoke:
         grid = grid.smoke()
     paths = RunPaths(storage=Location.parse(args.storage or default_storage()),

@@ -33,7 +33,8 @@ STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_e
 def run_pipeline(args: argparse.Namespace) -> Path:
     """Run (or continue) the pipeline; returns pipeline.md's path."""
     stages = args.stages.split(",") if args.stages else list(STAGES)
-    grids = [load_grid(s, args.seed, args.grids) for s in stages]  # all checked first
+    # All checked first.
+    grids = [load_grid(s, args.seed, args.grids, args.replicates) for s in stages]
     if args.smoke:
         grids = [g.smoke() for g in grids]
     top = "all" + ("-smoke" if args.smoke else "")
@@ -71,7 +72,10 @@ def run_pipeline(args: argparse.Namespace) -> Path:
                       f"({why}); running the stage again")
             best = run_sweep(setup, args, paths, nodes, _restorable(paths, setup.shaped_by))
         rows.append(best)
-        carried = {**carried, **{k: best["config"][k] for k in grid.carry}}
+        # A winner tied with others carries the configuration best.json's `carry` chose by
+        # its rule (report.verdict.CARRY_RULE); a stage written before that carries its winner.
+        source = (best.get("carry") or {}).get("config", best["config"])
+        carried = {**carried, **{k: source[k] for k in grid.carry}}
     return write_pipeline(rows, results_root, top)
 
 

@@ -31,8 +31,9 @@ def run_records(results: Any, paths: RunPaths, objective: Objective,
             found = whole_checkpoints(paths.train_run(run_id), seen)
             best = best_of(found, objective)
             history = found[-1][1]["history"] if found else []
+            latest = found[-1][0] if found else None
         else:
-            best, history = _tune_checkpoints(r, paths.experiment / run_id, objective)
+            best, latest, history = _tune_checkpoints(r, paths.experiment / run_id, objective)
         if seen is not None:
             history = [h for h in history if h["epoch"] <= seen]
         error = ""
@@ -41,20 +42,20 @@ def run_records(results: Any, paths: RunPaths, objective: Objective,
         records.append(RunRecord(
             run_id=run_id, config=flat, variant=variant, members=members, history=history,
             error=error, wall_s=(r.metrics or {}).get("time_total_s"), best=best,
-            pins=paths.members(run_id)))
+            pins=paths.members(run_id), latest=latest))
     return records
 
 
 def _tune_checkpoints(result: Any, trial_dir: Location, objective: Objective
-                      ) -> tuple[Location | None, list[dict[str, Any]]]:
-    """(the best checkpoint Tune kept, the history in its latest) of a one-worker run. Tune
-    kept them by the grid's objective, so its best is the run's best epoch."""
+                      ) -> tuple[Location | None, Location | None, list[dict[str, Any]]]:
+    """(the best checkpoint Tune kept, its latest, the history in the latest) of a one-worker
+    run. Tune kept them by the grid's objective, so its best is the run's best epoch."""
     if result.checkpoint is None:
-        return None, []
+        return None, None, []
     latest = trial_dir / Path(result.checkpoint.path).name
     history = json.loads((latest / META_FILE).read_text())["history"]
     kept = [(trial_dir / Path(c.path).name, m) for c, m in (result.best_checkpoints or [])]
     best = best_epoch([m for _, m in kept], objective.metric, objective.mode)
     if best is None:
-        return None, history
-    return next(d for d, m in kept if m["epoch"] == best["epoch"]), history
+        return None, latest, history
+    return next(d for d, m in kept if m["epoch"] == best["epoch"]), latest, history

@@ -1,0 +1,76 @@
+"""Same code, same seed, another machine: do two runs of a grid agree within their intervals?
+
+Reads the trials.csv of two runs of one grid (by default the committed results/<grid>/ at a git
+revision against a results folder just written here) and, for every trial, compares the value
+each was judged on (`best/<metric>`). The claim it checks: on one machine and build the numbers
+are bit-identical (tests/test_grid_e2e.py); across machines, float arithmetic differs in its
+last bits, training paths drift apart, and the numbers agree only within their intervals.
+
+    python bench/reproducibility.py --grid batch_epoch --before HEAD --after results/batch_epoch
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import subprocess
+from pathlib import Path
+
+from _common import REPO, report
+
+
+def _rows(text: str) -> dict[tuple, dict]:
+    """trials.csv keyed by the swept values: its columns between `status` and `epoch`."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = list(rows[0])
+    swept = header[header.index("status") + 1:header.index("epoch")]
+    return {tuple((k, r[k]) for k in swept): r for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grid", default="batch_epoch")
+    ap.add_argument("--before", default="HEAD", help="git revision of the committed run")
+    ap.add_argument("--after", type=Path, help="results folder of the new run "
+                                                "(default results/<grid>)")
+    ap.add_argument("--metric", default="val/acc")
+    args = ap.parse_args()
+    col = f"best/{args.metric}"
+    old_text = subprocess.run(["git", "show", f"{args.before}:results/{args.grid}/trials.csv"],
+                              cwd=REPO, capture_output=True, text=True, check=True).stdout
+    after = args.after or REPO / "results" / args.grid
+    old, new = _rows(old_text), _rows((after / "trials.csv").read_text())
+    if set(old) != set(new):
+        raise SystemExit(f"the two runs hold other trials: {sorted(set(old) ^ set(new))}")
+    body = [f"`{col}` of each trial: the committed run (`{args.before}`) against the run in "
+            f"`{after}`, with the new run's 95% interval over validation tracks.", "",
+            "| trial | before | after [95% CI] | difference | before inside? |",
+            "|---|---:|---|---:|---|"]
+    same = inside = moved = 0
+    for key in sorted(new, key=lambda k: [v for _, v in k]):
+        a, b = float(old[key][col]), float(new[key][col])
+        lo, hi = float(new[key][f"{col} ci_lo"]), float(new[key][f"{col} ci_hi"])
+        ok = lo <= a <= hi
+        same += a == b
+        inside += ok
+        moved += abs(a - b) >= 0.05
+        label = " ".join(f"{k}={v}" for k, v in key)
+        body.append(f"| {label} | {a:.3f} | {b:.3f} [{lo:.3f}, {hi:.3f}] | {b - a:+.3f} | "
+                    f"{'yes' if ok else 'no'} |")
+    n = len(new)
+    pick = max(new, key=lambda k: float(new[k][col]))
+    was = max(old, key=lambda k: float(old[k][col]))
+    tied = new[was].get("tied_with_best")
+    body += ["", f"{same} of {n} trials identical, {moved} moved by 0.05 or more; the "
+                 f"committed value lies inside the new run's interval for {inside} of {n}. "
+                 f"The committed winner ({' '.join(f'{k}={v}' for k, v in was)}) is "
+                 + ("the new winner too." if was == pick else
+                    f"{'tied with' if tied == 'True' else 'not tied with'} the new winner "
+                    f"({' '.join(f'{k}={v}' for k, v in pick)}) in the new run.")]
+    report("reproducibility", f"Reproducibility across machines: {args.grid}", body,
+           {"trials": n, "identical": same, "moved_0.05": moved, "inside_interval": inside})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Intervals over tracks, ties with the winner, replicates, and the test split's ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raygenre import ledger
+from raygenre.config import Config, ConfigError
+from raygenre.data import prepare
+from raygenre.gridfile import Grid, load_grid
+from raygenre.report import held_out_summary
+from raygenre.report.evaluate import predict
+from raygenre.report.records import RunRecord
+from raygenre.report.uncertainty import Split, track_stats
+from raygenre.report.verdict import ReportError, carried_choice, judge
+from raygenre.train import ValPredictions, build, save_checkpoint
+
+CLASSES, TRACKS, SEGMENTS = 10, 6, 6
+
+
+def _split(tracks_per_class: int = TRACKS) -> Split:
+    labels, tracks = [], []
+    for c in range(CLASSES):
+        for k in range(tracks_per_class):
+            labels += [c] * SEGMENTS
+            tracks += [f"g{c}/t{k}"] * SEGMENTS
+    return Split.of(labels, tracks)
+
+
+def _logp(split: Split, right: np.ndarray) -> np.ndarray:
+    """Log-probabilities whose argmax is the label where `right` (per segment), else the next
+    class."""
+    pred = np.where(right, split.labels, (split.labels + 1) % CLASSES)
+    p = np.full((len(pred), CLASSES), 0.02)
+    p[np.arange(len(pred)), pred] = 1 - 0.02 * (CLASSES - 1)
+    return np.log(p)
+
+
+def _trial(tid: str, split: Split, right: np.ndarray, **swept: object) -> tuple[dict, dict]:
+    acc = float(right.mean())
+    run = RunRecord(run_id=tid, config={}, variant=None, members=[1],
+                    history=[{"epoch": 1, "val/acc": acc}])
+    row = {"trial_id": tid, "status": "completed", "epoch": 1, "best_epoch": 1,
+           "best/val/acc": acc, "_run": run, "_config": {"epochs": 1}, **swept}
+    return row, {1: _logp(split, right)}
+
+
+def _judge(rows: list[tuple[dict, dict]], grid: Grid, split: Split):  # noqa: ANN202
+    preds = {r["trial_id"]: ValPredictions(p) for r, p in rows}
+    return judge([r for r, _ in rows], grid, split, lambda run: preds[run.run_id])
+
+
+def _grid(**axes: list) -> Grid:
+    return Grid(name="t", path=Path("t.yaml"), description="", axes=dict(axes))
+
+
+def test_the_interval_is_the_stratified_standard_error_not_a_plain_bootstraps() -> None:
+    """Two tracks a class, as on the built-in split: a plain bootstrap would shrink the spread
+    to 1/sqrt(2) of the stratified standard error; the rescaled one keeps it."""
+    split = _split(tracks_per_class=2)
+    rng = np.random.default_rng(0)
+    per_track = rng.integers(0, SEGMENTS + 1, len(split.tracks))
+    right = np.concatenate([np.arange(SEGMENTS) < k for k in per_track])
+    s = track_stats(_logp(split, right), split)
+    draws = s.draws(split.draws(), "acc")
+    share = per_track / SEGMENTS
+    se = np.sqrt(sum(share[split.track_class == c].var(ddof=1) / 2
+                     for c in range(CLASSES))) / CLASSES
+    assert abs(draws.std() / se - 1) < 0.06
+    assert abs(s.value("acc") - right.mean()) < 1e-12
+    assert abs(draws.mean() - right.mean()) < 0.01
+
+
+def test_draws_are_seeded_and_keep_each_class_share() -> None:
+    split = _split()
+    a, b = split.draws(), split.draws()
+    assert np.array_equal(a, b)
+    for c in range(CLASSES):
+        assert np.allclose(a[:, split.track_class == c].sum(1), TRACKS)
+
+
+def test_a_clearly_better_trial_is_not_tied_and_alike_ones_are() -> None:
+    split = _split()
+    rng = np.random.default_rng(1)
+    n = len(split.labels)
+    good = rng.random(n) < 0.8
+    coin_a, coin_b = rng.random(n) < 0.4, rng.random(n) < 0.4  # alike in distribution
+    rows = [_trial("good", split, good, lr=1), _trial("a", split, coin_a, lr=2),
+            _trial("b", split, coin_b, lr=3)]
+    v = _judge(rows, _grid(lr=[1, 2, 3]), split)
+    assert v.best["trial_id"] == "good"
+    assert [c.tied for c in v.configs[1:]] == [False, False]
+    assert "no other configuration within noise" in v.line("val/acc")
+    # Without the clearly better trial, the two coins are within noise of each other.
+    v = _judge(rows[1:], _grid(lr=[2, 3]), split)
+    assert v.configs[1].tied is True
+    assert v.configs[1].diff_lo < 0 < v.configs[1].diff_hi
+    assert "tied within noise: lr=" in v.line("val/acc")
+    row = rows[1][0]
+    assert row["best/val/acc ci_lo"] < row["best/val/acc"] < row["best/val/acc ci_hi"]
+
+
+def test_replicates_aggregate_per_configuration_and_the_winner_is_the_best_mean() -> None:
+    """Config lr=1 has the best single seed, lr=2 the best mean: the mean wins."""
+    split = _split()
+    rng = np.random.default_rng(2)
+    n = len(split.labels)
+    rows = [_trial(f"l1s{s}", split, rng.random(n) < p, lr=1, seed=s)
+            for s, p in enumerate((0.9, 0.2, 0.2))]
+    rows += [_trial(f"l2s{s}", split, rng.random(n) < 0.6, lr=2, seed=s) for s in range(3)]
+    grid = _grid(lr=[1, 2], seed=[0, 1, 2])
+    v = _judge(rows, grid, split)
+    assert v.replicates and v.winner.label == "lr=2"
+    assert [t["trial_id"] for t in v.chosen] == ["l2s0", "l2s1", "l2s2"]
+    assert abs(v.winner.value - np.mean([r["best/val/acc"] for r, _ in rows[3:]])) < 1e-12
+    # The seeds of lr=1 disagree: resampling them widens its interval past the tracks' alone.
+    one = v.configs[1]
+    track_only = [r["best/val/acc ci_hi"] - r["best/val/acc ci_lo"] for r, _ in rows[:3]]
+    assert one.hi - one.lo > max(track_only)
+    row = one.row(grid)
+    assert row["replicates"] == 3 and row["trials"] == "l1s0 l1s1 l1s2"
+
+
+def test_a_tied_winner_carries_the_configuration_with_fewest_epochs() -> None:
+    split = _split()
+    rng = np.random.default_rng(3)
+    n = len(split.labels)
+    one = rng.random(n) < 0.5
+    other = one ^ (rng.random(n) < 0.1)  # a few segments flipped either way: within noise
+    better, worse = (one, other) if one.mean() > other.mean() else (other, one)
+    long, short = _trial("long", split, better, epochs=10), _trial("short", split, worse, epochs=3)
+    long[0]["_config"], short[0]["_config"] = {"epochs": 10}, {"epochs": 3}
+    v = _judge([long, short], _grid(epochs=[10, 3]), split)
+    assert v.best["trial_id"] == "long" and v.configs[1].tied
+    carry = carried_choice(v, _grid(epochs=[10, 3]))
+    assert carry["label"] == "epochs=3" and carry["is_winner"] is False
+    assert carry["tied"] == ["epochs=3"]
+
+
+def test_predictions_that_disagree_with_the_record_are_refused() -> None:
+    split = _split()
+    right = np.random.default_rng(4).random(len(split.labels)) < 0.5
+    row, preds = _trial("x", split, right, lr=1)
+    row["_run"].history[0]["val/acc"] = 0.99  # not what these predictions give
+    with pytest.raises(ReportError, match="trial x: the validation predictions"):
+        _judge([(row, preds)], _grid(lr=[1]), split)
+
+
+def test_a_trial_without_stored_predictions_is_left_unjudged() -> None:
+    split = _split()
+    rng = np.random.default_rng(5)
+    rows = [_trial("a", split, rng.random(len(split.labels)) < 0.6, lr=1),
+            _trial("old", split, rng.random(len(split.labels)) < 0.5, lr=2)]
+    rows[1] = (rows[1][0], {})  # written before records were kept
+    v = _judge(rows, _grid(lr=[1, 2]), split)
+    assert v.configs[1].tied is None and rows[1][0]["best/val/acc ci_lo"] is None
+    assert "not judged" in v.line("val/acc")
+
+
+def test_the_held_out_summary_resamples_seeds_and_tracks() -> None:
+    split = _split()
+    rng = np.random.default_rng(6)
+    tests = []
+    for p in (0.3, 0.5, 0.7):
+        right = rng.random(len(split.labels)) < p
+        probs = torch.from_numpy(np.exp(_logp(split, right)))
+        tests.append({"_probs": probs, "_labels": torch.from_numpy(split.labels),
+                      "_tracks": [split.tracks[i] for i in split.track_of],
+                      "test/acc": float(right.mean()), "test/track_acc": 0.5})
+    out = held_out_summary(tests)
+    assert abs(out["test/acc"] - np.mean([t["test/acc"] for t in tests])) < 1e-12
+    lo, hi = out["test/acc interval"]
+    assert lo < out["test/acc"] < hi
+    alone = held_out_summary(tests[1:2])["test/acc interval"]
+    assert hi - lo > alone[1] - alone[0]  # three seeds that disagree: wider than one
+
+
+def test_the_test_split_is_read_only_by_a_named_reader_and_each_read_is_entered(
+        builtin_small: Path, tmp_path: Path) -> None:
+    cfg = Config().replace(model="mlp", features="waveform", hidden=(4,))
+    prepared = prepare(builtin_small, tmp_path / "cache", cfg, log=lambda _: None)
+    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    _, model = build(cfg, runtime)
+    save_checkpoint(ck, cfg, runtime, {"epoch": 1, "val/acc": 0.1}, [],
+                    {"model": model.state_dict()})
+    predict(ck, prepared, "val", "cpu")  # validation is free to read
+    assert ledger.reads(prepared.path) == []
+    with pytest.raises(ValueError, match="test split needs a reader"):
+        predict(ck, prepared, "test", "cpu")
+    assert ledger.reads(prepared.path) == []
+    predict(ck, prepared, "test", "cpu", reader="a test's first read")
+    predict(ck, prepared, "test", "cpu", reader="a test's second read")
+    reads = ledger.reads(prepared.path)
+    assert [r["reader"] for r in reads] == ["a test's first read", "a test's second read"]
+    assert reads[0]["checkpoint"] == str(ck)
+    assert "read 2 times" in ledger.describe(prepared.path)
+    ledger.ledger_path(prepared.path).write_text("{not json\n")
+    with pytest.raises(ValueError, match=r"test_reads.jsonl:1: not a ledger line"):
+        ledger.reads(prepared.path)
+
+
+def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
+    p = tmp_path / "g.yaml"
+    p.write_text("description: r\nreplicates: 3\nbase: {seed: 5}\ngrid: {lr: [0.1, 0.2]}\n")
+    g = load_grid(str(p))
+    assert g.replicates == 3 and g.axes["seed"] == [5, 6, 7] and g.n_trials == 6
+    assert load_grid(str(p), seed=10).axes["seed"] == [10, 11, 12]
+    assert load_grid(str(p), replicates=2).axes["seed"] == [5, 6]
+    assert "seed" not in load_grid(str(p), replicates=1).axes
+    assert g.smoke().axes["seed"] == [5, 6, 7]  # a smoke run keeps every replicate
+    assert g.smoke().axes["lr"] == [0.1, 0.2]
+    assert load_grid("best").replicates == 3  # its seed axis is its replicates
+    with pytest.raises(ConfigError, match="--replicates must be a positive integer, got 0"):
+        load_grid(str(p), replicates=0)
+    p.write_text("description: r\nreplicates: 2\ngrid: {seed: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="already sweeps 'seed'"):
+        load_grid(str(p))
+    p.write_text("description: r\nreplicates: two\n")
+    with pytest.raises(ConfigError, match="replicates must be a positive integer, got 'two'"):
+        load_grid(str(p))
+    p.write_text("description: r\ntest: all\n")
+    with pytest.raises(ConfigError, match="'test' must be one of chosen, every, got 'all'"):
+        load_grid(str(p))
+
+
+def test_each_replicate_is_a_run_of_its_own_and_prefixes_are_still_shared() -> None:
+    runs = load_grid("batch_epoch", replicates=2).runs(Config())
+    assert len(runs) == 12  # 6 batch sizes x 2 seeds, each run standing for 4 epoch counts
+    assert sorted(r.longest.deltas["seed"] for r in runs) == [0] * 6 + [1] * 6
+    assert all(r.members == [3, 5, 7, 10] for r in runs)
