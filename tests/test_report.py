@@ -142,12 +142,16 @@ def test_heatmap_over_a_list_valued_axis(tmp_path: Path) -> None:
 
     grid = Grid(name="g", path=Path("g.yaml"), description="",
                 axes={"hidden": [[16], [64, 64]], "lr": [0.01, 0.001]})
-    trials = [
-        {"hidden": [16], "lr": 0.01, "val/acc": 0.5, "status": "completed", "epoch": 3},
-        {"hidden": [16], "lr": 0.001, "val/acc": 0.4, "status": "stopped_early", "epoch": 1},
-        {"hidden": [64, 64], "lr": 0.01, "val/acc": None, "status": "error", "epoch": 0},
+    cells = [
+        {"hidden": [16], "lr": 0.01, "value": 0.5, "status": "completed", "epoch": 3,
+         "tied": None, "chosen": True},
+        {"hidden": [16], "lr": 0.001, "value": 0.4, "status": "stopped_early", "epoch": 1,
+         "tied": True, "chosen": False},
+        {"hidden": [64, 64], "lr": 0.01, "value": None, "status": "error", "epoch": 0,
+         "tied": None, "chosen": False},
     ]
-    assert heatmap(grid, trials, tmp_path) == "heatmap_val_acc.png"
+    assert heatmap(grid, ["hidden", "lr"], cells, tmp_path, "best/val/acc") == \
+        "heatmap_val_acc.png"
     assert (tmp_path / "heatmap_val_acc.png").stat().st_size > 5_000
 
 
@@ -199,7 +203,7 @@ def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
     old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        out = ev.evaluate(ckpt, prepared, device="cpu")
+        out = ev.evaluate(ckpt, prepared, device="cpu", reader="this test")
         after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
