@@ -68,7 +68,8 @@ def test_each_trials_best_val_checkpoint_is_scored_as_the_report_scores_it(
             probs = model(feats(to_tensor(table.column("x")))).softmax(1)
         labels, tracks = table.column("label").to_pylist(), table.column("track").to_pylist()
         pred = probs.argmax(1).tolist()
-        assert row["segment"] == sum(p == y for p, y in zip(pred, labels, strict=True)) / len(pred)
+        right = sum(p == y for p, y in zip(pred, labels, strict=True))
+        assert abs(row["segment"] - right / len(pred)) < 1e-6  # the report's mean is float32
         votes, means = [], []
         for track in dict.fromkeys(tracks):
             idx = [i for i, t in enumerate(tracks) if t == track]
