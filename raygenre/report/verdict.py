@@ -137,6 +137,9 @@ def judge(trials: list[dict[str, Any]], grid: Grid, val: Split,
     replicates = REPLICATE_KEY in grid.labels
     configs = []
     for label, members in groups.items():
+        # Replicates in seed order: the seed bootstrap picks them by position, and a resumed
+        # sweep may list its trials in another order than an uninterrupted one.
+        members.sort(key=lambda t: (t.get(REPLICATE_KEY) is None, t.get(REPLICATE_KEY) or 0))
         values = np.array([t[col] for t in members], dtype=np.float64)
         c = Candidate(label, members, float(values.mean()),
                    float(values.std(ddof=1)) if len(values) > 1 else 0.0)
