@@ -68,7 +68,12 @@ def main() -> None:
                  + ("the new winner too." if was == pick else
                     f"{'tied with' if tied == 'True' else 'not tied with'} the new winner "
                     f"({' '.join(f'{k}={v}' for k, v in pick)}) in the new run.")]
-    report("reproducibility", f"Reproducibility across machines: {args.grid}", body,
+    # Every trial identical says the two runs shared their arithmetic (CPU type, build, thread
+    # count); the interval column is what a run on another machine may be held to.
+    body.append("" if same < n else "Every trial is bit-identical: the two runs shared their "
+                "arithmetic (the same CPU type, build and thread count).")
+    report("reproducibility", f"Reproducibility: {args.grid}, a committed run against a new one",
+           body,
            {"trials": n, "identical": same, "moved_0.05": moved, "inside_interval": inside})
 
 
