@@ -67,8 +67,7 @@ grid:
             "| runner | trials | sweep wall s | summed epoch compute s | fixed cost per trial s "
             "| median trials.csv wall_s - train_s |", "|---|---:|---:|---:|---:|---:|", *rows, "",
             f"`batch_epoch --smoke` ({smoke['n']} runs, 2 at a time): median trials.csv "
-            f"`wall_s - train_s` = {smoke['median_gap']:.1f} s (18.8 s with Train-in-Tune "
-            f"trials, measured before the engine change)."]
+            f"`wall_s - train_s` = {smoke['median_gap']:.1f} s."]
     report("trial_cost", "Per-trial fixed cost: one process against Ray Train", body, {
         "fixed_cost_per_trial_s": f"{(one['fit_s'] - one['train_s']) / one['n']:.1f}",
         "fixed_cost_per_trial_train_runner_s":
