@@ -5,9 +5,10 @@ A quoted figure carries a marker right after it, invisible when rendered:
     4.6<!--fig results/batch_epoch/summary.md :: /wall ([\\d.]+) min/--> min
 
 The key after `::` (not `|`: markers sit in table cells) reads the file: a `/regex/` with one
-group (any text file), `a > b` into a JSON file, `k=v,k=v > column` into a CSV file, or a RESULT name in results/bench/*.md. The
-figure must equal the file's value rounded to the digits the text shows. In the README, every
-decimal figure outside code must carry a marker or be one of the few listed below with why.
+group (any text file), `a > b` into a JSON file, `k=v,k=v > column` into a CSV file, or a
+RESULT name in results/bench/*.md. The figure must equal the file's value rounded to the
+digits the text shows. In the README, every decimal figure outside code must carry a marker or
+be one of the few listed below with why.
 """
 
 from __future__ import annotations
