@@ -1,15 +1,19 @@
 """The one typed default config and its presets.
 
 Every knob a trial can turn lives in `Config`, with its default and why. Grid files (gridfile.py)
-name only what they change; an unknown key or a wrong type fails at load with the key named. This
-module imports no other raygenre module: the registries (models, features, optim) import it.
+name only what they change; an unknown key or a wrong type fails at load with the key named, and
+`check_config` is the one place a finished config's values are judged (ranges, allowed names,
+the rules between keys). This module imports no other raygenre module: the registries (models,
+features, optim) import it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,3 +180,125 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is tuple:
         return f"a list of {typing.get_args(tp)[0].__name__}"
     return getattr(tp, "__name__", str(tp))
+
+
+# Keys whose allowed values are a registry's names (models.py, features.py, optim.py).
+REGISTRY_KEYS = ("model", "activation", "features", "optimizer", "scheduler")
+
+
+def check_config(cfg: Config, where: str, registries: Mapping[str, Collection[str]]) -> None:
+    """Judge a finished config: every key's range or allowed values, and the rules between keys.
+    Raises ConfigError naming the key, its value and what is allowed.
+
+    The one place these rules live. It is called on finished configs (a grid's base and each of
+    its trials, by gridfile.validate at load), not by `from_dict`/`replace`: a config is built in
+    layers (defaults < preset < grid base < carried keys < --seed < a trial's deltas), and a rule
+    between keys, such as pitch_shift needing the semitone input, holds only once every layer is
+    in.
+    """
+    # The registries' names are passed in rather than imported: the registries are built on
+    # Config and import this module, and a registry that put its names here as a side effect
+    # of being imported would be checked only where something happened to import it first.
+    missing = set(REGISTRY_KEYS) - set(registries)
+    if missing:
+        raise TypeError(f"check_config needs the names of the {sorted(missing)} registries")
+    allowed = {**registries, "precision": PRECISIONS}
+    for key, names in allowed.items():
+        if getattr(cfg, key) not in names:
+            _fail(where, key, getattr(cfg, key), f"one of {', '.join(names)}")
+    for key in FIELDS:
+        value = getattr(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            _fail(where, key, value, "a finite number")
+    for key, ok, need in _ranges(cfg) + _between_keys(cfg):
+        if not ok:
+            _fail(where, key, getattr(cfg, key), need)
+
+
+def _fail(where: str, key: str, value: Any, need: str) -> typing.NoReturn:
+    shown = list(value) if isinstance(value, tuple) else value  # as a grid file writes it
+    raise ConfigError(f"{where}: {key} must be {need}, got {shown!r}")
+
+
+def _ranges(cfg: Config) -> list[tuple[str, bool, str]]:
+    """(key, holds, what is allowed) for each key on its own, from how the code reads it."""
+    c = cfg
+    return [
+        ("hidden", len(c.hidden) >= 1 and all(h >= 1 for h in c.hidden),
+         "a non-empty list of positive sizes"),
+        ("dropout", 0.0 <= c.dropout < 1.0, "in [0, 1) (1 would drop every unit)"),
+        ("fc_width", c.fc_width >= 1, "at least 1"),
+        ("cnn_channels", len(c.cnn_channels) >= 1 and all(ch >= 1 for ch in c.cnn_channels),
+         "a non-empty list of positive channel counts"),
+        ("n_fft", c.n_fft >= 2, "at least 2 (a window of samples)"),
+        ("hop_length", c.hop_length >= 1, "at least 1"),
+        ("n_mels", c.n_mels >= 1, "at least 1"),
+        ("mel_n_fft", c.mel_n_fft >= 2, "at least 2 (a window of samples)"),
+        ("semitone_n_fft", c.semitone_n_fft >= 2, "at least 2 (a window of samples)"),
+        ("semitone_low", c.semitone_low >= 0, "a MIDI note number, 0 or more (36 is C2)"),
+        ("semitone_bins", c.semitone_bins >= 1, "at least 1"),
+        # Beta(alpha, alpha) needs alpha > 0; 0 is the switch that turns mixup off.
+        ("mixup", c.mixup >= 0.0, "0 (off) or more (an alpha, 0.2 for example)"),
+        ("pitch_shift", c.pitch_shift >= 0,
+         "0 (off) or more: the most semitones an example is shifted, either way"),
+        ("time_crop", 0.0 <= c.time_crop <= 1.0,
+         "in [0, 1] (the fraction of frames kept; 0 or 1 keeps them all)"),
+        # Smoothing of 1 gives uniform targets: nothing left to learn.
+        ("label_smoothing", 0.0 <= c.label_smoothing < 1.0,
+         "in [0, 1) (0.1 for example; 0 is off)"),
+        ("lr", c.lr > 0.0, "positive"),
+        # torch's SGD refuses a negative momentum; 1 or more never forgets a gradient.
+        ("momentum", 0.0 <= c.momentum < 1.0, "in [0, 1)"),
+        ("weight_decay", c.weight_decay >= 0.0, "0 or more"),
+        # A decay of 1 would keep the first weights forever.
+        ("ema", 0.0 <= c.ema < 1.0, "in [0, 1) (a decay per step, 0.998 for example; 0 is off)"),
+        ("gamma", 0.0 < c.gamma <= 1.0, "in (0, 1] (the learning rate's decay per epoch)"),
+        # ReduceLROnPlateau refuses a factor of 1 or more; 0 would stop training at the first
+        # plateau.
+        ("plateau_factor", 0.0 < c.plateau_factor < 1.0, "in (0, 1)"),
+        ("plateau_patience", c.plateau_patience >= 0, "0 or more"),
+        ("batch_size", c.batch_size >= 1, "at least 1"),
+        ("epochs", c.epochs >= 1, "at least 1"),
+        # torch.manual_seed takes at most 64 bits, and Ray's shuffle (numpy) no negative seed.
+        ("seed", 0 <= c.seed < 2**64, "in [0, 2**64)"),
+        ("sample_rate", c.sample_rate >= 1, "a positive number of samples per second"),
+        ("segment_seconds", c.segment_seconds > 0.0, "positive"),
+        # Each split takes at least one track of each genre (data.split_tracks), and the
+        # training split the rest.
+        ("val_fraction", 0.0 < c.val_fraction < 1.0, "in (0, 1)"),
+        ("test_fraction", 0.0 < c.test_fraction < 1.0, "in (0, 1)"),
+    ]
+
+
+def _between_keys(cfg: Config) -> list[tuple[str, bool, str]]:
+    """(key, holds, what is allowed) for the rules that tie a key to others."""
+    c = cfg
+    rules = [
+        ("test_fraction", c.val_fraction + c.test_fraction < 1.0,
+         f"below 1 - val_fraction ({1.0 - c.val_fraction:g}): the rest is the training split"),
+        ("pitch_shift", c.pitch_shift == 0 or c.features == "semitone",
+         f"0 with features {c.features!r}: a shift moves whole semitone bands, which only "
+         f"features: semitone has"),
+        ("pitch_shift", c.pitch_shift < c.semitone_bins,
+         f"below semitone_bins ({c.semitone_bins}): a larger shift empties every band"),
+    ]
+    # The waveform is one flat axis (B, samples): masks, band statistics and crops of frames
+    # need a time-frequency input.
+    if c.features == "waveform":
+        need = "off with features 'waveform' (it needs a time-frequency input)"
+        rules += [("band_norm", not c.band_norm, need),
+                  ("spec_augment", not c.spec_augment, need),
+                  ("time_crop", c.time_crop in (0.0, 1.0),
+                   "0 (off) with features 'waveform' (it crops frames of a time-frequency "
+                   "input)")]
+    if c.features == "semitone":
+        # The top band's filter reaches up to the next semitone's centre (features.py's
+        # semitone_fbanks): MIDI note semitone_low + semitone_bins must not pass Nyquist.
+        top_hz = 440.0 * 2 ** ((c.semitone_low + c.semitone_bins - 69) / 12)
+        nyquist = c.sample_rate / 2
+        most = math.floor(69 + 12 * math.log2(nyquist / 440.0) + 1e-9) - c.semitone_low
+        rules.append(("semitone_bins", top_hz <= nyquist,
+                      f"at most {most} from semitone_low {c.semitone_low} at sample_rate "
+                      f"{c.sample_rate}: the top band reaches {top_hz:.0f} Hz, above Nyquist "
+                      f"({nyquist:.0f} Hz); lower semitone_low or semitone_bins"))
+    return rules

@@ -27,10 +27,10 @@ from raygenre.config import (
     FIELDS,
     METRIC_MODES,
     METRICS,
-    PRECISIONS,
     PRESETS,
     Config,
     ConfigError,
+    check_config,
     check_deltas,
 )
 
@@ -358,10 +358,13 @@ def load_grid(name_or_path: str, seed: int | None = None,
                 metric=metric, mode=mode, base=base, axes=axes, variants=variants,
                 carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
                 replicates=n_rep, test=test, **asha)
-    # Every trial's config must be valid on its own, e.g. epochs >= 1.
-    validate(Config.from_dict(base), f"{path}: base")
+    # Every value is judged here, at load, before any data or Ray: the base with --seed over it,
+    # as resolve_base layers them, then each trial (resolve_base judges them again once the
+    # preset and keys carried from an earlier stage are in).
+    loaded = Config.from_dict({**base, **({"seed": seed} if seed is not None else {})})
+    validate(loaded, f"{path}: base" + (f" with --seed {seed}" if seed is not None else ""))
     for t in grid.grid_trials():
-        validate(Config.from_dict({**base, **t.deltas}), f"{path}: trial {t.as_row()}")
+        validate(loaded.replace(**t.deltas), f"{path}: trial {t.as_row()}")
     return grid
 
 
@@ -399,33 +402,15 @@ def draw(key: str, spec: Any, seed: int, where: str) -> list[Any]:
             for _ in range(int(spec["n"]))]
 
 
+# The names each registry key may take, for config.check_config (which cannot import them).
+REGISTRIES = {"model": models.MODELS, "activation": models.ACTIVATIONS,
+              "features": features.FEATURES, "optimizer": optim.OPTIMIZERS,
+              "scheduler": optim.SCHEDULERS}
+
+
 def validate(cfg: Config, where: str) -> None:
-    """Range and name checks that types alone cannot express."""
-    checks = [
-        (cfg.model in models.MODELS, "model", f"one of {', '.join(models.MODELS)}"),
-        (cfg.activation in models.ACTIVATIONS, "activation",
-         f"one of {', '.join(models.ACTIVATIONS)}"),
-        (cfg.features in features.FEATURES, "features", f"one of {', '.join(features.FEATURES)}"),
-        (cfg.optimizer in optim.OPTIMIZERS, "optimizer", f"one of {', '.join(optim.OPTIMIZERS)}"),
-        (cfg.scheduler in optim.SCHEDULERS, "scheduler", f"one of {', '.join(optim.SCHEDULERS)}"),
-        (cfg.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
-        (cfg.epochs >= 1, "epochs", "at least 1"),
-        (cfg.batch_size >= 1, "batch_size", "at least 1"),
-        (0.0 <= cfg.dropout < 1.0, "dropout", "in [0, 1)"),
-        (cfg.lr > 0, "lr", "positive"),
-        (cfg.weight_decay >= 0, "weight_decay", "0 or more"),
-        (all(h >= 1 for h in cfg.hidden) and len(cfg.hidden) >= 1, "hidden",
-         "a non-empty list of positive sizes"),
-        (cfg.n_fft >= 2 and cfg.hop_length >= 1, "n_fft/hop_length", "positive"),
-        (cfg.val_fraction > 0 and cfg.test_fraction > 0
-         and cfg.val_fraction + cfg.test_fraction < 1, "val_fraction/test_fraction",
-         "positive and summing to less than 1"),
-        (cfg.segment_seconds > 0, "segment_seconds", "positive"),
-    ]
-    for ok, key, need in checks:
-        if not ok:
-            raise ConfigError(f"{where}: {key} must be {need}, got "
-                              f"{getattr(cfg, key.split('/')[0])!r}")
+    """Every range, name and between-keys rule of a finished config (config.check_config)."""
+    check_config(cfg, where, REGISTRIES)
 
 
 def resolve_base(grid: Grid, preset: str, seed: int | None,

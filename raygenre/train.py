@@ -179,9 +179,7 @@ class WeightAverage:
     weights as given."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema must be in (0, 1) (0 turns it off), got {decay}")
-        self.decay = decay
+        self.decay = decay  # in (0, 1): config.check_config
         self.model = copy.deepcopy(_unwrap(model)).requires_grad_(False)
 
     @torch.no_grad()

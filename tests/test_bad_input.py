@@ -250,38 +250,36 @@ def test_batch_larger_than_training_split() -> None:
         check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)
 
 
-def test_ema_out_of_range_fails_before_any_trial(tmp_path: Path) -> None:
-    from raygenre.data import Prepared
-    from raygenre.gridfile import load_grid
-    from raygenre.sweep.inputs import check_models
-
-    (tmp_path / "g.yaml").write_text("base: {model: mlp, features: waveform}\n"
-                                     "grid: {ema: [0.99, 1.0]}\n")
-    prepared = Prepared(Path("."), ("a", "b"), 1000, {"train": 100, "val": 10, "test": 10}, True)
-    grid = load_grid(str(tmp_path / "g.yaml"))
-    with pytest.raises(ConfigError, match=r"g.yaml: trial .*ema must be in \[0, 1\).*got 1.0"):
-        check_models(grid, Config().replace(model="mlp", features="waveform"), prepared)
-
-
 @pytest.mark.parametrize("grid_text, error", [
+    ("base: {model: mlp, features: waveform}\ngrid: {ema: [0.99, 1.0]}",
+     r"g.yaml: trial .*ema must be in \[0, 1\).*got 1.0"),
     ("grid: {label_smoothing: [0.1, 1.0]}",
      r"g.yaml: trial .*label_smoothing must be in \[0, 1\).*got 1.0"),
-    ("grid: {model: [small_cnn, cnn1]}",
-     r"g.yaml: trial .*model': 'cnn1'.*time_crop 0.6 needs a model that pools over time"),
-    ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: trial .*time_crop must be in \(0, 1\]"),
+    ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: trial .*time_crop must be in \[0, 1\]"),
 ])
-def test_training_only_knobs_fail_before_any_trial(tmp_path: Path, grid_text: str,
-                                                   error: str) -> None:
+def test_training_only_knobs_fail_when_the_grid_loads(tmp_path: Path, grid_text: str,
+                                                      error: str) -> None:
+    """Knobs only the training loop reads are judged with every other value, at load: before
+    any data is prepared, not in the pre-flight build."""
+    from raygenre.gridfile import load_grid
+
+    (tmp_path / "g.yaml").write_text(grid_text + "\n")
+    with pytest.raises(ConfigError, match=error):
+        load_grid(str(tmp_path / "g.yaml"))
+
+
+def test_time_crop_on_a_model_that_cannot_pool_fails_before_any_trial(tmp_path: Path) -> None:
     from raygenre.data import Prepared
     from raygenre.gridfile import load_grid
     from raygenre.sweep.inputs import check_models
 
-    (tmp_path / "g.yaml").write_text(grid_text + "\n")
+    (tmp_path / "g.yaml").write_text("grid: {model: [small_cnn, cnn1]}\n")
     prepared = Prepared(Path("."), ("a", "b"), 22_050, {"train": 100, "val": 10, "test": 10},
                         True)
     base = Config().replace(model="small_cnn", features="logmel", time_crop=0.6,
                             n_fft=126, hop_length=1024)
-    with pytest.raises(ConfigError, match=error):
+    with pytest.raises(ConfigError, match=r"g.yaml: trial .*model': 'cnn1'.*time_crop 0.6 "
+                                          r"needs a model that pools over time"):
         check_models(load_grid(str(tmp_path / "g.yaml")), base, prepared)
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from raygenre.config import PRESETS, Config, ConfigError
-from raygenre.gridfile import list_grids, load_grid, resolve_base
+from raygenre.config import PRESETS, REGISTRY_KEYS, Config, ConfigError, check_config
+from raygenre.gridfile import REGISTRIES, list_grids, load_grid, resolve_base, validate
 
 
 def _grid(tmp_path: Path, text: str) -> Path:
@@ -124,3 +126,120 @@ def test_a_grid_folder_of_ones_own_comes_first(tmp_path: Path) -> None:
     assert load_grid("cnn", grids=mine).name == "cnn"  # built-ins still found
     with pytest.raises(ConfigError, match="--grids .*nowhere: not a folder"):
         load_grid("cnn", grids=tmp_path / "nowhere")
+
+
+# At least one bad value for every Config field: each entry is the deltas that make a config
+# bad, the field named first. A rule between keys carries the other keys it needs. A field
+# added to Config without an entry here fails test_every_field_has_a_bad_value.
+WAVE = {"model": "mlp", "features": "waveform"}
+SEMI = {"model": "small_cnn", "features": "semitone"}
+BAD: dict[str, list[dict[str, Any]]] = {
+    "model": [{"model": "resnet"}],
+    "hidden": [{"hidden": []}, {"hidden": [64, 0]}],
+    "activation": [{"activation": "gelu"}],
+    "dropout": [{"dropout": 1.0}, {"dropout": -0.1}, {"dropout": float("nan")}],
+    "fc_width": [{"fc_width": 0}],
+    "cnn_channels": [{"cnn_channels": []}, {"cnn_channels": [32, -1]}],
+    "features": [{"features": "mfcc"}],
+    "n_fft": [{"n_fft": 1}],
+    "hop_length": [{"hop_length": 0}],
+    "n_mels": [{"n_mels": 0}],
+    "mel_n_fft": [{"mel_n_fft": 0}],
+    "semitone_n_fft": [{"semitone_n_fft": 1}],
+    "semitone_low": [{"semitone_low": -1}],
+    # The top band reaches up to MIDI semitone_low + semitone_bins: 36 + 89 is 11.2 kHz, above
+    # 22 050 Hz's Nyquist; 24 + 96 is 8.4 kHz, above 16 000 Hz's.
+    "semitone_bins": [{"semitone_bins": 0}, {**SEMI, "semitone_bins": 89},
+                      {**SEMI, "sample_rate": 16_000, "semitone_low": 24, "semitone_bins": 96}],
+    "band_norm": [{"band_norm": "yes"}, {**WAVE, "band_norm": True}],
+    "spec_augment": [{"spec_augment": 1}, {**WAVE, "spec_augment": True}],
+    "mixup": [{"mixup": -0.2}, {"mixup": float("inf")}],
+    "pitch_shift": [{**SEMI, "pitch_shift": -1}, {"pitch_shift": 2},
+                    {**SEMI, "pitch_shift": 84}],
+    "time_crop": [{"time_crop": -0.1}, {"time_crop": 1.5}, {**WAVE, "time_crop": 0.5}],
+    "label_smoothing": [{"label_smoothing": 1.0}, {"label_smoothing": -0.1}],
+    "optimizer": [{"optimizer": "rmsprop"}],
+    "lr": [{"lr": 0.0}, {"lr": -0.001}, {"lr": float("inf")}],
+    "momentum": [{"momentum": -0.1}, {"momentum": 1.0}],
+    "weight_decay": [{"weight_decay": -1e-4}],
+    "ema": [{"ema": 1.0}, {"ema": -0.5}],
+    "scheduler": [{"scheduler": "warmup"}],
+    "gamma": [{"gamma": 0.0}, {"gamma": 1.5}],
+    "plateau_factor": [{"plateau_factor": 0.0}, {"plateau_factor": 1.0}],
+    "plateau_patience": [{"plateau_patience": -1}],
+    "batch_size": [{"batch_size": 0}],
+    "epochs": [{"epochs": 0}],
+    "seed": [{"seed": -1}, {"seed": 2**64}],
+    "precision": [{"precision": "fp16"}],
+    "tf32": [{"tf32": 1}],  # a switch: a value of another type is its only bad value
+    "sample_rate": [{"sample_rate": 0}],
+    "segment_seconds": [{"segment_seconds": 0.0}, {"segment_seconds": -5}],
+    "val_fraction": [{"val_fraction": 0.0}, {"val_fraction": 1.0}],
+    "test_fraction": [{"test_fraction": 0.0}, {"test_fraction": 0.5, "val_fraction": 0.5}],
+}
+
+
+def _judge(deltas: dict[str, Any]) -> None:
+    """What a grid's trial goes through at load: its keys and types, then its values."""
+    validate(Config.from_dict(deltas, "t"), "t")
+
+
+def test_every_field_has_a_bad_value() -> None:
+    assert list(BAD) == [f.name for f in dataclasses.fields(Config)]
+
+
+@pytest.mark.parametrize("key, deltas", [(k, d) for k, ds in BAD.items() for d in ds],
+                         ids=lambda v: str(v) if isinstance(v, str) else "")
+def test_a_bad_value_fails_naming_the_key(key: str, deltas: dict[str, Any]) -> None:
+    _judge({k: v for k, v in deltas.items() if k != key})  # the context alone is fine
+    with pytest.raises(ConfigError) as e:
+        _judge(deltas)
+    msg = str(e.value)
+    assert re.search(rf"\b{key}\b", msg) and f"got {deltas[key]!r}" in msg, msg
+    assert "must be" in msg, msg  # and then what is allowed
+
+
+@pytest.mark.parametrize("deltas", [
+    {}, {"dropout": 0.0, "mixup": 0.0, "ema": 0.0, "label_smoothing": 0.0, "time_crop": 0.0},
+    {"time_crop": 1.0}, {**WAVE, "time_crop": 1.0}, {"gamma": 1.0, "momentum": 0.0},
+    {"plateau_patience": 0, "seed": 0}, {**SEMI, "pitch_shift": 83},
+    {**SEMI, "semitone_bins": 88},  # up to MIDI 124, 10.5 kHz: below Nyquist
+    {"val_fraction": 0.45, "test_fraction": 0.45}, {"semitone_bins": 200},  # unread: not semitone
+])
+def test_values_at_the_edges_pass(deltas: dict[str, Any]) -> None:
+    _judge(deltas)
+
+
+def test_the_registries_are_passed_in_whole() -> None:
+    """config.py cannot import the registries; a caller that forgot one must not pass silently."""
+    assert set(REGISTRIES) == set(REGISTRY_KEYS)
+    check_config(Config(), "t", REGISTRIES)
+    with pytest.raises(TypeError, match="scheduler"):
+        check_config(Config(), "t", {k: v for k, v in REGISTRIES.items() if k != "scheduler"})
+
+
+@pytest.mark.parametrize("text, where", [
+    ("base: {features: semitone, pitch_shift: -1}\n", "base"),
+    ("base: {features: semitone}\ngrid: {pitch_shift: [2, -1]}\n", "trial {'pitch_shift': -1}"),
+    ("variants: [{name: a, features: semitone, pitch_shift: -1}]\n", "trial {'variant': 'a'"),
+])
+def test_a_negative_pitch_shift_fails_at_load_before_ray(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         text: str, where: str) -> None:
+    import ray
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("Ray was started for a grid that should fail at load")
+
+    monkeypatch.setattr(ray, "init", no_ray)
+    with pytest.raises(ConfigError) as e:
+        load_grid(str(_grid(tmp_path, "description: d\n" + text)))
+    msg = str(e.value)
+    assert "g.yaml: " + where in msg and "pitch_shift must be 0 (off) or more" in msg, msg
+    assert msg.endswith("got -1") and not ray.is_initialized()
+
+
+def test_a_bad_seed_option_fails_at_load(tmp_path: Path) -> None:
+    p = _grid(tmp_path, "description: d\ngrid: {lr: [0.1]}\n")
+    with pytest.raises(ConfigError, match=r"g.yaml: base with --seed -3: seed must be in"):
+        load_grid(str(p), seed=-3)
