@@ -125,6 +125,24 @@ def test_replicates_aggregate_per_configuration_and_the_winner_is_the_best_mean(
     assert row["replicates"] == 3 and row["trials"] == "l1s0 l1s1 l1s2"
 
 
+def test_replicates_are_judged_in_seed_order_whatever_order_the_trials_come_in() -> None:
+    """A resumed sweep lists its trials in another order than an uninterrupted one; the seed
+    bootstrap picks replicates by position, so the aggregates must not follow that order."""
+    split = _split()
+    rng = np.random.default_rng(5)
+    n = len(split.labels)
+    rows = [_trial(f"l{lr}s{s}", split, rng.random(n) < p, lr=lr, seed=s)
+            for lr, ps in ((1, (0.7, 0.4, 0.55)), (2, (0.5, 0.6, 0.3))) for s, p in enumerate(ps)]
+    grid = _grid(lr=[1, 2], seed=[0, 1, 2])
+
+    def aggregates(order: list[int]) -> list[tuple]:
+        picked = [(dict(rows[i][0]), rows[i][1]) for i in order]
+        v = _judge(picked, grid, split)
+        return [(c.label, c.value, c.lo, c.hi, c.diff_lo, c.diff_hi) for c in v.configs]
+
+    assert aggregates([0, 1, 2, 3, 4, 5]) == aggregates([5, 1, 3, 0, 4, 2])
+
+
 def test_a_tied_winner_carries_the_configuration_with_fewest_epochs() -> None:
     split = _split()
     rng = np.random.default_rng(3)
