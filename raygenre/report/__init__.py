@@ -100,7 +100,9 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
                  "n_runs": len(records), "wall_s": facts.wall_s,
                  "training_share": training_share(trials, facts),
                  "description": grid.description, "command": facts.command,
-                 "per_genre": test["per_genre"], "data": facts.data, "split": prepared.split,
+                 "per_genre": test["per_genre"], "data": facts.data,
+                 "data_source": facts.data_source, "run_folder": facts.run_folder,
+                 "split": prepared.split,
                  "shaped_by": shaped_by}
     (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
     plots = plot_all(grid, trials, history, verdict, test, prepared, out)

@@ -31,6 +31,7 @@ class SweepFacts:
     concurrency: int
     wall_s: float
     command: str
+    data_source: str = ""  # the data set in one spelling (run_state.data_source)
 
 
 def fmt(v: Any, digits: int | None = 4) -> str:

@@ -1,26 +1,60 @@
-"""`python -m raygenre.grid NAME`: run one sweep (or `all`, the study's pipeline)."""
+"""`python -m raygenre.grid NAME`: run one sweep (or `all`, the study's pipeline).
+
+A thin layer over the engine `raygenre.run` uses too: it parses the command line into
+`RunOptions`, calls `engine.execute`, and turns what that raises into one line and an exit
+status (EPILOG lists them)."""
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.metadata
 import logging
 import os
+import shlex
 import sys
 import threading
-from pathlib import Path
 from typing import NoReturn
 
 from raygenre.config import PRESETS, ConfigError
 from raygenre.errors import DataError, Interrupted, NoResults
 from raygenre.gridfile import list_grids, load_grid, resolve_base
-from raygenre.paths import RunPaths, default_cache, default_storage
-from raygenre.storage import Location
+from raygenre.options import RunOptions
+from raygenre.paths import default_cache, default_storage
+from raygenre.sweep.engine import execute
+
+EPILOG = """\
+examples:
+  python -m raygenre.grid --list                       the grids, their trials and questions
+  python -m raygenre.grid batch_epoch --smoke          a few 1-2 epoch trials, in minutes
+  python -m raygenre.grid batch_epoch --data ~/gtzan   your own GTZAN-style folder
+  python -m raygenre.grid batch_epoch --resume         continue an interrupted sweep
+  python -m raygenre.grid all --stages cnn,activations two stages of the study's pipeline
+
+exit status:
+  0    done (the path of its summary is printed last)
+  1    the run failed: the data cannot be used, or every trial failed (trials.csv says why)
+  2    usage: a bad option, an unknown or invalid grid, a run folder this command may not
+       use as asked
+  130  interrupted (Ctrl-C): nothing is lost; the same command plus --resume continues
+
+From Python: raygenre.run("batch_epoch", smoke=True) (docs/api.md).
+"""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def version() -> str:
+    try:
+        return importlib.metadata.version("raygenre")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raygenre.grid",
-                                description="Run a raygenre sweep (grids/NAME.yaml) with Ray Tune.")
+                                description="Run a raygenre sweep (grids/NAME.yaml) with Ray Tune.",
+                                epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"raygenre {version()}")
     p.add_argument("name", nargs="?", help="grid name (see --list), a path to a grid .yaml "
                                            "file, or 'all' for the study's pipeline")
     p.add_argument("--list", action="store_true", help="list the grids and exit")
@@ -67,39 +101,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "0 runs CPU trials on a GPU cluster (default: one trial per 4 of the "
                         "CPUs that go with a GPU, at most 4 per GPU)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
-    return p.parse_args(argv)
+    return p
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Run what the command asks; returns the file to read first."""
-    from raygenre.sweep.cluster import check_storage, cluster_nodes, joined_address, start_ray
-    from raygenre.sweep.pipeline import run_pipeline
-    from raygenre.sweep.run_state import refuse_or_restore
-    from raygenre.sweep.tuner import run_sweep, set_up
-
-    if args.resume and args.fresh:
-        raise ConfigError("--resume and --fresh contradict each other: pick one")
-    if args.name == "all":
-        return run_pipeline(args)
-    if args.stages:
-        raise ConfigError("--stages goes with the pipeline: python -m raygenre.grid all --stages "
-                          "cnn,activations")
-    grid = load_grid(args.name, args.seed, args.grids, args.replicates)
-    if args.smoke:
-        grid = grid.smoke()
-    paths = RunPaths(storage=Location.parse(args.storage or default_storage()),
-                     name=grid.name + ("-smoke" if args.smoke else ""),
-                     results_root=Path(args.results).resolve())
-    paths.storage.check_reachable()
-    # Refuse before any work if a run exists and the user did not say what to do with it.
-    restoring = refuse_or_restore(paths, args.resume, args.fresh)
-    start_ray(args.address)
-    joined = bool(joined_address(args.address))
-    check_storage(paths.storage, joined)
-    nodes = cluster_nodes(joined)
-    run_sweep(set_up(grid, args, nodes), args, paths, nodes, restoring,
-              trials_done=stop_ray_soon)
-    return paths.results / "summary.md"
+def options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
+    """The parsed command line as the engine takes it (and as `raygenre.run` builds it)."""
+    return RunOptions(
+        grid=args.name, data=args.data, smoke=args.smoke, results=args.results,
+        storage=args.storage, cache=args.cache, seed=args.seed, replicates=args.replicates,
+        resume=args.resume, fresh=args.fresh, preset=args.preset, grids=args.grids,
+        stages=args.stages, split=args.split, address=args.address,
+        workers_per_trial=args.workers_per_trial, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+        command=" ".join(["python -m raygenre.grid", *map(shlex.quote, argv)]))
 
 
 def grid_listing(names: list[str], grids: str | None = None) -> str:
@@ -117,7 +131,9 @@ def grid_listing(names: list[str], grids: str | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    """The command; returns its exit status (see EPILOG)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)  # a usage error exits here, with status 2
     if args.list:
         try:
             print(grid_listing(list_grids(args.grids), args.grids))
@@ -126,48 +142,26 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     if not args.name:
-        print("usage: python -m raygenre.grid NAME [options]   (--list shows the grids)",
-              file=sys.stderr)
+        print("usage: python -m raygenre.grid NAME [options]   (--list shows the grids, "
+              "--help the options)", file=sys.stderr)
         return 2
     try:
-        out = run(args)
-    except (ConfigError, DataError, NoResults) as e:
+        out = execute(options(args, argv))
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (DataError, NoResults) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Interrupted as e:
         print(f"[grid] {e}", file=sys.stderr)
         return 130
-    else:
-        print(f"[grid] done: {out}")
-        return 0
-    finally:
-        stop_ray()
-
-
-_stopping: threading.Thread | None = None
-
-
-def stop_ray_soon() -> None:
-    """Stop Ray in a thread while this command writes its results (which need no Ray): the stop
-    mostly waits for Ray's processes to end (~1.1 s here, bench/overhead.py)."""
-    global _stopping
-    if _stopping is None:
-        _stopping = threading.Thread(target=stop_ray, name="raygenre-ray-stop")
-        _stopping.start()
-
-
-def stop_ray() -> None:
-    """Stop the Ray this command started (or leave the cluster it joined) now: at exit, Ray's
-    own hook first sleeps 0.5 s for worker log lines, which this command does not forward
-    (0.7 s less from the last line to the prompt, bench/overhead.py)."""
-    global _stopping
-    if _stopping is not None and _stopping is not threading.current_thread():
-        _stopping.join()
-        _stopping = None
-        return
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    except KeyboardInterrupt:  # a Ctrl-C before the trials (data, Ray's start) or a second one
+        print("[grid] interrupted; a sweep that had started can be continued with the same "
+              "command plus --resume", file=sys.stderr)
+        return 130
+    print(f"[grid] done: {out if out.suffix == '.md' else out / 'summary.md'}")
+    return 0
 
 
 def exit_now(code: int) -> NoReturn:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+import threading
 from pathlib import Path
 
 import yaml
@@ -22,11 +24,25 @@ def joined_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def ray_running() -> bool:
+    """Whether this process is already connected to Ray (a notebook's own `ray.init()`);
+    asked without importing Ray, which a process that never used it has not loaded."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
 def start_ray(address: str | None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start a Ray instance of our own."""
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a Ray instance of our own.
+    A process already connected (a notebook that called `ray.init()`) keeps its Ray: only the
+    data settings the sweep's numbers depend on are applied to it."""
     import ray
     import ray.data
 
+    if ray.is_initialized():
+        print("[ray] using the Ray this process already started (its address and resources "
+              "stand; --address is not used)")
+        _set_data_context()
+        return
     for noisy in ("ray.data", "ray.train", "ray.tune"):  # our progress lines say what matters
         logging.getLogger(noisy).setLevel(logging.WARNING)
     runtime_env = None
@@ -78,12 +94,43 @@ def start_ray(address: str | None) -> None:
                        log_to_driver=False)
     finally:
         os.environ.pop("RAY_GCS_SERVER_PORT", None)
+    _set_data_context()
+    if ctx.dashboard_url:
+        print(f"[ray] dashboard: http://{ctx.dashboard_url}")
+
+
+def _set_data_context() -> None:
+    import ray.data
+
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
     # Same rows in the same order every epoch: each epoch's shuffle is then seeded alone.
     data_ctx.execution_options.preserve_order = True
-    if ctx.dashboard_url:
-        print(f"[ray] dashboard: http://{ctx.dashboard_url}")
+
+
+_stopping: threading.Thread | None = None
+
+
+def stop_ray_soon() -> None:
+    """Stop Ray in a thread while the results are written (which needs no Ray): the stop
+    mostly waits for Ray's processes to end (~1.1 s here, bench/overhead.py)."""
+    global _stopping
+    if _stopping is None:
+        _stopping = threading.Thread(target=stop_ray, name="raygenre-ray-stop")
+        _stopping.start()
+
+
+def stop_ray() -> None:
+    """Stop the Ray this run started (or leave the cluster it joined) now: at exit, Ray's
+    own hook first sleeps 0.5 s for worker log lines, which raygenre does not forward
+    (0.7 s less from the last line to the prompt, bench/overhead.py)."""
+    global _stopping
+    if _stopping is not None and _stopping is not threading.current_thread():
+        _stopping.join()
+        _stopping = None
+        return
+    if ray_running():
+        sys.modules["ray"].shutdown()
 
 
 def cluster_nodes(joined: bool) -> list[Node]:

@@ -8,7 +8,6 @@ command says why.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from ray import tune
 
 from raygenre.config import ConfigError
 from raygenre.gridfile import load_grid
+from raygenre.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
 from raygenre.report import write_pipeline
 from raygenre.storage import Location, StorageError
@@ -30,18 +30,27 @@ STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_e
           "regularization")
 
 
-def run_pipeline(args: argparse.Namespace) -> Path:
+def run_pipeline(opts: RunOptions) -> Path:
     """Run (or continue) the pipeline; returns pipeline.md's path."""
-    stages = args.stages.split(",") if args.stages else list(STAGES)
+    stages = list(opts.stages or STAGES)
     # All checked first.
-    grids = [load_grid(s, args.seed, args.grids, args.replicates) for s in stages]
-    if args.smoke:
+    grids = [load_grid(s, opts.seed, opts.grids, opts.replicates) for s in stages]
+    if opts.smoke:
         grids = [g.smoke() for g in grids]
-    top = "all" + ("-smoke" if args.smoke else "")
-    storage = Location.parse(args.storage or default_storage())
+    top = "all" + ("-smoke" if opts.smoke else "")
+    storage = Location.parse(opts.storage or default_storage())
     storage.check_reachable()
-    results_root = Path(args.results).resolve()
-    if args.fresh:
+    results_root = opts.results_root
+    source = run_state.data_source(opts.data)
+    # The pipeline resumes and reuses stages by itself, and redoes one whose data changed: a
+    # stage on another data set would be replaced without a word, so it is refused as a
+    # single sweep is (without the --resume allowance: the pipeline cannot tell a moved
+    # folder from another data set before it reads it).
+    for grid in grids:
+        run_state.refuse_other_data(RunPaths(storage=storage, name=f"{top}/{grid.name}",
+                                             results_root=results_root),
+                                    source, resume=False, fresh=opts.fresh)
+    if opts.fresh:
         (storage / top).rmtree()
         try:
             shutil.rmtree(results_root / top)
@@ -50,15 +59,15 @@ def run_pipeline(args: argparse.Namespace) -> Path:
         except OSError as e:
             raise StorageError(f"--fresh: cannot delete the old results {results_root / top} "
                                f"({e}); delete it by hand or choose another --results") from e
-    start_ray(args.address)
-    joined = bool(joined_address(args.address))
+    start_ray(opts.address)
+    joined = bool(joined_address(opts.address))
     check_storage(storage, joined)
     nodes = cluster_nodes(joined)
     carried: dict[str, Any] = {}
     rows = []
     for grid in grids:
         paths = RunPaths(storage=storage, name=f"{top}/{grid.name}", results_root=results_root)
-        setup = set_up(grid, args, nodes, carried)
+        setup = set_up(grid, opts, nodes, carried)
         done = paths.results / "best.json"
         best = json.loads(done.read_text()) if done.exists() else None
         stored = (best or {}).get("shaped_by")
@@ -70,7 +79,7 @@ def run_pipeline(args: argparse.Namespace) -> Path:
                 why = "; ".join(run_state.differences(stored or {}, setup.shaped_by))
                 print(f"[all] {grid.name}: the results in {done.parent} were made otherwise "
                       f"({why}); running the stage again")
-            best = run_sweep(setup, args, paths, nodes, _restorable(paths, setup.shaped_by))
+            best = run_sweep(setup, opts, paths, nodes, _restorable(paths, setup.shaped_by))
         rows.append(best)
         # A winner tied with others carries the configuration best.json's `carry` chose by
         # its rule (report.verdict.CARRY_RULE); a stage written before that carries its winner.

@@ -16,8 +16,15 @@ from raygenre.config import Config, ConfigError
 from raygenre.data import Prepared
 from raygenre.gridfile import Grid
 from raygenre.paths import RunPaths
-from raygenre.storage import StorageError
+from raygenre.storage import Location, StorageError
+from raygenre.sweep.inputs import BUILTIN_SETS
 from raygenre.sweep.plan import Plan
+
+# The run manifest's record of which data set the run was made on (`data_source`): kept beside
+# `shaped_by`, not in it. `shaped_by` keys the data by its content (prepared.path.name), which
+# is what decides whether numbers may be reused; the source is what a person recognises, and it
+# is known before the data is read, so a run on another data set is refused before any work.
+SOURCE_KEY = "data_source"
 
 
 def shaped_by(grid: Grid, base: Config, prepared: Prepared, plan: Plan, smoke: bool,
@@ -91,7 +98,9 @@ def check_manifest(paths: RunPaths, now: dict[str, Any]) -> None:
     """Refuse to resume a run that this command would not have produced."""
     if not paths.manifest.exists():
         return
-    diffs = differences(json.loads(paths.manifest.read_text()), now)
+    stored = json.loads(paths.manifest.read_text())
+    stored.pop(SOURCE_KEY, None)
+    diffs = differences(stored, now)
     if diffs:
         raise ConfigError(
             f"--resume: this command differs from the run stored in {paths.experiment} "
@@ -100,6 +109,71 @@ def check_manifest(paths: RunPaths, now: dict[str, Any]) -> None:
             f"over with --fresh.")
 
 
-def write_manifest(paths: RunPaths, now: dict[str, Any]) -> None:
+def write_manifest(paths: RunPaths, now: dict[str, Any], source: str | None = None) -> None:
     paths.experiment.mkdir()
-    paths.manifest.write_text(json.dumps(now, indent=1))
+    record = {**now, SOURCE_KEY: source} if source else now
+    paths.manifest.write_text(json.dumps(record, indent=1))
+
+
+def data_source(data: str | None) -> str:
+    """--data as one spelling per data set: the built-in set's name, an absolute path or a
+    URI (what a run and its results record, and what a later command is compared with)."""
+    if data is None or data in ("builtin", "builtin:synthetic"):
+        return "builtin:synthetic"
+    if data in BUILTIN_SETS:
+        return data
+    return Location.parse(data, "--data").uri
+
+
+def stored_sources(paths: RunPaths) -> dict[str, str]:
+    """The data source of what is already at these paths: {"run": ...} from the run folder's
+    manifest, {"results": ...} from the results folder's best.json. A record written before
+    sources were kept says nothing (its `data` is the path as it was typed, relative to a
+    folder no longer known)."""
+    out = {}
+    for key, file in (("run", paths.manifest), ("results", paths.results / "best.json")):
+        try:
+            src = json.loads(file.read_text()).get(SOURCE_KEY) if file.exists() else None
+        except (OSError, ValueError):
+            src = None  # an unreadable record is for the resume checks to report
+        if src:
+            out[key] = src
+    return out
+
+
+def refuse_other_data(paths: RunPaths, source: str, resume: bool, fresh: bool) -> None:
+    """Refuse, before any work, to put a sweep on one data set where the same grid's sweep on
+    another data set lives: its run folder would be taken over or its results overwritten,
+    and two data sets' numbers would pass for one. (Keying the folders by data instead would
+    have the same command write somewhere the user never named, and `--resume` would have to
+    guess which; one place per name, and a refusal that says how to name a second, keeps
+    every folder's meaning plain.)
+
+    `--fresh` replaces what is there, as it says. On `--resume` the run folder's source is
+    not held against the command: the same files at another path resume to the same numbers,
+    and the content check (`check_manifest`) refuses other files once the data is read; nor
+    are results made from that run's source."""
+    if fresh:
+        return
+    stored = stored_sources(paths)
+    if resume:
+        run_source = stored.pop("run", None)
+        if stored.get("results") == run_source:
+            stored.pop("results", None)
+    where = {"run": f"the run folder {paths.experiment} (--storage)",
+             "results": f"the results folder {paths.results} (--results)"}
+    others = [f"{where[k]} holds it on {s}" for k, s in stored.items() if s != source]
+    if not others:
+        return
+    raise ConfigError(
+        f"{paths.name!r} was already run on other data: {'; '.join(others)}. This command's "
+        f"data is {source}. To keep both, give this run folders of its own: --results DIR and "
+        f"--storage DIR (e.g. --results results-{_short(source)} --storage "
+        f"{paths.storage.uri.rstrip('/')}-{_short(source)}); to replace the old one, add "
+        f"--fresh.")
+
+
+def _short(source: str) -> str:
+    """A folder-name suffix for a data source (its last path part)."""
+    tail = source.rstrip("/").rsplit("/", 1)[-1].replace("builtin:", "")
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail) or "data"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from raygenre.config import PRESETS, Config
 from raygenre.data import Prepared, ray_dataset
 from raygenre.errors import Interrupted
 from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
+from raygenre.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
 from raygenre.sweep.asha import ResumableASHA
@@ -55,24 +54,24 @@ class Setup:
     cost: Estimate | None = None  # what each run's epoch costs here, for the time-left line
 
 
-def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
+def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
            carried: dict[str, Any] | None = None) -> Setup:
     """Plan, preset, config, data and every check that can fail before a trial starts."""
     carried = carried or {}
     # Runs do not depend on the preset (it changes the input resolution only).
-    n_runs = len(grid.runs(resolve_base(grid, "study", args.seed, carried)))
-    plan = plan_resources(nodes, n_runs, args.workers_per_trial, args.cpus_per_trial,
-                          args.gpus_per_trial, args.max_concurrent)
-    preset, why = choose_preset(args.preset, args.data, plan)
+    n_runs = len(grid.runs(resolve_base(grid, "study", opts.seed, carried)))
+    plan = plan_resources(nodes, n_runs, opts.workers_per_trial, opts.cpus_per_trial,
+                          opts.gpus_per_trial, opts.max_concurrent)
+    preset, why = choose_preset(opts.preset, opts.data, plan)
     print(f"[grid] {grid.name}: {grid.description}")
     print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'} ({why})")
     if carried:
         print(f"[grid] carried from earlier stages: {carried}")
-    base = resolve_base(grid, preset, args.seed, carried)
-    prepared = inputs.prepare_data(args.data, inputs.caches(args.cache), base, args.smoke,
-                                   args.split)
+    base = resolve_base(grid, preset, opts.seed, carried)
+    prepared = inputs.prepare_data(opts.data, inputs.caches(opts.cache), base, opts.smoke,
+                                   opts.split)
     print(prepared.table_path.read_text(), end="")
-    if args.smoke:
+    if opts.smoke:
         # A smoke run checks a data folder of any size: its batches fit its sample.
         n = prepared.counts["train"]
         capped = grid.cap_batch_size(n)
@@ -86,7 +85,7 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
     inputs.check_models(grid, base, prepared)
     runs = grid.runs(base)
     cost = None
-    if not args.smoke:
+    if not opts.smoke:
         cost = estimate(runs, base, prepared, plan)
         if cost is None:
             print("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
@@ -96,10 +95,10 @@ def set_up(grid: Grid, args: argparse.Namespace, nodes: list[Node],
                 print(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
                     f"{cheaper(preset, plan)}")
     return Setup(grid, plan, preset, why, base, runs, prepared, carried,
-                 run_state.shaped_by(grid, base, prepared, plan, args.smoke, carried), cost)
+                 run_state.shaped_by(grid, base, prepared, plan, opts.smoke, carried), cost)
 
 
-def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: list[Node],
+def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node],
               restoring: bool, trials_done: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run a set-up sweep (or resume it) and write its results; returns its best.json.
     `trials_done` is called once every trial has ended and its records are read: what follows
@@ -108,7 +107,7 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     if restoring:
         run_state.check_manifest(paths, setup.shaped_by)
     else:
-        run_state.write_manifest(paths, setup.shaped_by)
+        run_state.write_manifest(paths, setup.shaped_by, run_state.data_source(opts.data))
     how = f"ASHA on {grid.metric} ({grid.mode}) over runs" if grid.asha else "every run in full"
     runs_line = describe_runs(runs, grid.n_trials)
     print(f"[grid] {runs_line}")
@@ -151,17 +150,18 @@ def run_sweep(setup: Setup, args: argparse.Namespace, paths: RunPaths, nodes: li
     if finished < len(runs):
         raise Interrupted(
             f"sweep interrupted: {len(runs) - finished} of {len(runs)} runs unfinished; "
-            f"nothing was lost. Resume with the same command plus --resume "
-            f"(run folder {paths.experiment}).")
+            f"nothing was lost. Resume with the same command plus --resume (in Python: "
+            f"resume=True) (run folder {paths.experiment}).")
     records = run_records(results, paths, grid.objective, plan.data_parallel)
     if trials_done is not None:
         trials_done()
     facts = report.SweepFacts(
         name=paths.name, preset=setup.preset, preset_why=setup.preset_why,
-        data=f"`{args.data}`" if args.data else "the built-in set",
+        data=f"`{opts.data}`" if opts.data else "the built-in set",
+        data_source=run_state.data_source(opts.data),
         run_folder=str(paths.experiment), plan=plan.describe(), runs=runs_line,
         concurrency=plan.concurrency, wall_s=wall,
-        command="python -m raygenre.grid " + " ".join(sys.argv[1:]))
+        command=opts.recorded_command)
     best = report.write_results(grid, setup.base, records, paths, prepared, facts,
                                 setup.carried, setup.shaped_by)
     print(f"[grid] training share {best['training_share']:.2f}: summed epoch compute over "

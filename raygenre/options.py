@@ -1,0 +1,118 @@
+"""What one run of raygenre is asked to do: the options the command line and the Python API
+both build, and the only thing the engine (raygenre.sweep) reads.
+
+Light on purpose (no torch, no Ray): `import raygenre` in a notebook stays quick, and the
+checks here run before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field, fields
+from numbers import Real
+from pathlib import Path
+
+from raygenre.config import PRESETS, ConfigError
+
+# The defaults the command line shows in --help; `as_command` leaves them out.
+DEFAULT_RESULTS = "results"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One sweep (or, with grid "all", the study's pipeline), as `python -m raygenre.grid`
+    takes it: each field is the option of the same name (`workers_per_trial` is
+    `--workers-per-trial`); `docs/cli.md` says what each does."""
+
+    grid: str  # a grid name, a path to a grid .yaml file, or "all"
+    data: str | None = None  # None: the built-in synthetic set
+    smoke: bool = False
+    results: str = DEFAULT_RESULTS
+    storage: str | None = None  # None: paths.default_storage()
+    cache: str | None = None  # None: paths.default_cache()
+    seed: int | None = None
+    replicates: int | None = None
+    resume: bool = False
+    fresh: bool = False
+    preset: str = "auto"
+    grids: str | None = None
+    stages: tuple[str, ...] | None = None
+    split: str | None = None
+    address: str | None = None
+    workers_per_trial: int = 1
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    # How the run was asked for, recorded in summary.md and best.json so a result says how to
+    # make it again. Empty: the equivalent command line (`as_command`).
+    command: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        # Notebooks pass Path objects; the engine and the records want one spelling.
+        for name in ("data", "results", "storage", "cache", "grids", "split"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+        if isinstance(self.grid, os.PathLike):
+            object.__setattr__(self, "grid", os.fspath(self.grid))
+        if isinstance(self.stages, str):
+            object.__setattr__(self, "stages",
+                               tuple(s.strip() for s in self.stages.split(",") if s.strip()))
+        elif self.stages is not None:
+            object.__setattr__(self, "stages", tuple(self.stages))
+
+    def check(self) -> None:
+        """The checks that need nothing but the options; ConfigError names the option."""
+        if not self.grid:
+            raise ConfigError("no grid named: give a grid name, a grid .yaml file or 'all' "
+                              "(python -m raygenre.grid --list shows the grids)")
+        if self.resume and self.fresh:
+            raise ConfigError("--resume and --fresh contradict each other: pick one")
+        if self.stages is not None and self.grid != "all":
+            raise ConfigError("--stages goes with the pipeline: python -m raygenre.grid all "
+                              "--stages cnn,activations")
+        if self.preset not in ("auto", *PRESETS):
+            raise ConfigError(f"--preset {self.preset!r}: choose one of "
+                              f"{', '.join(['auto', *PRESETS])}")
+        # argparse types the command line; a notebook's values are checked here instead, so a
+        # string seed fails now rather than inside the first trial.
+        for name in ("seed", "replicates", "workers_per_trial", "max_concurrent"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"--{_flag(name)}: an integer, got {value!r}")
+        for name in ("cpus_per_trial", "gpus_per_trial"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
+                raise ConfigError(f"--{_flag(name)}: a number, got {value!r}")
+
+    @property
+    def recorded_command(self) -> str:
+        return self.command or self.as_command()
+
+    def as_command(self) -> str:
+        """The command line that asks for the same run (what a result records)."""
+        words = ["python", "-m", "raygenre.grid", self.grid]
+        defaults = RunOptions(grid=self.grid)
+        for f in fields(self):
+            if f.name in ("grid", "command"):
+                continue
+            value = getattr(self, f.name)
+            if value == getattr(defaults, f.name):
+                continue
+            flag = f"--{_flag(f.name)}"
+            if isinstance(value, bool):
+                words.append(flag)
+            elif isinstance(value, tuple):
+                words += [flag, ",".join(value)]
+            else:
+                words += [flag, str(value)]
+        return " ".join(shlex.quote(w) for w in words)
+
+    @property
+    def results_root(self) -> Path:
+        return Path(self.results).resolve()
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
