@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from raygenre.errors import DataError
 from raygenre.gridfile import load_grid
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
@@ -57,6 +58,7 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     run_state.refuse_other_data(paths, run_state.data_source(opts.data), opts.resume,
                                 opts.fresh)
     restoring = run_state.refuse_or_restore(paths, opts.resume, opts.fresh)
+    check_data_path(opts.data)
     start_ray(opts.address)
     joined = bool(joined_address(opts.address))
     check_storage(paths.storage, joined)
@@ -65,3 +67,15 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     run_sweep(set_up(grid, opts, nodes), opts, paths, nodes, restoring,
               trials_done=stop_ray_soon if stop_ray_early else None)
     return paths.results
+
+
+def check_data_path(data: str | None) -> None:
+    """A local --data folder that is not there fails now, not after Ray's start (seconds);
+    what is in it is judged when it is read."""
+    if data is None or data.startswith("builtin"):
+        return
+    root = Location.parse(data, "--data").local_path
+    if root is not None and not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if root is not None and not root.is_dir():
+        raise DataError(f"data path {root} is not a folder (expected <root>/<genre>/<file>)")
