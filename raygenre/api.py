@@ -1,0 +1,182 @@
+"""raygenre from Python: `run` a grid, `load` what a run wrote. docs/api.md has the example.
+
+The command line (`python -m raygenre.grid`) is a thin layer over the same engine: both build
+a `RunOptions` and call `raygenre.sweep.engine.execute`. Nothing heavy is imported here until
+a function is called (Ray only once a sweep starts), so `import raygenre` stays quick.
+
+Runs and trials. Ray sees *runs*: a grid's trials that differ only in `epochs` are the first
+epochs of one run, so Ray Tune runs one trial (its "trial" is raygenre's run) for several grid
+cells. raygenre's tables have one row per *trial* (grid cell): `Results.trials` has both ids,
+`trial_id` (`RUN:eN` for the first N epochs of run RUN) and `run_id` (Ray's trial id). Ray's own
+readers work on the run folder as always: `ray.tune.ExperimentAnalysis(results.run_folder)`
+lists runs, and `Tuner.restore` is what `resume=True` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from raygenre.options import DEFAULT_RESULTS, RunOptions
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+
+def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
+        smoke: bool = False, results: str | os.PathLike[str] = DEFAULT_RESULTS,
+        storage: str | os.PathLike[str] | None = None,
+        cache: str | os.PathLike[str] | None = None, seed: int | None = None,
+        replicates: int | None = None, resume: bool = False, fresh: bool = False,
+        preset: str = "auto", grids: str | os.PathLike[str] | None = None,
+        split: str | os.PathLike[str] | None = None, address: str | None = None,
+        workers_per_trial: int = 1, cpus_per_trial: float | None = None,
+        gpus_per_trial: float | None = None, max_concurrent: int | None = None) -> Results:
+    """Run one sweep of `grid` (a grid name, as `python -m raygenre.grid --list` shows them, or
+    a path to a grid .yaml file) and return what it wrote (`Results`, results/<grid>/).
+
+    Each keyword is the command line's option of the same name (`docs/cli.md`): `data` a
+    GTZAN-style folder, a bucket URI or "builtin:music" (default: the built-in synthetic
+    set); `smoke` a few 1-2 epoch trials on a small sample; `results` the folder whose
+    <grid>/ (<grid>-smoke/) gets the tables; `storage` Ray's run folder (default
+    ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run, `fresh`
+    deletes the stored one first.
+
+    Ray: started for the sweep and stopped after it, unless this process had already called
+    `ray.init()`, in which case that Ray is used and left running.
+
+    Raises (each with a message that says what to do): `ConfigError` for a bad option, an
+    unknown or invalid grid, or a run folder this call may not use as asked (an existing run
+    without resume/fresh, or the same grid's run on other data); `DataError` for data that
+    cannot be used; `NoResults` when every trial failed (`load(path).trials` then says why);
+    `Interrupted` when the sweep stopped early (call again with `resume=True`). The pipeline
+    (`python -m raygenre.grid all`) is the command line's.
+    """
+    from raygenre.config import ConfigError
+
+    if os.fspath(grid) == "all":
+        raise ConfigError("raygenre.run runs one grid; the study's pipeline is the command "
+                          "line's: python -m raygenre.grid all")
+    opts = RunOptions(grid=os.fspath(grid), data=data, smoke=smoke, results=results,
+                      storage=storage, cache=cache, seed=seed, replicates=replicates,
+                      resume=resume, fresh=fresh, preset=preset, grids=grids, split=split,
+                      address=address, workers_per_trial=workers_per_trial,
+                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                      max_concurrent=max_concurrent)
+    return run_options(opts)
+
+
+def run_options(opts: RunOptions) -> Results:
+    """`run` for options already built (as the command line builds them)."""
+    from raygenre.sweep.engine import execute
+
+    return load(execute(opts))
+
+
+def load(results_dir: str | os.PathLike[str]) -> Results:
+    """What a sweep wrote in `results_dir` (results/<grid>/, as `run` or the command line left
+    it). Needs trials.csv; best.json and configs.csv are there once a trial reported."""
+    path = Path(results_dir).expanduser().resolve()
+    if not (path / "trials.csv").is_file():
+        raise FileNotFoundError(
+            f"{path}: no trials.csv; give the folder of one sweep's results, "
+            f"results/<grid>/ (results/<grid>-smoke/ for a smoke run)")
+    return Results(path)
+
+
+@dataclass(frozen=True)
+class Results:
+    """One sweep's results folder, read on first use of each part.
+
+    `trials` has one row per trial (grid cell) and `history` one per trial and epoch;
+    `configs` one per configuration (its seed replicates together; None when the folder has
+    no configs.csv); `best` is best.json: the chosen trial (`trial_id`, `run_id`, `config`),
+    the objective with its `interval`, `verdict` (the sentence), `tied_with` (configurations
+    within noise of it), `test/acc`, `epoch` and `checkpoint`; an empty dict when no trial
+    reported. docs/results.md describes every column and key.
+    """
+
+    path: Path
+
+    @cached_property
+    def trials(self) -> pd.DataFrame:
+        return _csv(self.path / "trials.csv")
+
+    @cached_property
+    def history(self) -> pd.DataFrame:
+        return _csv(self.path / "history.csv")
+
+    @cached_property
+    def configs(self) -> pd.DataFrame | None:
+        f = self.path / "configs.csv"
+        return _csv(f) if f.exists() else None
+
+    @cached_property
+    def best(self) -> dict[str, Any]:
+        f = self.path / "best.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    @property
+    def summary(self) -> str:
+        """summary.md: the verdict, the test figures, the trials table."""
+        return (self.path / "summary.md").read_text()
+
+    @property
+    def run_folder(self) -> str:
+        """Ray's run folder (a path or a bucket URI): Tune's state and checkpoints, what
+        `ray.tune.ExperimentAnalysis` and `Tuner.restore` read."""
+        return self._need("run_folder")
+
+    def checkpoint(self, trial_id: str | None = None) -> str:
+        """Where the weights of a trial's judged epoch are (a folder, or a bucket URI): the
+        chosen trial's (the one its test figures come from) by default. A trial that ends
+        before its run's last epoch has its own copy, kept by the run; trials.csv's
+        `checkpoint` column names each."""
+        if trial_id is None:
+            return self._need("checkpoint")
+        rows = self.trials[self.trials["trial_id"] == trial_id]
+        if rows.empty:
+            raise KeyError(f"no trial {trial_id!r} in {self.path / 'trials.csv'}")
+        where = rows.iloc[0]["checkpoint"]
+        if not isinstance(where, str) or not where:
+            raise FileNotFoundError(f"trial {trial_id}: no checkpoint was kept (it reported "
+                                    f"nothing; see its error in trials.csv)")
+        return where
+
+    def load_model(self, trial_id: str | None = None
+                   ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+        """(features, model, meta) of `checkpoint(trial_id)`, on the CPU in eval mode:
+        `model(features(x))` gives class scores for a batch of 5-s segments `x`
+        (22 050 Hz mono, batch x samples); `meta` holds its config, the runtime facts it was
+        built with and its epoch's metrics. Reads no data split (no test read is recorded)."""
+        from raygenre.storage import Location
+        from raygenre.train import checkpoint_scratch, load_checkpoint
+
+        with checkpoint_scratch() as d:
+            where = Location.parse(self.checkpoint(trial_id), "checkpoint")
+            return load_checkpoint(where.download(Path(d)))
+
+    def _need(self, key: str) -> Any:
+        if key not in self.best:
+            what = ("no trial reported (see trials.csv's error column)" if not self.best
+                    else "written by an older raygenre")
+            raise KeyError(f"{self.path / 'best.json'} has no {key!r}: {what}")
+        return self.best[key]
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.path)!r})"
+
+
+def _csv(path: Path) -> pd.DataFrame:
+    import pandas as pd  # imported here: `import raygenre` should not cost pandas' import
+
+    return pd.read_csv(path)
+
+
+__all__: Sequence[str] = ["Results", "RunOptions", "load", "run", "run_options"]
