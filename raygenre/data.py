@@ -570,7 +570,9 @@ class HeldSplit:
             for b in np.unique(block):
                 at = block == b
                 x[at] = self._x[b][local[at]]
-            yield {"x": torch.from_numpy(x), "label": torch.from_numpy(self._labels[rows])}
+            # "row": which rows these are, so the loop can hold each one's features.
+            yield {"x": torch.from_numpy(x), "label": torch.from_numpy(self._labels[rows]),
+                   "row": torch.tensor(rows)}
 
 
 def _rows_view(column: pa.ChunkedArray) -> np.ndarray:

@@ -173,6 +173,13 @@ FEATURES: dict[str, Callable[[Config], nn.Module]] = {
     "semitone": Semitone,
 }
 
+# Representations that are a fixed function of each segment alone: no random draw, nothing
+# that changes with the epoch, and (with AmplitudeToDB's floor per example) nothing read from
+# the batch's other examples. A trial computes these once (train.HeldFeatures) and only the
+# augmentations run every epoch. A new representation is recomputed per batch until it is
+# listed here; the waveform is left out because it is its own input (nothing to save).
+PER_SEGMENT = frozenset({"spectrogram", "logmel", "semitone"})
+
 
 def build_augment(cfg: Config) -> nn.Module | None:
     """The training-only transforms on features this config asks for, or None (which input

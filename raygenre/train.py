@@ -7,6 +7,8 @@ A one-worker trial hands it a seam onto its Tune trial, a data-parallel trial on
 (raygenre.sweep.runners); tests and benchmarks can hand it anything with the same five members.
 All randomness comes from the seed: torch's generators (init, dropout, masks, mixup) are saved in
 each checkpoint, and the shuffle of epoch e is seeded by (seed, e).
+Features that are a fixed function of each segment (features.PER_SEGMENT) are computed once per
+trial, where the seam numbers its rows (`HeldFeatures`); only the augmentations run every epoch.
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ import torch.distributed as dist
 from torch import nn
 
 from raygenre.config import Config
-from raygenre.features import build_augment, build_features, feature_key, feature_shape
+from raygenre.features import (
+    PER_SEGMENT,
+    build_augment,
+    build_features,
+    feature_key,
+    feature_shape,
+)
 from raygenre.models import build_model
 from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
 
@@ -49,6 +57,12 @@ EVAL_BATCH = 128
 # them. The name carries the writer's pid (and pid namespace: containers may share a temp
 # dir, not their pids) so that the next loop to start can tell an orphan from a live trial's.
 SCRATCH_PREFIX = "raygenre-ckpt-"
+# What a trial may add to its memory (on its device) to hold its splits' features: the CPU
+# preset's semitone features of builtin:music's train split take 66 MB, the study preset's
+# spectrograms of the same 0.8 GB; a split past what is left is computed per batch, as before.
+# Bounded because trials share a machine (two per core pair here, several per GPU), and the
+# pass that builds a split briefly holds it twice (its batches, then their concatenation).
+FEATURE_CACHE_BYTES = 2 * 2**30
 
 Batch = dict[str, torch.Tensor]
 
@@ -63,7 +77,9 @@ class Seam(Protocol):
         """The model on the device, wrapped for data parallelism where there is any."""
 
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Iterable[Batch]:
-        """This worker's share of a split, in CPU tensors; shuffled when a seed is given."""
+        """This worker's share of a split, in CPU tensors; shuffled when a seed is given.
+        A seam whose class sets `numbered_rows = True` adds "row": each row's number in the
+        split (0 to n-1, the same every epoch), which lets the loop hold features per row."""
 
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[Path | None]:
         """The folder of the checkpoint to resume from, or None on a first start."""
@@ -192,6 +208,89 @@ class WeightAverage:
                 mine.copy_(theirs)
 
 
+class HeldFeatures:
+    """One split's features, computed once per trial on its device, one row per segment.
+
+    A batch is served from here only where every one of its rows was computed in a batch of
+    its own size; other batches are computed from their waveforms as before. The reason: on
+    more than one thread MKL's matrix product (the semitone and mel filterbanks) gives a row's
+    result as a function of the batch's row count (measured: up to 6e-6 dB apart between
+    batches of 32 and 128), never of which other rows it holds, and the STFT depends on
+    neither. Hence `full`: a split read shuffled has every batch of `batch_size` rows but its
+    last, so all of its rows are computed in batches of exactly that size (the tail topped up
+    with the rows before it); a split read in order (validation) gets its very batches.
+    Either way the values are those the per-batch path gives, and they do not depend on which
+    epoch a trial (re)started at: a resumed trial gives the same numbers.
+    """
+
+    def __init__(self, x: torch.Tensor, size: torch.Tensor) -> None:
+        self.x = x  # (rows, *feature shape), on the trial's device
+        self.size = size  # (rows,) on the CPU: the row count of the batch each row was computed in
+
+    @classmethod
+    @torch.no_grad()
+    def compute(cls, feats: nn.Module, batches: Iterable[Batch], batch_size: int, full: bool,
+                device: torch.device, budget: int) -> HeldFeatures | None:
+        """The split in `batches` (unshuffled, `batch_size` rows each, numbered); None once it
+        passes `budget` bytes."""
+        out, rows, sizes, held, last = [], [], [], 0, None
+        for batch in batches:
+            x, row = batch["x"], batch["row"]
+            new = len(row)
+            if full and new < batch_size and last is not None:
+                top = batch_size - new
+                x, row = torch.cat([last["x"][-top:], x]), torch.cat([last["row"][-top:], row])
+            f = feats(x.to(device))[-new:]
+            held += f.nbytes
+            if held > budget:
+                return None
+            out.append(f)
+            rows.append(row[-new:])
+            sizes.append(torch.full((new,), len(row), dtype=torch.int64))
+            last = batch
+        if not out:
+            return None
+        order = torch.cat(rows)
+        if not torch.equal(order.sort().values, torch.arange(len(order))):
+            raise ValueError("a seam's row numbers must be 0 to n-1, each once")
+        x, size = torch.cat(out), torch.cat(sizes)
+        if not torch.equal(order, torch.arange(len(order))):  # a seam that yields rows out of order
+            at = torch.argsort(order)
+            x, size = x[at.to(x.device)], size[at]
+        return cls(x, size)
+
+    def batches(self, batches: Iterable[Batch], feats: nn.Module,
+                device: torch.device) -> Iterator[Batch]:
+        """`batches` with their features for "x", held or (see above) computed here."""
+        for batch in batches:
+            row = batch["row"]
+            if bool((self.size[row] == len(row)).all()):
+                x = self.x[row.to(self.x.device)]  # a copy: augmentations never touch the held
+            else:
+                with torch.no_grad():
+                    x = feats(batch["x"].to(device))
+            yield {"x": x, "label": batch["label"]}
+
+
+def hold_features(cfg: Config, feats: nn.Module, seam: Seam,
+                  splits: dict[str, tuple[int, bool]]) -> dict[str, HeldFeatures]:
+    """Each split's `HeldFeatures` ({split: (batch_size, read shuffled)}), where this config's
+    features are fixed per segment and the seam numbers its rows; within FEATURE_CACHE_BYTES
+    in all, the first splits first. A data-parallel worker's shard comes through Ray Data
+    unnumbered, so those trials compute features per batch."""
+    held: dict[str, HeldFeatures] = {}
+    if cfg.features not in PER_SEGMENT or not getattr(seam, "numbered_rows", False):
+        return held
+    budget = FEATURE_CACHE_BYTES
+    for split, (size, shuffled) in splits.items():
+        h = HeldFeatures.compute(feats, seam.batches(split, size, None), size, shuffled,
+                                 seam.device, budget)
+        if h is not None:
+            held[split] = h
+            budget -= h.x.nbytes
+    return held
+
+
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
     """Every generator the loop draws from: the CPU's (init, mixup's Beta) and, on a GPU, the
     device's (dropout, SpecAugment's masks, mixup's pairing run there)."""
@@ -252,14 +351,28 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
                 # say it again, so the record ends where the checkpoints do.
                 seam.report(history[-1], None)
 
+    held: dict[str, HeldFeatures] = {}
+
+    def read(split: str, size: int, shuffle: int | None) -> tuple[Iterable[Batch], nn.Module]:
+        """A split's batches and what turns their "x" into features (nothing, where held)."""
+        batches = seam.batches(split, size, shuffle)
+        if split in held:
+            return held[split].batches(batches, feats, device), nn.Identity()
+        return batches, feats
+
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
+        if epoch == start_epoch:  # in the epoch's time: a trial's train_s counts this pass
+            held = hold_features(cfg, feats, seam, {"train": (cfg.batch_size, True),
+                                                    "val": (EVAL_BATCH, False)})
+        batches, train_feats = read("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101)
         train_loss, train_acc = run_epoch(
-            model, feats, seam.batches("train", cfg.batch_size, cfg.seed * 100_003 + epoch * 101),
-            device, opt, augment, cfg.mixup, cfg.precision, average, cfg.label_smoothing)
+            model, train_feats, batches, device, opt, augment, cfg.mixup, cfg.precision,
+            average, cfg.label_smoothing)
         val_logp: list[torch.Tensor] = []
-        val_loss, val_acc = run_epoch(judged, feats, seam.batches("val", EVAL_BATCH, None),
-                                      device, precision=cfg.precision, outputs=val_logp)
+        batches, val_feats = read("val", EVAL_BATCH, None)
+        val_loss, val_acc = run_epoch(judged, val_feats, batches, device,
+                                      precision=cfg.precision, outputs=val_logp)
         predictions.add(epoch, torch.cat(val_logp))
         step_scheduler(sched, val_loss)
         best_val = max(best_val, val_acc)
@@ -402,6 +515,7 @@ class LocalSeam:
     same loop without Ray. Checkpoints go to `folder/epoch_NNNN/`; `reports` keeps the metrics."""
 
     rank = 0
+    numbered_rows = True
 
     def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]], folder: Path,
                  device: str = "cpu") -> None:
@@ -417,7 +531,7 @@ class LocalSeam:
                  if shuffle_seed is not None else torch.arange(len(y)))
         for i in range(0, len(y), batch_size):
             idx = order[i:i + batch_size]
-            yield {"x": x[idx], "label": y[idx]}
+            yield {"x": x[idx], "label": y[idx], "row": idx}
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:

@@ -159,6 +159,8 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
     ds = local_ray.data.from_arrow_refs([local_ray.put(t) for t in tables])
     held = HeldSplit(ds)
     assert len(held) == sum(t.num_rows for t in tables)
+    whole = torch.from_numpy(np.concatenate([t.column("x").combine_chunks().flatten().to_numpy()
+                                             for t in tables]).reshape(-1, 6))
     orders = set()
     for batch_size in (1, 7, 32, 600):
         for seed in (None, 0, 101):
@@ -168,6 +170,7 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
             for a, b in zip(ours, rays, strict=True):
                 assert a["x"].dtype == b["x"].dtype and a["label"].dtype == b["label"].dtype
                 assert torch.equal(a["x"], b["x"]) and torch.equal(a["label"], b["label"])
+                assert torch.equal(a["x"], whole[a["row"]])  # rows the loop can hold features by
             orders.add(tuple(torch.cat([b["label"] for b in ours]).tolist()))
     # The seeds do shuffle (a test of order would pass on two unshuffled streams otherwise).
     assert len(orders) >= 3  # unshuffled, seed 0, seed 101

@@ -274,3 +274,145 @@ def test_another_users_orphaned_scratch_is_left_to_them(tmp_path) -> None:
     os.chown(theirs, 12345, 12345)
     assert remove_orphaned_scratch(tmp_path) == [mine]
     assert theirs.exists() and not mine.exists()
+
+
+def _music_like(n_train: int = 36, n_val: int = 20, samples: int = 44100) -> dict:
+    """Noise segments of 2 s at 22 050 Hz: enough frames (44 at the CPU preset's hop) for
+    small_cnn, the semitone bands and SpecAugment's masks."""
+    g = torch.Generator().manual_seed(2)
+    return {split: (torch.randn(n, samples, generator=g) * 0.1,
+                    torch.randint(0, 4, (n,), generator=g))
+            for split, n in (("train", n_train), ("val", n_val))}
+
+
+def _small_cnn(**kw) -> tuple[Config, dict]:
+    """grids/best.yaml's small_cnn recipe (the CPU preset), shrunk to a test's size."""
+    from raygenre.config import PRESETS
+    from raygenre.features import band_stats, feature_key
+
+    cfg = Config().replace(**PRESETS["cpu"]).replace(**{
+        "model": "small_cnn", "features": "semitone", "pitch_shift": 2, "band_norm": True,
+        "spec_augment": True, "mixup": 0.2, "label_smoothing": 0.1, "optimizer": "adam",
+        "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine", "epochs": 3,
+        "batch_size": 8, **kw})
+    stats = band_stats(cfg, [_music_like()["train"][0]])
+    return cfg, {"num_classes": 4, "segment_samples": 44100, "threads": 1,
+                 "band_stats": {feature_key(cfg): stats}}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("features", ["semitone", "logmel", "spectrogram"])
+def test_held_features_are_the_per_batch_features_bit_for_bit(features: str,
+                                                              threads: int) -> None:
+    """Every batch the loop reads from held features is, bit for bit, what computing the batch
+    from its waveforms gives: shuffled train batches of 8 (30 rows: the pass's tail is topped
+    up to 8, each epoch's short last batch is computed) and validation's own batches."""
+    from raygenre.train import HeldFeatures
+
+    cfg, rt = _small_cnn(features=features, pitch_shift=0)
+    feats, _ = build(cfg, rt)
+    seam = LocalSeam(_music_like(n_train=30, n_val=30), tempfile.gettempdir())
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for split, size, shuffled, seeds in (("train", 8, True, [0, 1, 2]),
+                                             ("val", 16, False, [None])):
+            held = HeldFeatures.compute(feats, seam.batches(split, size, None), size, shuffled,
+                                        torch.device("cpu"), 2**30)
+            assert held is not None and held.x.shape == (30, *feats(torch.zeros(1, 44100)
+                                                                    ).shape[1:])
+            assert held.size.tolist() == ([8] * 30 if shuffled else [16] * 16 + [14] * 14)
+            for seed in seeds:
+                ours = list(held.batches(seam.batches(split, size, seed), feats, "cpu"))
+                theirs = list(seam.batches(split, size, seed))
+                assert len(ours) == len(theirs)
+                for a, b in zip(ours, theirs, strict=True):
+                    with torch.no_grad():
+                        assert torch.equal(a["x"], feats(b["x"]))
+                    assert torch.equal(a["label"], b["label"])
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class _StopsAfter(LocalSeam):
+    """A trial killed once epoch `stop` is reported (and checkpointed)."""
+
+    def __init__(self, data: dict, folder, stop: int) -> None:
+        super().__init__(data, folder)
+        self.stop = stop
+
+    def report(self, metrics, checkpoint) -> None:
+        super().report(metrics, checkpoint)
+        if metrics["epoch"] == self.stop:
+            raise _Stopped
+
+
+def test_a_loop_on_held_features_gives_the_per_batch_loops_numbers_and_resumes_exactly(
+        tmp_path, monkeypatch) -> None:
+    """best.yaml's small_cnn recipe (semitone, band norm, pitch shifts, SpecAugment, mixup,
+    label smoothing, cosine), 3 epochs three ways: features computed every batch (the loop
+    before #26: no memory for held features), held, and held but killed after epoch 1 and
+    resumed. Same metrics, same validation predictions, same weights, bit for bit."""
+    from raygenre import train
+
+    cfg, rt = _small_cnn()
+    config = {**cfg.to_dict(), **rt}
+    data = _music_like()
+    held, hold = [], train.hold_features
+
+    def spy(*args):  # noqa: ANN002, ANN202
+        held.append(hold(*args))
+        return held[-1]
+
+    monkeypatch.setattr(train, "hold_features", spy)
+    seams = {}
+    for name, budget in (("per_batch", 0), ("held", train.FEATURE_CACHE_BYTES)):
+        monkeypatch.setattr(train, "FEATURE_CACHE_BYTES", budget)
+        seams[name] = LocalSeam(data, tmp_path / name)
+        train_loop(config, seams[name])
+    with pytest.raises(_Stopped):
+        train_loop(config, _StopsAfter(data, tmp_path / "resumed", stop=1))
+    seams["resumed"] = LocalSeam(data, tmp_path / "resumed")
+    train_loop(config, seams["resumed"])  # epochs 2 and 3, from epoch 1's checkpoint
+    assert [sorted(h) for h in held] == [[], ["train", "val"], ["train", "val"],
+                                          ["train", "val"]]
+
+    strip = ("epoch_s", "train_s")
+    reports = {k: [{m: v for m, v in r.items() if m not in strip} for r in s.reports]
+               for k, s in seams.items()}
+    assert reports["held"] == reports["per_batch"]
+    assert reports["resumed"] == reports["per_batch"][1:]
+    last = {k: s.folder / "epoch_0003" for k, s in seams.items()}
+    for k in ("held", "resumed"):
+        a, b = _weights(last["per_batch"]), _weights(last[k])
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        assert (last[k] / "val_predictions.npz").read_bytes() == \
+            (last["per_batch"] / "val_predictions.npz").read_bytes()
+
+
+def test_features_are_held_only_where_fixed_per_segment_numbered_and_within_budget(
+        monkeypatch) -> None:
+    from raygenre import train
+    from raygenre.train import hold_features
+
+    data = _music_like()
+    splits = {"train": (8, True), "val": (EVAL_BATCH, False)}
+    cfg, rt = _small_cnn()
+    feats, _ = build(cfg, rt)
+    seam = LocalSeam(data, tempfile.gettempdir())
+    assert sorted(hold_features(cfg, feats, seam, splits)) == ["train", "val"]
+
+    class Unnumbered(LocalSeam):  # as a data-parallel worker's Ray Data shard
+        numbered_rows = False
+
+    assert hold_features(cfg, feats, Unnumbered(data, tempfile.gettempdir()), splits) == {}
+    wave = Config(model="mlp", features="waveform", hidden=(8,))
+    assert hold_features(wave, build(wave, rt)[0], seam, splits) == {}
+    # Room for validation's 20 rows, not for train's 36: train is computed per batch.
+    row = feats(torch.zeros(1, 44100)).nbytes
+    monkeypatch.setattr(train, "FEATURE_CACHE_BYTES", 20 * row)
+    assert sorted(hold_features(cfg, feats, seam, splits)) == ["val"]

@@ -111,6 +111,7 @@ class TuneSeam(_RaySeam):
     """The loop inside the Tune trial's own process."""
 
     rank = 0
+    numbered_rows = True  # HeldSplit's batches carry their row numbers
 
     def __init__(self, datasets: dict[str, Any], device: torch.device,
                  pins: MemberPins | None) -> None:
