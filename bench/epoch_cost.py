@@ -1,0 +1,241 @@
+"""Where an epoch of `best`'s small_cnn goes on this machine, and what holding features saves.
+
+small_cnn (grids/best.yaml: semitone bands with band norm, pitch shifts, SpecAugment, mixup,
+label smoothing, Adam, cosine; the CPU preset, batch 32) on the built-in synthetic set's
+prepared splits (`builtin`; `best` itself runs on builtin:music, whose 1 812 train segments this
+bench does not render: per-row figures scale to it), one torch thread as a trial gets here.
+
+1. One training epoch and one validation pass, timed phase by phase: reading the batch, the
+   features (STFT, semitone filterbank, dB, band norm), augmentation (pitch shift,
+   SpecAugment), mixup + forward + loss, backward, optimizer step; and what a batch costs when
+   its features are held (`train.HeldFeatures`: one gather).
+2. `train.train_loop` end to end, EPOCHS epochs each way, in this one process: features
+   computed per batch (the loop before #26, `FEATURE_CACHE_BYTES = 0`) and held; their metrics
+   must be identical, bit for bit.
+
+    python bench/epoch_cost.py [--epochs 3] [--rows N]   (N: the first N train rows; default all)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from _common import report
+
+from raygenre import synth, train
+from raygenre.config import Config
+from raygenre.data import prepare, read_split, to_tensor
+from raygenre.features import band_stats, build_augment, feature_key
+from raygenre.gridfile import load_grid, resolve_base
+from raygenre.optim import build_optimizer
+from raygenre.paths import default_cache
+from raygenre.train import EVAL_BATCH, HeldFeatures, LocalSeam, build, make_deterministic
+
+MUSIC_TRAIN, MUSIC_VAL = 1812, 240  # builtin:music's splits, for the per-row scale-up
+
+
+def small_cnn() -> Config:
+    grid = load_grid("best")
+    base = resolve_base(grid, "cpu", None)
+    (trial,) = [t for t in grid.grid_trials() if t.variant == "small_cnn"
+                and t.deltas.get("seed", 0) == 0]
+    return base.replace(**trial.deltas)
+
+
+def phases(cfg: Config, runtime: dict, seam: LocalSeam) -> dict[str, float]:
+    """Seconds per phase over one training epoch and one validation pass, run_epoch's steps
+    one by one (the model's numbers are not the loop's: this is timing only)."""
+    make_deterministic(cfg)
+    feats, model = build(cfg, runtime)
+    semitone, norm = feats[0], feats[1]
+    augment = build_augment(cfg)
+    opt = build_optimizer(model.parameters(), cfg)
+    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup)
+    t: dict[str, float] = defaultdict(float)
+    clock = time.perf_counter
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        t0 = clock()
+        s = semitone.spec(x)
+        t1 = clock()
+        bands = torch.matmul(s.transpose(-1, -2), semitone.fb).transpose(-1, -2)
+        t2 = clock()
+        db = semitone.db(bands.unsqueeze(1))
+        t3 = clock()
+        out = norm(db)
+        t4 = clock()
+        t["features: STFT"] += t1 - t0
+        t["features: semitone filterbank"] += t2 - t1
+        t["features: dB"] += t3 - t2
+        t["features: band norm"] += t4 - t3
+        return out
+
+    model.train()
+    t_read = clock()
+    for batch in seam.batches("train", cfg.batch_size, 1):
+        t0 = clock()
+        t["read batch"] += t0 - t_read
+        x, y = batch["x"], batch["label"]
+        with torch.no_grad():  # as in the loop: features hold no graph
+            x = features(x)
+        t1 = clock()
+        x = augment(x)
+        t2 = clock()
+        lam = float(beta.sample())
+        perm = torch.randperm(len(y))
+        logits = model(lam * x + (1 - lam) * x[perm])
+        loss = (lam * torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+                + (1 - lam) * torch.nn.functional.cross_entropy(logits, y[perm],
+                                                                label_smoothing=0.1))
+        t3 = clock()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t4 = clock()
+        opt.step()
+        loss.item()
+        t5 = clock()
+        t["augment: pitch shift + SpecAugment"] += t2 - t1
+        t["model: mixup + forward + loss"] += t3 - t2
+        t["model: backward"] += t4 - t3
+        t["optimizer step"] += t5 - t4
+        t_read = clock()
+    model.eval()
+    t0 = clock()
+    with torch.no_grad():
+        for batch in seam.batches("val", EVAL_BATCH, None):
+            t1 = clock()
+            x = feats(batch["x"])
+            t2 = clock()
+            model(x).log_softmax(1)
+            t["validation: features"] += t2 - t1
+            t["validation: forward"] += clock() - t2
+    t["validation: total"] = clock() - t0
+    # What a held batch costs instead of its features: one gather (the loop's lookup path).
+    t0 = clock()
+    held = HeldFeatures.compute(feats, seam.batches("train", cfg.batch_size, None),
+                                cfg.batch_size, True, torch.device("cpu"), 2**31)
+    t["held: the one pass (per trial)"] = clock() - t0
+    assert held is not None
+    t0 = clock()
+    for _ in held.batches(seam.batches("train", cfg.batch_size, 1), feats, "cpu"):
+        pass
+    t["held: read batch + gather (per epoch)"] = clock() - t0
+    t["held bytes (train)"] = held.x.nbytes
+    return dict(t)
+
+
+def loop(cfg: Config, runtime: dict, data: dict, budget: int) -> list[dict]:
+    train.FEATURE_CACHE_BYTES = budget
+    with tempfile.TemporaryDirectory() as d:
+        seam = LocalSeam(data, Path(d))
+        train.train_loop({**cfg.to_dict(), **runtime}, seam)
+    return seam.reports
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each end-to-end run")
+    ap.add_argument("--rows", type=int, default=None, help="the first N train rows only")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # as a trial runs on a 2-core machine (2 trials at once)
+    cfg = small_cnn().replace(epochs=args.epochs)
+    cache = default_cache()
+    prepared = prepare(synth.ensure_builtin(cache), cache, cfg, log=lambda s: None)
+    data = {}
+    for split in ("train", "val"):
+        table = read_split(prepared, split)
+        x, y = to_tensor(table.column("x")), torch.tensor(table.column("label").to_numpy())
+        n = args.rows if split == "train" and args.rows else len(y)
+        data[split] = (x[:n], y[:n])
+    n_train, n_val = len(data["train"][1]), len(data["val"][1])
+    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
+               "threads": 1, "band_stats": {feature_key(cfg): band_stats(
+                   cfg, (data["train"][0][i:i + 64] for i in range(0, n_train, 64)))}}
+    seam = LocalSeam(data, Path(tempfile.gettempdir()))
+    where = (f"data: the built-in synthetic set (`builtin`, {prepared.path.name}): {n_train} "
+             f"train, {n_val} val segments of {prepared.segment_samples} samples "
+             f"(5 s at 22 050 Hz); config: grids/best.yaml's small_cnn, preset cpu, batch "
+             f"{cfg.batch_size}, 1 torch thread")
+    print(where, flush=True)
+
+    print("1. one epoch, phase by phase", flush=True)
+    t = phases(cfg, runtime, seam)
+    train_keys = [k for k in t if not k.startswith(("validation", "held"))]
+    feature_keys = [k for k in train_keys if k.startswith("features")]
+    train_s = sum(t[k] for k in train_keys)
+    epoch_s = train_s + t["validation: total"]
+    rows = ["| phase | s per epoch | share of the epoch |", "|---|---:|---:|"]
+    for k in [*train_keys, "validation: features", "validation: forward"]:
+        rows.append(f"| {k} | {t[k]:.2f} | {t[k] / epoch_s:.3f} |")
+        print(f"  {k:38s} {t[k]:7.2f} s  {t[k] / epoch_s:6.1%}", flush=True)
+    rows.append(f"| **epoch** (train + validation) | {epoch_s:.2f} | 1 |")
+    features_s = sum(t[k] for k in feature_keys) + t["validation: features"]
+    held_epoch_s = (epoch_s - features_s - t["read batch"]
+                    + t["held: read batch + gather (per epoch)"])
+    rows += ["", f"Held features instead: the train pass once per trial "
+             f"{t['held: the one pass (per trial)']:.2f} s, then per epoch reading the batches "
+             f"and gathering their features {t['held: read batch + gather (per epoch)']:.2f} s "
+             f"in place of {t['read batch'] + sum(t[k] for k in feature_keys):.2f} s; "
+             f"an epoch by these phases {epoch_s:.2f} s -> {held_epoch_s:.2f} s. Held train "
+             f"features take {t['held bytes (train)'] / 2**20:.1f} MiB here, "
+             f"{t['held bytes (train)'] / n_train * MUSIC_TRAIN / 2**20:.1f} MiB for "
+             f"builtin:music's {MUSIC_TRAIN} segments ({MUSIC_TRAIN} x 84 bands x 108 "
+             f"frames x 4 bytes) plus {t['held bytes (train)'] / n_train * MUSIC_VAL / 2**20:.1f}"
+             f" MiB of validation."]
+
+    print(f"2. train_loop, {args.epochs} epochs per batch and held", flush=True)
+    runs = {}
+    for name, budget in (("per batch", 0), ("held", 2 * 2**30)):
+        t0 = time.perf_counter()
+        runs[name] = loop(cfg, runtime, data, budget)
+        print(f"  {name}: {time.perf_counter() - t0:.1f} s, epoch_s "
+              f"{[round(r['epoch_s'], 2) for r in runs[name]]}", flush=True)
+    strip = ("epoch_s", "train_s")
+    same = ([{k: v for k, v in r.items() if k not in strip} for r in runs["per batch"]]
+            == [{k: v for k, v in r.items() if k not in strip} for r in runs["held"]])
+    print(f"  metrics identical: {same}", flush=True)
+    if not same:
+        raise SystemExit("held features changed the numbers")
+    later = {k: statistics.median(r["epoch_s"] for r in v[1:]) for k, v in runs.items()}
+    first = {k: v[0]["epoch_s"] for k, v in runs.items()}
+    total = {k: sum(r["epoch_s"] for r in v) for k, v in runs.items()}
+    rows += ["", f"`train_loop` end to end, {args.epochs} epochs each way in this process "
+             f"(`epoch_s` as a trial reports it; the held run's epoch 1 includes its one "
+             f"features pass). Metrics of every epoch identical, bit for bit: {same}.", "",
+             "| path | epoch 1 s | later epochs s (median) | all epochs s |",
+             "|---|---:|---:|---:|"]
+    rows += [f"| {k} | {first[k]:.2f} | {later[k]:.2f} | {total[k]:.2f} |" for k in runs]
+    ratio = later["held"] / later["per batch"]
+    scale = (MUSIC_TRAIN + MUSIC_VAL) / (n_train + n_val)
+    rows += ["", f"Scaled by rows to builtin:music ({MUSIC_TRAIN} + {MUSIC_VAL} segments), an "
+             f"80-epoch seed here would take about {later['per batch'] * scale * 80 / 60:.0f} "
+             f"min per batch and {later['held'] * scale * 80 / 60:.0f} min held (a projection "
+             f"from this run's later epochs, not a measured seed)."]
+    figures = {
+        "data": "builtin",
+        "train_rows": n_train,
+        "epoch_s": round(epoch_s, 2),
+        "features_share": round(features_s / epoch_s, 3),
+        "augment_share": round(t["augment: pitch shift + SpecAugment"] / epoch_s, 3),
+        "model_share": round(sum(t[k] for k in train_keys if k.startswith("model"))
+                             / epoch_s, 3),
+        "optimizer_share": round(t["optimizer step"] / epoch_s, 3),
+        "validation_share": round(t["validation: total"] / epoch_s, 3),
+        "per_batch_epoch_s": round(later["per batch"], 2),
+        "held_epoch_s": round(later["held"], 2),
+        "held_over_per_batch": round(ratio, 3),
+        "metrics_identical": str(same).lower(),
+    }
+    report("epoch_cost", "epoch cost: where a small_cnn epoch goes, features per batch vs held",
+           [where, "", "1. One epoch, phase by phase (per batch, as before #26):", "", *rows],
+           figures)
+
+
+if __name__ == "__main__":
+    main()
