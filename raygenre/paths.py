@@ -19,6 +19,9 @@ def default_storage() -> Path:
     return Path(os.environ.get("RAYGENRE_STORAGE", Path.home() / "raygenre_runs"))
 
 
+ASHA_STATE_NAME = "asha_rungs.state"  # why not .json: RunPaths.asha_state
+
+
 def epoch_dir(epoch: int) -> str:
     """The folder name of an epoch's checkpoint where raygenre names it (a data-parallel run's
     Train checkpoints, the copies kept for a shared run's members); Tune names its own."""
@@ -56,8 +59,15 @@ class RunPaths:
 
     @property
     def asha_state(self) -> Location:
-        """ASHA's rungs and stop decisions, kept across a resume."""
-        return self.experiment / "asha_rungs.json"
+        """ASHA's rungs and stop decisions, kept across a resume.
+
+        Not a .json or .pkl name: on a restore Tune copies the run folder's top-level .json
+        and .pkl files into its driver folder and uploads that folder over the run folder at
+        every state save, so a file written straight to the run folder during a resumed sweep
+        is put back as it was when the sweep resumed (ray/tune/execution/experiment_state.py,
+        `sync_down_experiment_state`). Runs started before this was found keep theirs in
+        `asha_rungs.json` (`raygenre.sweep.asha.LEGACY_NAME`)."""
+        return self.experiment / ASHA_STATE_NAME
 
     @property
     def results(self) -> Path:

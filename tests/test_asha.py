@@ -69,3 +69,59 @@ def test_a_stopped_trial_stays_stopped_when_it_comes_back(tmp_path: Path) -> Non
     assert restored.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
     assert restored.on_trial_result(None, t1, _result(2, 0.95)) == TrialScheduler.STOP
     assert restored.on_trial_result(None, t0, _result(2, 0.9)) == TrialScheduler.CONTINUE
+
+
+def test_tunes_restore_leaves_the_asha_state_in_the_run_folder(tmp_path: Path) -> None:
+    """On a restore Tune copies the run folder's top-level files that its own code reads (by
+    suffix) into its driver folder, and uploads that folder over the run folder at every state
+    save. A state file among them went back, at each save of a resumed sweep, to what it held
+    when the sweep resumed: its later stops were lost and the sweep, finished, said it was
+    interrupted. Ray's own sync-down, on a run folder as raygenre leaves it."""
+    from types import SimpleNamespace
+
+    import pyarrow.fs
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    from raygenre.paths import RunPaths
+    from raygenre.storage import Location
+
+    paths = RunPaths(storage=Location.parse(str(tmp_path / "runs")), name="g",
+                     results_root=tmp_path / "results")
+    run = tmp_path / "runs" / "g"
+    run.mkdir(parents=True)
+    for name in (paths.asha_state.name, paths.manifest.name, "tuner.pkl"):
+        (run / name).write_text("{}")
+    staging = tmp_path / "driver_artifacts"
+    storage = SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem(),
+                              experiment_fs_path=str(run),
+                              experiment_driver_staging_path=str(staging))
+    _ExperimentCheckpointManager(storage=storage, checkpoint_period="auto",
+                                 ).sync_down_experiment_state()
+    copied = {p.name for p in staging.iterdir()}
+    assert "tuner.pkl" in copied and paths.manifest.name in copied  # the mechanism is real
+    assert paths.asha_state.name not in copied
+
+
+def test_a_run_started_under_the_old_state_name_resumes_from_it(tmp_path: Path) -> None:
+    """A sweep started before the rename pickled the old path into tuner.pkl: the restored
+    scheduler reads the old file until it writes the new one, and only the new one after."""
+    from raygenre.paths import ASHA_STATE_NAME
+    from raygenre.sweep.asha import LEGACY_NAME, stopped_runs
+
+    old = ResumableASHA(str(tmp_path / LEGACY_NAME), time_attr="epoch", metric="val/acc",
+                        mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    as_started = pickle.dumps(old)
+    t0, t1, t2 = (SimpleNamespace(trial_id=f"t{i}") for i in range(3))
+    for t in (t0, t1):
+        old.on_trial_add(None, t)
+    old.on_trial_result(None, t0, _result(1, 0.9))
+    assert old.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
+    assert (tmp_path / LEGACY_NAME).exists() and not (tmp_path / ASHA_STATE_NAME).exists()
+
+    restored = pickle.loads(as_started)
+    assert restored.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
+    restored.on_trial_add(None, t2)
+    assert restored.on_trial_result(None, t2, _result(1, 0.1)) == TrialScheduler.STOP
+    assert stopped_runs(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
+    (tmp_path / LEGACY_NAME).unlink()
+    assert stopped_runs(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}

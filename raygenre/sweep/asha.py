@@ -7,7 +7,26 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from raygenre.paths import ASHA_STATE_NAME
 from raygenre.storage import Location
+
+# Where runs started before the rename kept the state (why renamed: RunPaths.asha_state). Tune
+# puts this file back as it was at each resume, so it is read only until the new one exists.
+LEGACY_NAME = "asha_rungs.json"
+
+
+def read_state(state_file: str) -> dict[str, Any] | None:
+    """The saved rungs and decisions of the sweep whose state file this is; None before any."""
+    path = Location(state_file)
+    for p in (path, path.parent / LEGACY_NAME):
+        if p.exists():
+            return json.loads(p.read_text())
+    return None
+
+
+def stopped_runs(state_file: str) -> set[str]:
+    """The runs ASHA has stopped (early, or at its last rung)."""
+    return set((read_state(state_file) or {}).get("stopped", []))
 
 
 class ResumableASHA(ASHAScheduler):
@@ -31,15 +50,18 @@ class ResumableASHA(ASHAScheduler):
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._loaded = False  # an unpickled copy may be older than the file
+        path = Location(self._state_file)
+        if path.name == LEGACY_NAME:  # pickled at the start of a run made before the rename
+            self._state_file = str(path.parent / ASHA_STATE_NAME)
 
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        path = Location(self._state_file)
-        if not path.exists():
+        saved = read_state(self._state_file)
+        if saved is None:
             return
-        saved = json.loads(path.read_text())
+        path = self._state_file
         for bracket, rungs in zip(self._brackets, saved["brackets"], strict=True):
             for (milestone, recorded), (saved_milestone, saved_recorded) in zip(
                     bracket._rungs, rungs, strict=True):

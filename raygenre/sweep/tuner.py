@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, run_state
-from raygenre.sweep.asha import ResumableASHA
+from raygenre.sweep.asha import ResumableASHA, stopped_runs
 from raygenre.sweep.callbacks import PlannedRun, Progress, TensorBoard, quiet_trial_tracebacks
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.plan import Node, Plan, plan_resources
@@ -172,9 +171,7 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
 def _finished(results: tune.ResultGrid, paths: RunPaths, grid: Grid) -> int:
     """Runs that ended: failed, ran all their epochs, or were stopped by ASHA (its decisions
     are kept in the run folder)."""
-    stopped = set()
-    if grid.asha and paths.asha_state.exists():
-        stopped = set(json.loads(paths.asha_state.read_text()).get("stopped", []))
+    stopped = stopped_runs(str(paths.asha_state)) if grid.asha else set()
     return sum(r.error is not None or Path(r.path).name in stopped
                or (r.metrics or {}).get("epoch", 0) >= unpack(r.config)[0]["epochs"]
                for r in results)
