@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES: dict[str, list[str]] = {
     "data": [],
     "feature_storage": [],
+    "epoch_cost": [],
     "trial_cost": [],
     "concurrency": [],
     "overhead": ["--repeat", "3"],
