@@ -38,10 +38,14 @@ if TYPE_CHECKING:
 from raygenre.config import Config
 from raygenre.errors import DataError
 from raygenre.splits import (
+    GROUPS_FILE,
     SplitLists,
     apply_split_lists,
     duplicates,
+    groups_digest,
     keep_together,
+    read_groups,
+    split_by_group,
 )
 from raygenre.storage import Location
 
@@ -225,15 +229,19 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     `shared`: a cache folder in a bucket: a data set prepared by any machine is fetched from
     there, and one prepared here is put there, so it is prepared once, not once per machine.
     `split`: fixed split lists (splits.py); without them, a random split by track from the seed
-    that keeps byte-identical files together.
+    that keeps byte-identical files together, and the tracks of a group together where the
+    folder has a groups.csv (splits.py).
     """
     root = Path(root).resolve()
     tracks, skipped = discover(root)
+    groups, group_notes = read_groups(root, tracks) if split is None else (None, [])
     settings = {"split": split.digest if split is not None else "random",
                 "sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
                 "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
                 "seed": cfg.seed, "max_tracks_per_genre": max_tracks_per_genre,
                 "max_segments_per_track": max_segments_per_track}
+    if groups is not None:  # (absent otherwise: a folder without groups keeps its old key)
+        settings["groups"] = groups_digest(groups)
     if max_tracks_per_genre:
         settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
     key = _cache_key(root, tracks, settings)
@@ -292,16 +300,28 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
             how = f"fixed lists ({split.source})"
         else:
             if max_tracks_per_genre:
-                usable = _sample(usable, max_tracks_per_genre)
+                usable = _sample(usable, max_tracks_per_genre, groups)
             dup_of = duplicates(usable, digests)
             notes += [(str(t.path), f"byte-identical to {dup_of[t.track_id]}: kept, in the "
                                     f"same split as it") for t in usable if t.track_id in dup_of]
-            split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
-                                                  cfg.test_fraction), dup_of)
             train = 1 - cfg.val_fraction - cfg.test_fraction
-            how = (f"random by track inside each genre ({train:.0%}/{cfg.val_fraction:.0%}/"
-                   f"{cfg.test_fraction:.0%}, seed {cfg.seed}), byte-identical files kept "
-                   f"together")
+            shares = f"{train:.0%}/{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%}"
+            if groups is not None:
+                notes += group_notes
+                # A copy joins its original's group, and so its split.
+                joined = {t.track_id: groups[dup_of.get(t.track_id, t.track_id)]
+                          for t in usable}
+                split_of = split_by_group(usable, joined, cfg.seed, cfg.val_fraction,
+                                          cfg.test_fraction)
+                how = (f"random by group ({len(set(joined.values()))} groups in "
+                       f"{GROUPS_FILE}) inside each genre ({shares} of tracks as nearly as "
+                       f"whole groups allow, seed {cfg.seed}), byte-identical files kept "
+                       f"together")
+            else:
+                split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
+                                                      cfg.test_fraction), dup_of)
+                how = (f"random by track inside each genre ({shares}, seed {cfg.seed}), "
+                       f"byte-identical files kept together")
         if not usable:
             raise DataError(f"data path {root}: no usable audio file is in the split lists")
         counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
@@ -368,15 +388,26 @@ def _sample_each_split(tracks: list[Track], split_of: dict[str, str],
     return out
 
 
-def _sample(tracks: list[Track], per_genre: int) -> list[Track]:
-    """The first `per_genre` tracks of each genre, in name order: the same sample every time."""
-    kept: dict[str, int] = {}
-    out = []
+def _sample(tracks: list[Track], per_genre: int,
+            groups: dict[str, str] | None = None) -> list[Track]:
+    """The first `per_genre` tracks of each genre, in name order: the same sample every time.
+    With groups, each group's first track comes before any group's second, so a smoke
+    sample's split by group has groups to draw (three movements of one quartet have not)."""
+    seen: set[tuple[str, str]] = set()
+    later: set[str] = set()
     for t in tracks:
+        if groups is not None:
+            g = (t.genre, groups[t.track_id])
+            if g in seen:
+                later.add(t.track_id)
+            seen.add(g)
+    kept: dict[str, int] = {}
+    chosen = set()
+    for t in sorted(tracks, key=lambda t: t.track_id in later):  # stable: name order kept
         kept[t.genre] = kept.get(t.genre, 0) + 1
         if kept[t.genre] <= per_genre:
-            out.append(t)
-    return out
+            chosen.add(t.track_id)
+    return [t for t in tracks if t.track_id in chosen]
 
 
 def _unusable(path: Path, raw: bytes, sample_rate: int, seg_len: int,

@@ -1,4 +1,5 @@
-"""Fixed split lists (--split) and byte-identical files kept in one split."""
+"""Fixed split lists (--split), byte-identical files kept in one split, and groups
+(groups.csv) kept whole."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from raygenre.config import Config, ConfigError
-from raygenre.data import discover, prepare, read_split, split_tracks
-from raygenre.splits import read_split_lists
+from raygenre.data import Track, discover, prepare, read_split, split_tracks
+from raygenre.errors import DataError
+from raygenre.splits import GROUPS_FILE, read_split_lists, split_by_group
 
 
 def _report(prepared) -> dict[str, str]:
@@ -115,3 +117,100 @@ def test_byte_identical_files_land_in_one_split(gtzan_like: Path, tmp_path: Path
         seen.add(len({plain[f"jazz/jazz.copy{k}.wav"] for k in range(3)}
                      | {plain["jazz/jazz.00000.wav"]}) > 1)
     assert True in seen
+
+
+def _grouped(sizes: dict[str, list[int]]) -> tuple[list[Track], dict[str, str]]:
+    """Tracks of each genre in groups of these sizes, as a work's movements would be."""
+    tracks, groups = [], {}
+    for genre, ss in sizes.items():
+        for gi, size in enumerate(ss):
+            for k in range(size):
+                tid = f"{genre}/{genre}.w{gi:02d}.{k}.wav"
+                tracks.append(Track(genre, Path(tid), tid))
+                groups[tid] = f"work{gi}"  # the same name in two genres is two groups
+    return tracks, groups
+
+
+def test_split_by_group_keeps_groups_whole_and_shares_near_80_10_10() -> None:
+    # The built-in set's string quartets (16 works: ten of 3-5 movements, six single ones) and
+    # a class of mostly single works.
+    sizes = {"quartet": [5, 4, 4, 4, 4, 4, 4, 4, 4, 3, 1, 1, 1, 1, 1, 1],
+             "folk": [2, 2] + [1] * 44}
+    tracks, groups = _grouped(sizes)
+    splits_seen = set()
+    for seed in range(20):
+        split_of = split_by_group(tracks, groups, seed, 0.1, 0.1)
+        assert split_of == split_by_group(tracks, groups, seed, 0.1, 0.1)  # deterministic
+        assert set(split_of) == {t.track_id for t in tracks}
+        where: dict[tuple[str, str], set[str]] = {}
+        for t in tracks:
+            where.setdefault((t.genre, groups[t.track_id]), set()).add(split_of[t.track_id])
+        assert all(len(s) == 1 for s in where.values()), where
+        for genre, ss in sizes.items():
+            n = sum(ss)
+            count = {s: sum(split_of[t.track_id] == s for t in tracks if t.genre == genre)
+                     for s in ("val", "test")}
+            for s, c in count.items():
+                # 10 % of the tracks, or just under where whole groups fall short; never one.
+                assert 2 <= c <= round(n * 0.1), (seed, genre, s, c)
+                assert c >= round(n * 0.1) - 1, (seed, genre, s, c)
+                works = {groups[t.track_id] for t in tracks
+                         if t.genre == genre and split_of[t.track_id] == s}
+                assert len(works) >= 2, (seed, genre, s, works)  # not one quartet alone
+        splits_seen.add(tuple(sorted(split_of.items())))
+    assert len(splits_seen) > 10  # the seed draws the split
+    # A plain split by track would have cut the quartets: the groups above are a real constraint.
+    plain = split_tracks(tracks, 0, 0.1, 0.1)
+    assert any(len({plain[t.track_id] for t in tracks if groups[t.track_id] == g
+                    and t.genre == "quartet"}) > 1 for g in set(groups.values()))
+
+
+def test_split_by_group_refuses_a_genre_of_too_few_groups() -> None:
+    tracks, groups = _grouped({"a": [3, 3, 3], "b": [6, 6]})
+    with pytest.raises(DataError, match=r"genre 'b': its 12 track\(s\) form 2 group"):
+        split_by_group(tracks, groups, 0, 0.1, 0.1)
+
+
+def _copy_with_groups(gtzan_like: Path, root: Path, rows: list[tuple[str, str]]) -> Path:
+    shutil.copytree(gtzan_like, root)
+    with open(root / GROUPS_FILE, "w", newline="") as f:
+        csv.writer(f).writerows([("file", "group"), *rows])
+    return root
+
+
+def test_a_groups_file_keeps_each_group_in_one_split(gtzan_like: Path, tmp_path: Path) -> None:
+    """A folder's groups.csv (the built-in real-music set writes its works there): each group
+    lands in one split whatever the seed; a track it leaves out is a group of its own; another
+    grouping is another prepared set, and the folder without one keeps the split by track."""
+    # Jazz tracks 0-3 are one album; 4 and 5 another. Names as lists give them (.wav for .au).
+    rows = [(f"jazz/jazz.{k:05d}.wav", "album A") for k in range(4)]
+    rows += [(f"jazz/jazz.{k:05d}.wav", "album B") for k in (4, 5)]
+    rows += [(f"{g}/{g}.{k:05d}.wav", f"{g}{k}") for g in ("blues", "rock") for k in range(10)]
+    rows += [("jazz/jazz.00099.wav", "gone")]
+    root = _copy_with_groups(gtzan_like, tmp_path / "data", rows)
+    plain_apart = False
+    for seed in range(4):
+        p = prepare(root, tmp_path / "cache", Config(seed=seed))
+        assert p.split.startswith("random by group (26 groups in groups.csv)"), p.split
+        where = {t: s for s, ts in _tracks_by_split(p).items() for t in ts}
+        for album in (range(4), (4, 5)):
+            assert len({where[_jazz(k)] for k in album}) == 1, (seed, album, where)
+        tracks, _ = discover(root)
+        plain = split_tracks(tracks, seed, 0.1, 0.1)
+        plain_apart |= len({plain[_jazz(k)] for k in range(4)}) > 1
+    assert plain_apart  # by track, the album would have been cut for some seed
+    reasons = _report(p)
+    assert reasons["jazz.00099.wav"] == "groups.csv line 28 names no file under the data root: "\
+        "ignored"
+    assert all(reasons[Path(_jazz(k)).name] == "not in groups.csv: a group of its own"
+               for k in range(6, 10))
+    # Other groups, another prepared set; the same groups, the same one.
+    other = _copy_with_groups(gtzan_like, tmp_path / "other", rows[:3] + rows[4:])
+    assert prepare(other, tmp_path / "cache", Config(seed=3)).path != p.path
+    assert prepare(root, tmp_path / "cache", Config(seed=3)).reused
+    # Without a groups file: the split by track, as before.
+    assert prepare(gtzan_like, tmp_path / "cache", Config()).split.startswith("random by track")
+
+
+def _jazz(k: int) -> str:
+    return f"jazz/jazz.{k:05d}{('.wav', '.au', '.flac')[k % 3]}"
