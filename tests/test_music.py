@@ -120,6 +120,124 @@ def test_a_score_seen_twice_is_kept_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert [s["reason"] for s in skipped] == ["duplicate score"]
 
 
+def _keys(style: str, path: str, header: str = "", number: int | None = None) -> list[str]:
+    return music.work_keys(music.Unit(style, path, number), header)
+
+
+def test_works_are_named_from_corpus_paths_and_headers() -> None:
+    """What makes two tracks one work, class by class, on the corpus's own names and header
+    fields (no parsing): every pair below must share a work, every pair across must not."""
+    same = [
+        (("string_quartet", "mozart/k458/movement1.mxl"),
+         ("string_quartet", "mozart/k458/movement4.mxl")),
+        (("chorale", "bach/bwv244.10.mxl"), ("chorale", "bach/bwv244.62.mxl")),
+        (("chorale", "bach/bwv18.5-lz.mxl"), ("chorale", "bach/bwv18.5-w.mxl")),
+        (("madrigal", "monteverdi/madrigal.3.1.mxl"),
+         ("madrigal", "monteverdi/madrigal.3.1_old.mxl")),
+        (("trecento", "trecento/PMFC_06-Jacopo-03a-Di_Novo.xml"),
+         ("trecento", "trecento/PMFC_06-Jacopo-03b-Di_Novo.xml")),
+        (("trecento", "trecento/PMFC_23_15a-Kyrie Humano Generi a.xml"),
+         ("trecento", "trecento/PMFC_23_15b-Kyrie Humano Generi b.xml")),
+        (("trecento", "trecento/PMFC_12_4-Gloria Rvat 1419.xml"),
+         ("trecento", "trecento/PMFC_12_4-Gloria Rvat 1419_bak.xml")),
+        (("fiddle_tune", "ryansMammoth/CampMeetingJig.abc"),
+         ("fiddle_tune", "ryansMammoth/CampMeetingJigNo2.abc")),
+    ]
+    apart = [
+        (("string_quartet", "mozart/k458/movement1.mxl"),
+         ("string_quartet", "mozart/k80/movement1.mxl")),
+        (("string_quartet", "beethoven/opus18no3.mxl"),
+         ("string_quartet", "beethoven/opus18no4.mxl")),
+        (("chorale", "bach/bwv24.6.mxl"), ("chorale", "bach/bwv248.9-1.mxl")),
+        (("trecento", "trecento/PMFC_12_10a-Credo PMFC12.10a.xml"),
+         ("trecento", "trecento/PMFC_12_11a-Credo PMFC12.11a.xml")),
+        (("fiddle_tune", "ryansMammoth/CaliforniaHornpipe.abc"),
+         ("fiddle_tune", "ryansMammoth/CaliforniaReel.abc")),
+    ]
+    for a, b in same:
+        assert _keys(*a)[0] == _keys(*b)[0], (a, b)
+    for a, b in apart:
+        assert _keys(*a)[0] != _keys(*b)[0], (a, b)
+    # Palestrina: the mass in the Humdrum header, not the file's number (which counts each
+    # movement type's files); one mass's two editions on one chant are one work.
+    kyrie = _keys("mass", "palestrina/Kyrie_02.krn", "!!!OPR: Missa Aeterna Christi munera\n")
+    gloria = _keys("mass", "palestrina/Gloria_02.krn", "!!!OPR: Missa Aeterna Christi munera\n")
+    sanctus = _keys("mass", "palestrina/Sanctus_02.krn", "!!!OPR: Missa Ascendo ad Patrem\n")
+    assert kyrie == gloria == ["mass:missa aeterna christi munera"] and sanctus != kyrie
+    assert _keys("mass", "palestrina/Agnus_II_13.krn", "!!!OPR: Missa De beata virgine (1567)") \
+        == _keys("mass", "palestrina/Agnus_I_13.krn", "!!!OPR: Missa De beata virgine (1570)")
+    # Essen: the tune family in the catalogue code (A0004A, A0004B are variants) and the title.
+    a = _keys("german_folk", "essenFolksong/altdeu10.abc", "X:2\nT: Herzog Ernst\nN: A0004A\n", 2)
+    b = _keys("german_folk", "essenFolksong/altdeu10.abc", "X:3\nT: Herzog Ernst\nN: A0004B\n", 3)
+    c = _keys("german_folk", "essenFolksong/ballad10.abc", "X:7\nT: Herzog  ernst!\nN: B0101\n", 7)
+    d = _keys("german_folk", "essenFolksong/ballad10.abc", "X:8\nT: Graf und Nonne\nN: B0102\n", 8)
+    assert a == ["german_folk:essen A0004", "german_folk:title herzog ernst"] and a[0] == b[0]
+    assert c[1] == a[1] and d[0] != c[0] and d[1] != c[1]
+    # Linked through any key, however far: a and b by code, b and c by title; d alone. The
+    # same key in another class is another work.
+    other = _keys("chinese_folk", "essenFolksong/han1.abc", "X:1\nT: Herzog Ernst\nN: C0001\n", 1)
+    assert music.name_works([c, d, a, b, other]) == [c[0], d[0], c[0], c[0], other[0]]
+
+
+def _melody(pitches: list[int], part: int = 0, step: float = 0.5) -> list[tuple]:
+    return [(i * step, (i + 1) * step, part, p, 90) for i, p in enumerate(pitches)]
+
+
+def test_melody_fingerprint_is_the_tune_in_any_key_or_harmony() -> None:
+    tune = [67, 67, 69, 71, 72, 71, 69, 67, 69, 71, 67, 66, 64, 62, 64, 66, 67]
+    bass = [43, 40, 45, 43, 48, 43, 41, 40, 45, 47, 40, 42, 36, 38, 36, 38, 43]
+    other_bass = [48, 47, 45, 43, 45, 47, 48, 50, 41, 43, 45, 47, 48, 43, 45, 47, 40]
+    fp = music.melody_fingerprint(_melody(tune) + _melody(bass, part=1))
+    assert fp and len(fp.split()) == music.MELODY_INTERVALS
+    # A fourth lower, another bass line, the parts in another order, a tied note split in two
+    # and another rhythm: one melody.
+    assert music.melody_fingerprint(_melody([p - 5 for p in tune], part=1)
+                                    + _melody(other_bass, part=0)) == fp
+    split_note = tune[:3] + [tune[3], tune[3]] + tune[4:]
+    assert music.melody_fingerprint(_melody(split_note, step=0.25)) == fp
+    # A variant (one interval of twelve differs: the twelfth step's note lowered) is the tune;
+    # another melody (one note changed inside the opening changes two), or a tune too short to
+    # judge, is not.
+    variant = music.melody_fingerprint(_melody(tune[:13] + [tune[13] - 2] + tune[14:]))
+    assert variant != fp and music.same_melody(variant, fp)
+    changed = music.melody_fingerprint(_melody(tune[:5] + [74] + tune[6:]))
+    assert not music.same_melody(changed, fp) and not music.same_melody(changed, variant)
+    short = music.melody_fingerprint(_melody(tune[:8]))
+    assert short == "" and not music.same_melody(short, short)
+
+
+def test_a_near_duplicate_melody_is_dropped_and_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BWV 252 and 386 are two harmonisations of "Nun danket alle Gott": the later one in the
+    seeded order is dropped (the next candidate takes its place), the kept one counts it, and
+    the manifest's works are what groups.csv gives the data preparation."""
+    real = {u.path: u for u in music.candidates("chorale")}
+    picks = ["bach/bwv252.mxl", "bach/bwv386.mxl", "bach/bwv24.6.mxl", "bach/bwv244.10.mxl"]
+    monkeypatch.setattr(music, "candidates", lambda style: [real[p] for p in picks])
+    draw = music._stream  # each track's own draws as ever; the candidates in this order
+
+    class InOrder:
+        def permutation(self, n: int) -> np.ndarray:
+            return np.arange(n)
+
+    monkeypatch.setattr(music, "_stream",
+                        lambda seed, *key: InOrder() if key[0] == "order" else draw(seed, *key))
+    root = music.ensure_builtin(tmp_path, tracks_per_class=3, seconds=2.0, seed=0, workers=2,
+                                classes=("chorale",), min_tracks=3, quiet=True)
+    rows = _manifest(root)
+    assert [r["source"] for r in rows] == ["bach/bwv252.mxl", "bach/bwv24.6.mxl",
+                                           "bach/bwv244.10.mxl"]
+    assert [r["near_duplicates"] for r in rows] == ["1", "0", "0"]
+    assert len({r["melody"] for r in rows}) == 3
+    with open(root / "skipped.csv") as f:
+        assert [(s["source"], s["reason"]) for s in csv.DictReader(f)] == [
+            ("bach/bwv386.mxl", "same melody as bach/bwv252.mxl")]
+    with open(root / "groups.csv") as f:
+        assert {g["file"]: g["group"] for g in csv.DictReader(f)} == {
+            r["file"]: r["work"] for r in rows}
+    assert [r["work"] for r in rows] == ["chorale:bwv252", "chorale:bwv24", "chorale:bwv244"]
+
+
 def test_no_single_global_cue_separates_the_classes(music_sample: Path) -> None:
     """Level and the loudest frequency alone stay near chance (1/8)."""
     level: dict[str, list[float]] = {}
@@ -207,3 +325,110 @@ def test_a_sweep_runs_on_the_real_music_set(tmp_path: Path) -> None:
     again = run_cli([*args, "--fresh"], tmp_path)  # rendered once: the cache serves it
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "rendering" not in again.stdout
+
+
+@pytest.fixture(scope="session")
+def music_full(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The set exactly as `--data builtin:music` renders it (8 classes x 48 tracks x 30 s)."""
+    return music.ensure_builtin(tmp_path_factory.mktemp("music_full"), quiet=True)
+
+
+@pytest.mark.slow
+def test_no_work_is_split_across_train_val_test(music_full: Path, tmp_path: Path) -> None:
+    """On the rendered set: every work (quartet, mass, chorale's cantata, tune family) lies in
+    one split, for the seed a sweep uses and others; each class keeps near 10 % of its tracks
+    in val and in test, at least 2; and no melody is in the set twice."""
+    from raygenre.config import Config
+    from raygenre.data import prepare, read_split, split_tracks
+    from raygenre.splits import read_groups, split_by_group
+
+    rows = _manifest(music_full)
+    work = {r["file"]: r["work"] for r in rows}
+    assert all(w.startswith(r["class"] + ":") for r, w in zip(rows, work.values(), strict=True))
+    melodies = [r["melody"] for r in rows if r["melody"]]
+    assert len(set(melodies)) == len(melodies)
+    p = prepare(music_full, tmp_path / "cache", Config(), max_segments_per_track=1,
+                log=lambda _: None)
+    assert p.split.startswith("random by group"), p.split
+    split_of = {t: s for s in ("train", "val", "test")
+                for t in read_split(p, s).column("track").to_pylist()}
+    assert set(split_of) == set(work)
+    tracks, _ = discover(music_full)
+    groups, notes = read_groups(music_full, tracks)
+    assert not notes and groups == work
+    cut_by_track = 0
+    for seed in range(8):
+        by_seed = split_of if seed == 0 else split_by_group(tracks, groups, seed, 0.1, 0.1)
+        where: dict[str, set[str]] = {}
+        for t, s in by_seed.items():
+            where.setdefault(work[t], set()).add(s)
+        assert {w: s for w, s in where.items() if len(s) > 1} == {}, seed
+        for c in music.CLASSES:
+            n = sum(r["class"] == c for r in rows)
+            for s in ("val", "test"):
+                k = sum(by_seed[t] == s for t in by_seed if t.startswith(c + "/"))
+                assert max(2, round(0.1 * n) - 1) <= k <= round(0.1 * n), (seed, c, s, k)
+        plain = split_tracks(tracks, seed, 0.1, 0.1)
+        cut_by_track += sum(len({plain[t] for t in work if work[t] == w}) > 1 for w in where)
+    assert cut_by_track > 0  # by track, works would be cut: the check above has teeth
+
+
+def _cv_accuracy(x: np.ndarray, y: np.ndarray, works: list[str], folds: int = 5) -> float:
+    """Cross-validated accuracy of multinomial logistic regression, whole works per fold (as
+    the split keeps them), features standardised on each training fold."""
+    names = sorted(set(works))
+    order = np.random.default_rng(0).permutation(len(names))
+    fold_of = {names[i]: k % folds for k, i in enumerate(order)}
+    fold = np.array([fold_of[w] for w in works])
+    classes = int(y.max()) + 1
+    hits = 0
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        mean, sd = x[train].mean(0), x[train].std(0) + 1e-9
+        a = np.c_[(x - mean) / sd, np.ones(len(x))]
+        w = np.zeros((a.shape[1], classes))
+        target = np.eye(classes)[y[train]]
+        for _ in range(500):
+            z = a[train] @ w
+            prob = np.exp(z - z.max(1, keepdims=True))
+            prob /= prob.sum(1, keepdims=True)
+            w -= 0.5 * (a[train].T @ (prob - target) / train.sum() + 1e-2 * w)
+        hits += int((np.argmax(a[test] @ w, 1) == y[test]).sum())
+    return hits / len(y)
+
+
+@pytest.mark.slow
+def test_the_render_draws_do_not_name_the_class(music_full: Path) -> None:
+    """A classifier on the manifest alone. What the render draws for a track (tempo factor,
+    transposition, instruments) stays within chance + 4 binomial standard deviations (0.19
+    for 8 classes x ~380 tracks; 0.15 measured on the set at version 2).
+
+    The score's own numbers are another matter, and are measured, not hidden: how many parts
+    play, how long the piece is, and so whether the clip repeats it, name about two classes in
+    three (0.6-0.7): folk tunes are one line and short, madrigals five or six voices, quartets
+    four. That is the music's texture and form, audible and meant to be learnt, but a model
+    has to beat that figure to show it hears more than a count of voices. A render change
+    that let the metadata name the class outright fails here."""
+    rows = _manifest(music_full)
+    classes = sorted({r["class"] for r in rows})
+    y = np.array([classes.index(r["class"]) for r in rows])
+    works = [r["work"] for r in rows]
+
+    def draws(r: dict[str, str]) -> list[float]:
+        played = set(map(int, r["programs"].split()))
+        return [float(r["tempo"]), *(float(int(r["transpose"]) == k) for k in range(-2, 3)),
+                *(float(p in played) for p in music.PROGRAMS)]
+
+    def score(r: dict[str, str]) -> list[float]:
+        return [float(r["parts"]), float(r["looped"] == "True"),
+                float(np.log(float(r["score_seconds"])))]
+
+    chance = 1 / len(classes)
+    limit = chance + 4 * np.sqrt(chance * (1 - chance) / len(rows))
+    drawn = _cv_accuracy(np.array([draws(r) for r in rows]), y, works)
+    assert drawn < limit, (drawn, limit)
+    written = _cv_accuracy(np.array([score(r) for r in rows]), y, works)
+    both = _cv_accuracy(np.array([draws(r) + score(r) for r in rows]), y, works)
+    print(f"metadata classifier: draws {drawn:.3f}, score {written:.3f}, both {both:.3f} "
+          f"(chance {chance:.3f}, limit for the draws {limit:.3f})")
+    assert written < 0.8 and both < 0.8, (written, both)
