@@ -352,7 +352,7 @@ def test_every_trial_failing_is_one_clear_error(tmp_path: Path, smoke_run: dict)
     proc = run_cli([str(grid), "--smoke", "--cache", str(smoke_run["base"] / "cache"),
                     "--results", str(tmp_path / "r"), "--storage", str(tmp_path / "s")],
                    cwd=tmp_path)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: every trial failed before reporting val/acc; errors in "
                       f"{tmp_path / 'r' / 'allfail-smoke' / 'trials.csv'}"]
