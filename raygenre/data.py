@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +39,13 @@ from raygenre.config import Config
 from raygenre.errors import DataError
 from raygenre.splits import (
     GROUPS_FILE,
+    GTZAN_WARNING,
     SplitLists,
     apply_split_lists,
     duplicates,
     groups_digest,
     keep_together,
+    looks_like_gtzan,
     read_groups,
     split_by_group,
 )
@@ -246,9 +248,14 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
     key = _cache_key(root, tracks, settings)
     out = Path(cache_dir).resolve() / "prepared" / key
+    leaky = split is None and groups is None and looks_like_gtzan(tracks)
+    if leaky:  # every time, reused or not: it is about the figures this sweep will give
+        log(f"[data] WARNING: {GTZAN_WARNING}")
     if (out / "meta.json").exists():
         prepared = _load_meta(out, reused=True)
         log(f"[data] reusing prepared data {out} (same files and settings)")
+        if leaky and GTZAN_WARNING not in prepared.split:  # prepared before the warning
+            prepared = replace(prepared, split=_warned(prepared.split))
         return prepared
     remote = shared / "prepared" / key if shared is not None else None
     if remote is not None and (remote / "meta.json").exists():
@@ -322,6 +329,8 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
                                                       cfg.test_fraction), dup_of)
                 how = (f"random by track inside each genre ({shares}, seed {cfg.seed}), "
                        f"byte-identical files kept together")
+                if leaky:
+                    how = _warned(how)
         if not usable:
             raise DataError(f"data path {root}: no usable audio file is in the split lists")
         counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
@@ -507,6 +516,11 @@ def split_table(table: dict[str, dict[str, list[int]]]) -> str:
 def open_prepared(path: str | os.PathLike) -> Prepared:
     """A prepared set already on disk (a run's summary.md names its folder)."""
     return _load_meta(Path(path), reused=True)
+
+
+def _warned(how: str) -> str:
+    """The split's description with the GTZAN warning: the summary and best.json carry it."""
+    return f"{how}; warning: {GTZAN_WARNING}"
 
 
 def _load_meta(path: Path, reused: bool) -> Prepared:
