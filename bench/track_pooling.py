@@ -25,8 +25,9 @@ import torch
 from _common import report
 
 from raygenre.data import open_prepared
-from raygenre.report.evaluate import predict, scores, track_groups
+from raygenre.report.evaluate import predict, scores
 from raygenre.train import read_meta
+from raygenre.votes import track_groups
 
 WAYS = ("segment", "vote", "mean_prob", "mean_log_prob")
 

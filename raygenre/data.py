@@ -600,6 +600,8 @@ class HeldSplit:
         self._tables = ray.get(dataset.to_arrow_refs())
         self._x = [_rows_view(t.column("x")) for t in self._tables]
         self._labels = np.concatenate([t.column("label").to_numpy() for t in self._tables])
+        self._track = (np.concatenate([t.column("track").to_numpy() for t in self._tables])
+                       if "track" in self._tables[0].column_names else None)
         self._block_rows = [t.num_rows for t in self._tables]
         self._starts = np.cumsum([0, *self._block_rows])[:-1]
 
@@ -607,7 +609,8 @@ class HeldSplit:
         return int(sum(self._block_rows))
 
     def batches(self, batch_size: int, shuffle_seed: int | None) -> Iterator[dict]:
-        """Batches of {"x", "label"} CPU tensors, in Ray Data's order for this seed."""
+        """Batches of {"x", "label", "row"} (and "track" where the split has it) CPU tensors,
+        in Ray Data's order for this seed."""
         for rows in batch_order(self._block_rows, batch_size, shuffle_seed):
             block = np.searchsorted(self._starts, rows, side="right") - 1
             local = rows - self._starts[block]
@@ -617,7 +620,9 @@ class HeldSplit:
                 x[at] = self._x[b][local[at]]
             # "row": which rows these are, so the loop can hold each one's features.
             yield {"x": torch.from_numpy(x), "label": torch.from_numpy(self._labels[rows]),
-                   "row": torch.tensor(rows)}
+                   "row": torch.tensor(rows),
+                   **({"track": torch.from_numpy(self._track[rows])}
+                      if self._track is not None else {})}
 
 
 def _rows_view(column: pa.ChunkedArray) -> np.ndarray:
@@ -662,10 +667,24 @@ def ray_dataset(prepared: Prepared, split: str) -> ray.data.Dataset:
     """
     tables = (pa.Table.from_batches([b])
               for b in split_batches(prepared, split, columns=["x", "label"]))
+    if split == "val":  # the loop's vote per track (val/track_acc) needs each segment's track
+        tables = _with_track_numbers(prepared, split, tables)
     ds = dataset_of_tables(tables)
     if ds is None:
         raise DataError(f"{prepared.split_path(split)}: the {split} split holds no segment")
     return ds
+
+
+def _with_track_numbers(prepared: Prepared, split: str, tables: Iterable[pa.Table]
+                        ) -> Iterator[pa.Table]:
+    """`tables` with a "track" column: each segment's track as a number, the split's tracks
+    numbered in order of first appearance (numbers, as Ray's tensor batches hold no strings)."""
+    number: dict[str, int] = {}
+    names = (n for b in split_batches(prepared, split, columns=["track"])
+             for n in b.column(0).to_pylist())
+    for t in tables:
+        track = [number.setdefault(next(names), len(number)) for _ in range(t.num_rows)]
+        yield t.append_column("track", pa.array(track, pa.int32()))
 
 
 def dataset_of_tables(tables: Iterable[pa.Table]) -> ray.data.MaterializedDataset | None:

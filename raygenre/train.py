@@ -40,6 +40,7 @@ from raygenre.features import (
 )
 from raygenre.models import build_model
 from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
+from raygenre.votes import tally_accuracy, track_tally
 
 # Keys a sweep adds to the config that are facts of the data and machine, not hyperparameters.
 RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")
@@ -79,7 +80,9 @@ class Seam(Protocol):
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Iterable[Batch]:
         """This worker's share of a split, in CPU tensors; shuffled when a seed is given.
         A seam whose class sets `numbered_rows = True` adds "row": each row's number in the
-        split (0 to n-1, the same every epoch), which lets the loop hold features per row."""
+        split (0 to n-1, the same every epoch), which lets the loop hold features per row.
+        Validation batches may add "track": each segment's track as a number (the split's
+        tracks in order of first appearance); the loop then reports `val/track_acc`."""
 
     def latest_checkpoint(self) -> contextlib.AbstractContextManager[Path | None]:
         """The folder of the checkpoint to resume from, or None on a first start."""
@@ -123,6 +126,19 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
     return t.tolist()
+
+
+def _track_accuracy_across_workers(probs: torch.Tensor, labels: torch.Tensor,
+                                   tracks: torch.Tensor, device: torch.device) -> float:
+    """Validation track accuracy over every worker's segments: a data-parallel worker holds a
+    shard, where a track's segments may be split between workers (`track_tally`)."""
+    size = torch.tensor([int(tracks.max()) + 1 if len(tracks) else 0], device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(size, op=dist.ReduceOp.MAX)
+    tally = track_tally(probs, labels, tracks, int(size.item())).to(device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tally)
+    return tally_accuracy(tally.cpu())
 
 
 def autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -269,7 +285,8 @@ class HeldFeatures:
             else:
                 with torch.no_grad():
                     x = feats(batch["x"].to(device))
-            yield {"x": x, "label": batch["label"]}
+            yield {"x": x, "label": batch["label"],
+                   **({"track": batch["track"]} if "track" in batch else {})}
 
 
 def hold_features(cfg: Config, feats: nn.Module, seam: Seam,
@@ -370,15 +387,20 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
             model, train_feats, batches, device, opt, augment, cfg.mixup, cfg.precision,
             average, cfg.label_smoothing)
         val_logp: list[torch.Tensor] = []
+        seen: dict[str, list[torch.Tensor]] = {"label": [], "track": []}
         batches, val_feats = read("val", EVAL_BATCH, None)
-        val_loss, val_acc = run_epoch(judged, val_feats, batches, device,
+        val_loss, val_acc = run_epoch(judged, val_feats, _tap(batches, seen), device,
                                       precision=cfg.precision, outputs=val_logp)
-        predictions.add(epoch, torch.cat(val_logp))
+        logp = torch.cat(val_logp)
+        predictions.add(epoch, logp)
         step_scheduler(sched, val_loss)
         best_val = max(best_val, val_acc)
         metrics = {"epoch": epoch, "train/loss": train_loss, "train/acc": train_acc,
                    "val/loss": val_loss, "val/acc": val_acc, "best/val/acc": best_val,
                    "lr": opt.param_groups[0]["lr"], "epoch_s": time.perf_counter() - t0}
+        if len(seen["track"]) == len(val_logp):  # every batch named its tracks
+            metrics["val/track_acc"] = _track_accuracy_across_workers(
+                logp.exp(), torch.cat(seen["label"]), torch.cat(seen["track"]), device)
         train_s += metrics["epoch_s"]
         metrics["train_s"] = train_s  # summed over restarts, unlike Tune's time_total_s
         history.append(metrics)
@@ -396,6 +418,16 @@ def train_loop(config: dict[str, Any], seam: Seam) -> None:
                     "scheduler": sched.state_dict() if sched is not None else {},
                     "rng": _rng_state(device), "epoch": epoch, "best_val_acc": best_val})
             seam.report(metrics, checkpoint)
+
+
+def _tap(batches: Iterable[Batch], seen: dict[str, list[torch.Tensor]]) -> Iterator[Batch]:
+    """`batches` as they are, each one's tensors under `seen`'s keys kept there as they pass:
+    the vote per track needs each segment's track, which the features pass does not keep."""
+    for batch in batches:
+        for key, kept in seen.items():
+            if key in batch:
+                kept.append(batch[key])
+        yield batch
 
 
 class ValPredictions:
@@ -517,7 +549,7 @@ class LocalSeam:
     rank = 0
     numbered_rows = True
 
-    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]], folder: Path,
+    def __init__(self, data: dict[str, tuple[torch.Tensor, ...]], folder: Path,
                  device: str = "cpu") -> None:
         self.data, self.folder, self.device = data, Path(folder), torch.device(device)
         self.reports: list[dict[str, Any]] = []
@@ -526,12 +558,13 @@ class LocalSeam:
         return model.to(self.device)
 
     def batches(self, split: str, batch_size: int, shuffle_seed: int | None) -> Iterator[Batch]:
-        x, y = self.data[split]
+        x, y, *track = self.data[split]  # (x, labels) or (x, labels, track numbers)
         order = (torch.randperm(len(y), generator=torch.Generator().manual_seed(shuffle_seed))
                  if shuffle_seed is not None else torch.arange(len(y)))
         for i in range(0, len(y), batch_size):
             idx = order[i:i + batch_size]
-            yield {"x": x[idx], "label": y[idx], "row": idx}
+            yield {"x": x[idx], "label": y[idx], "row": idx,
+                   **({"track": track[0][idx]} if track else {})}
 
     @contextlib.contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:

@@ -155,7 +155,8 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
     for n in (5, 130, 1, 77, SHUFFLE_BUFFER_ROWS + 3, 12):
         x = rng.standard_normal((n, 6)).astype(np.float32)
         tables.append(pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), 6),
-                                "label": pa.array(rng.integers(0, 9, n), pa.int64())}))
+                                "label": pa.array(rng.integers(0, 9, n), pa.int64()),
+                                "track": pa.array(rng.integers(0, 40, n), pa.int32())}))
     ds = local_ray.data.from_arrow_refs([local_ray.put(t) for t in tables])
     held = HeldSplit(ds)
     assert len(held) == sum(t.num_rows for t in tables)
@@ -170,6 +171,7 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
             for a, b in zip(ours, rays, strict=True):
                 assert a["x"].dtype == b["x"].dtype and a["label"].dtype == b["label"].dtype
                 assert torch.equal(a["x"], b["x"]) and torch.equal(a["label"], b["label"])
+                assert torch.equal(a["track"], b["track"])  # val/track_acc's track numbers
                 assert torch.equal(a["x"], whole[a["row"]])  # rows the loop can hold features by
             orders.add(tuple(torch.cat([b["label"] for b in ours]).tolist()))
     # The seeds do shuffle (a test of order would pass on two unshuffled streams otherwise).

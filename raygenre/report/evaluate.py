@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,27 +13,7 @@ from raygenre import ledger
 from raygenre.data import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
 from raygenre.train import autocast, checkpoint_scratch, load_checkpoint
-
-
-def track_groups(tracks: list[str]) -> dict[str, list[int]]:
-    """Each track's segment indices, tracks in order of first appearance."""
-    by_track: dict[str, list[int]] = {}
-    for i, t in enumerate(tracks):
-        by_track.setdefault(t, []).append(i)
-    return by_track
-
-
-def track_votes(probs: torch.Tensor, tracks: list[str]) -> dict[str, int]:
-    """Each track's predicted class: the majority of its segments' predictions; a tie goes to
-    the tied class with the most total probability over the track's segments."""
-    pred = probs.argmax(1)
-    out = {}
-    for track, idx in track_groups(tracks).items():
-        votes = Counter(pred[idx].tolist())
-        top = max(votes.values())
-        tied = [c for c, v in votes.items() if v == top]
-        out[track] = max(tied, key=lambda c: probs[idx, c].sum().item())
-    return out
+from raygenre.votes import track_votes
 
 
 def scores(probs: torch.Tensor, labels: torch.Tensor, tracks: list[str], genres: list[str],
