@@ -29,19 +29,11 @@ from _common import report
 
 from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import (
-    HeldSplit,
-    _BlockWriter,
-    block_rows,
-    discover,
-    prepare,
-    ray_dataset,
-    segment,
-    torch_batches,
-)
+from raygenre.data import _BlockWriter, block_rows, discover, prepare, segment
 from raygenre.features import build_features, feature_shape
 from raygenre.models import build_model
 from raygenre.paths import default_cache
+from raygenre.sweep.feed import HeldSplit, ray_dataset, torch_batches
 
 BATCH = 32
 

@@ -24,10 +24,11 @@ import torch
 
 from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import prepare, ray_dataset
+from raygenre.data import prepare
 from raygenre.features import build_features, feature_shape
 from raygenre.models import build_model
 from raygenre.paths import default_cache
+from raygenre.sweep.feed import ray_dataset
 
 BATCH = 32
 

@@ -9,6 +9,9 @@ Each split is one uncompressed Arrow IPC file (`train.arrow`, ...) in blocks of 
 reading needs no decoding. Parquet (PREP_VERSION 1) took 2.1 s to decode the built-in train
 split before every sweep; the Arrow file is read in 0.1 s, for 5 % more disk (audio samples
 hardly compress). `pyarrow.ipc.open_file` (or pandas' `read_feather`) opens it.
+
+This module knows no Ray: a sweep puts these files' blocks into Ray's object store and reads
+them back in trials through `raygenre.sweep.feed`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,9 @@ import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,15 +34,13 @@ import soundfile as sf
 import torch
 import torchaudio
 
-if TYPE_CHECKING:
-    import ray.data
-
 from raygenre.config import Config
 from raygenre.errors import DataError
 from raygenre.splits import (
     GROUPS_FILE,
     GTZAN_WARNING,
     SplitLists,
+    Track,
     apply_split_lists,
     duplicates,
     groups_digest,
@@ -61,13 +61,6 @@ PREP_VERSION = 2
 # cut-off header can surface as a ValueError or EOFError). Anything else, such as a TypeError,
 # is a bug in raygenre and is raised as such, not reported as a bad file.
 DECODE_ERRORS = (RuntimeError, ValueError, EOFError, OSError)
-
-
-@dataclass(frozen=True)
-class Track:
-    genre: str
-    path: Path
-    track_id: str  # "<genre>/<file name>": unique, stable, readable in tables
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -224,7 +217,7 @@ def _cache_key(root: Path, tracks: list[Track], settings: dict) -> str:
 def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
             max_tracks_per_genre: int | None = None, max_segments_per_track: int | None = None,
             log: Callable[[str], None] = print, shared: Location | None = None,
-            split: SplitLists | None = None) -> Prepared:
+            split: SplitLists | None = None, generated: bool = False) -> Prepared:
     """Prepare (or reuse) the data set for `root` under these settings.
 
     `max_tracks_per_genre` / `max_segments_per_track` take a deterministic sample (for smoke runs).
@@ -233,6 +226,8 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     `split`: fixed split lists (splits.py); without them, a random split by track from the seed
     that keeps byte-identical files together, and the tracks of a group together where the
     folder has a groups.csv (splits.py).
+    `generated`: the tracks were generated each on its own (a built-in set), so they share no
+    artist and a random split leaks nothing: no GTZAN warning, whatever the layout.
     """
     root = Path(root).resolve()
     tracks, skipped = discover(root)
@@ -248,7 +243,7 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
     key = _cache_key(root, tracks, settings)
     out = Path(cache_dir).resolve() / "prepared" / key
-    leaky = split is None and groups is None and looks_like_gtzan(tracks)
+    leaky = not generated and split is None and groups is None and looks_like_gtzan(tracks)
     if leaky:  # every time, reused or not: it is about the figures this sweep will give
         log(f"[data] WARNING: {GTZAN_WARNING}")
     if (out / "meta.json").exists():
@@ -256,6 +251,9 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
         log(f"[data] reusing prepared data {out} (same files and settings)")
         if leaky and GTZAN_WARNING not in prepared.split:  # prepared before the warning
             prepared = replace(prepared, split=_warned(prepared.split))
+        elif not leaky and GTZAN_WARNING in prepared.split:  # a built-in set warned of wrongly
+            prepared = replace(prepared, split=prepared.split.replace(
+                f"; warning: {GTZAN_WARNING}", ""))
         return prepared
     remote = shared / "prepared" / key if shared is not None else None
     if remote is not None and (remote / "meta.json").exists():
@@ -468,7 +466,8 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
 
 class _BlockWriter:
     """An Arrow IPC file written in record batches of `rows` rows (the last one shorter): the
-    blocks `ray_dataset` puts in the object store as they are, one `split_batches` read each."""
+    blocks `sweep.feed.ray_dataset` puts in the object store as they are, one `split_batches`
+    read each."""
 
     def __init__(self, path: Path, schema: pa.Schema, rows: int) -> None:
         self.writer = pa.ipc.new_file(str(path), schema)
@@ -563,91 +562,6 @@ def to_tensor(column: pa.ChunkedArray | pa.Array) -> torch.Tensor:
     return torch.from_numpy(flat.reshape(len(arr), arr.type.list_size))
 
 
-# Rows held for the per-epoch shuffle (~0.45 MB each at 5 s x 22 050 Hz): enough to mix many
-# tracks, since prepared files are already in a seeded random track order.
-SHUFFLE_BUFFER_ROWS = 512
-
-
-def torch_batches(source: Any, batch_size: int, shuffle_seed: int | None) -> Iterator[dict]:
-    """Batches of {"x", "label"} CPU tensors from a Ray Dataset or a Train worker's shard,
-    shuffled through a seeded buffer when `shuffle_seed` is given, the next batch prepared in a
-    thread while the model runs. A data-parallel trial's workers read their shards this way; a
-    one-worker trial reads the same batches through `HeldSplit`."""
-    shuffle = ({} if shuffle_seed is None else
-               {"local_shuffle_buffer_size": SHUFFLE_BUFFER_ROWS,
-                "local_shuffle_seed": shuffle_seed})
-    return source.iter_torch_batches(batch_size=batch_size, prefetch_batches=1, **shuffle)
-
-
-class HeldSplit:
-    """A split of a Ray Dataset read in place from Ray's object store by a one-worker trial,
-    batched and shuffled exactly as `torch_batches` (Ray Data's `iter_torch_batches`) would.
-
-    Ray Data's iterator costs a trial ~1.5 s before its first batch (its executor, imports, a
-    512-row shuffle buffer filled through Arrow) and ~0.5 s of input work per epoch on the
-    built-in split (bench/overhead.py); beside a GPU it was most of an epoch (bench/gpu.py).
-    Here the blocks are mapped zero-copy once and each batch is one gather. The order is the
-    one Ray's own batcher draws: it is run over row numbers (its shuffle depends on block sizes
-    and the seed, never on values), so every number a sweep gives is unchanged bit for bit
-    (tests/test_data.py compares the two batch for batch).
-    """
-
-    def __init__(self, dataset: Any) -> None:
-        import ray
-
-        # Zero-copy: the tables' buffers are the object store's shared memory, kept mapped
-        # while this object holds them; nothing here writes to them (gathers copy).
-        self._tables = ray.get(dataset.to_arrow_refs())
-        self._x = [_rows_view(t.column("x")) for t in self._tables]
-        self._labels = np.concatenate([t.column("label").to_numpy() for t in self._tables])
-        self._track = (np.concatenate([t.column("track").to_numpy() for t in self._tables])
-                       if "track" in self._tables[0].column_names else None)
-        self._block_rows = [t.num_rows for t in self._tables]
-        self._starts = np.cumsum([0, *self._block_rows])[:-1]
-
-    def __len__(self) -> int:
-        return int(sum(self._block_rows))
-
-    def batches(self, batch_size: int, shuffle_seed: int | None) -> Iterator[dict]:
-        """Batches of {"x", "label", "row"} (and "track" where the split has it) CPU tensors,
-        in Ray Data's order for this seed."""
-        for rows in batch_order(self._block_rows, batch_size, shuffle_seed):
-            block = np.searchsorted(self._starts, rows, side="right") - 1
-            local = rows - self._starts[block]
-            x = np.empty((len(rows), self._x[0].shape[1]), dtype=self._x[0].dtype)
-            for b in np.unique(block):
-                at = block == b
-                x[at] = self._x[b][local[at]]
-            # "row": which rows these are, so the loop can hold each one's features.
-            yield {"x": torch.from_numpy(x), "label": torch.from_numpy(self._labels[rows]),
-                   "row": torch.tensor(rows),
-                   **({"track": torch.from_numpy(self._track[rows])}
-                      if self._track is not None else {})}
-
-
-def _rows_view(column: pa.ChunkedArray) -> np.ndarray:
-    """A fixed-size-list column as a read-only (rows, length) array over Arrow's memory."""
-    arr = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    flat = arr.flatten().to_numpy(zero_copy_only=True)
-    return flat.reshape(len(arr), arr.type.list_size)
-
-
-def batch_order(block_rows: list[int], batch_size: int,
-                shuffle_seed: int | None) -> Iterator[np.ndarray]:
-    """Row numbers of each batch `torch_batches` yields over blocks of these sizes: Ray Data's
-    batcher itself, fed blocks of row numbers in place of the rows."""
-    from ray.data._internal.block_batching.interfaces import ResolvedBlock
-    from ray.data._internal.block_batching.util import blocks_to_batches
-
-    starts = np.cumsum([0, *block_rows])
-    blocks = (ResolvedBlock(pa.table({"row": np.arange(a, b, dtype=np.int64)}), None)
-              for a, b in zip(starts[:-1], starts[1:], strict=True) if b > a)
-    shuffle = ({} if shuffle_seed is None else
-               {"shuffle_buffer_min_size": SHUFFLE_BUFFER_ROWS, "shuffle_seed": shuffle_seed})
-    for batch in blocks_to_batches(blocks, batch_size=batch_size, **shuffle):
-        yield batch.data.column("row").to_numpy()
-
-
 # Rows per object-store block: Ray Data's blocks are best at tens of MB (a 5-s segment is
 # 441 KB); much smaller blocks made the first pass over the data ~10x slower.
 BLOCK_BYTES = 64 * 2**20
@@ -657,55 +571,3 @@ def block_rows(segment_samples: int) -> int:
     """Rows in a block of the prepared files and of the Ray Datasets made from them."""
     return max(1, BLOCK_BYTES // (segment_samples * 4))
 
-
-def ray_dataset(prepared: Prepared, split: str) -> ray.data.Dataset:
-    """One split as a Ray Dataset in the object store, put there by this process in blocks.
-
-    Putting the file's blocks takes 0.3 s for the built-in train split, where
-    `read_parquet(...).materialize()` took 5-8 s (read tasks start worker processes that a
-    sweep's trials then wait behind). Peak memory here is one block.
-    """
-    tables = (pa.Table.from_batches([b])
-              for b in split_batches(prepared, split, columns=["x", "label"]))
-    if split == "val":  # the loop's vote per track (val/track_acc) needs each segment's track
-        tables = _with_track_numbers(prepared, split, tables)
-    ds = dataset_of_tables(tables)
-    if ds is None:
-        raise DataError(f"{prepared.split_path(split)}: the {split} split holds no segment")
-    return ds
-
-
-def _with_track_numbers(prepared: Prepared, split: str, tables: Iterable[pa.Table]
-                        ) -> Iterator[pa.Table]:
-    """`tables` with a "track" column: each segment's track as a number, the split's tracks
-    numbered in order of first appearance (numbers, as Ray's tensor batches hold no strings)."""
-    number: dict[str, int] = {}
-    names = (n for b in split_batches(prepared, split, columns=["track"])
-             for n in b.column(0).to_pylist())
-    for t in tables:
-        track = [number.setdefault(next(names), len(number)) for _ in range(t.num_rows)]
-        yield t.append_column("track", pa.array(track, pa.int32()))
-
-
-def dataset_of_tables(tables: Iterable[pa.Table]) -> ray.data.MaterializedDataset | None:
-    """`ray.data.from_arrow_refs` over these tables once put, its block metadata computed here
-    from the tables in hand: Ray's own runs a task per block for it, which waited ~0.5 s on a
-    worker at a sweep's start (the same function, so the same metadata; tests/test_data.py).
-    None when there are no tables."""
-    import ray
-    from ray.data import DataContext
-    from ray.data._internal.logical.interfaces import LogicalPlan
-    from ray.data._internal.logical.operators import FromArrow
-    from ray.data._internal.stats import DatasetStats
-    from ray.data._internal.util import get_table_block_metadata_schema
-    from ray.data.dataset import MaterializedDataset
-
-    refs, metadata = [], []
-    for t in tables:
-        metadata.append(get_table_block_metadata_schema(t))
-        refs.append(ray.put(t))
-    if not refs:
-        return None
-    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
-    context = DataContext.get_current().copy()
-    return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)

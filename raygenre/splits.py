@@ -27,16 +27,22 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 from raygenre.config import ConfigError
 from raygenre.errors import DataError
 
-if TYPE_CHECKING:
-    from raygenre.data import Track
-
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "dev": "val", "test": "test", "eval": "test"}
+
+
+@dataclass(frozen=True)
+class Track:
+    """An audio file found under the data root (`data.discover`). Defined here, beside the
+    splits that take it, so that data.py depends on splits.py and never the reverse."""
+
+    genre: str
+    path: Path
+    track_id: str  # "<genre>/<file name>": unique, stable, readable in tables
 
 
 @dataclass(frozen=True)

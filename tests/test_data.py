@@ -141,14 +141,30 @@ def local_ray():
     ray.shutdown()
 
 
-def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # noqa: ANN001
+def _ray_path(private: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the feed's fast path (Ray's private modules) or force its public fallback, as a Ray
+    outside the checked versions would (`ray_private`)."""
+    from raygenre.sweep import ray_private
+
+    if not private:
+        monkeypatch.setattr(ray_private, "checked", lambda: False)
+    elif not ray_private.checked():
+        pytest.skip("the installed Ray is not one the private fast paths were checked against")
+
+
+@pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
+def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray, private: bool,  # noqa: ANN001
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A one-worker trial batches a split itself (HeldSplit); its batches must be those Ray
     Data's iter_torch_batches gives, in order, for every seed, batch size and block layout
-    (uneven blocks, a batch larger than a block, a shuffle buffer spanning several)."""
+    (uneven blocks, a batch larger than a block, a shuffle buffer spanning several): through
+    Ray's private batcher, and through the public iterator a Ray not checked gets."""
     import pyarrow as pa
     import torch
 
-    from raygenre.data import SHUFFLE_BUFFER_ROWS, HeldSplit, torch_batches
+    from raygenre.sweep.feed import SHUFFLE_BUFFER_ROWS, HeldSplit, torch_batches
+
+    _ray_path(private, monkeypatch)
 
     rng = np.random.default_rng(0)
     tables = []
@@ -160,6 +176,7 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
     ds = local_ray.data.from_arrow_refs([local_ray.put(t) for t in tables])
     held = HeldSplit(ds)
     assert len(held) == sum(t.num_rows for t in tables)
+    assert (held._numbers is None) == private  # the path asked for is the one taken
     whole = torch.from_numpy(np.concatenate([t.column("x").combine_chunks().flatten().to_numpy()
                                              for t in tables]).reshape(-1, 6))
     orders = set()
@@ -173,17 +190,25 @@ def test_held_split_gives_ray_datas_batches_bit_for_bit(local_ray) -> None:  # n
                 assert torch.equal(a["x"], b["x"]) and torch.equal(a["label"], b["label"])
                 assert torch.equal(a["track"], b["track"])  # val/track_acc's track numbers
                 assert torch.equal(a["x"], whole[a["row"]])  # rows the loop can hold features by
+                assert a["row"].dtype == torch.int64
+            rows = torch.cat([b["row"] for b in ours])
+            assert sorted(rows.tolist()) == list(range(len(held)))  # every row, once
             orders.add(tuple(torch.cat([b["label"] for b in ours]).tolist()))
     # The seeds do shuffle (a test of order would pass on two unshuffled streams otherwise).
     assert len(orders) >= 3  # unshuffled, seed 0, seed 101
 
 
-def test_dataset_of_tables_is_from_arrow_refs(local_ray) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("private", [True, False], ids=["private", "public"])
+def test_dataset_of_tables_is_from_arrow_refs(local_ray, private: bool,  # noqa: ANN001
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The splits' datasets are built with block metadata computed in the driver; they must be
-    what Ray's from_arrow_refs makes of the same blocks: rows, schema, block sizes."""
+    what Ray's from_arrow_refs makes of the same blocks: rows, schema, block sizes (the public
+    fallback is from_arrow_refs itself)."""
     import pyarrow as pa
 
-    from raygenre.data import dataset_of_tables
+    from raygenre.sweep.feed import dataset_of_tables
+
+    _ray_path(private, monkeypatch)
 
     rng = np.random.default_rng(1)
     tables = [pa.table({"x": pa.FixedSizeListArray.from_arrays(

@@ -74,3 +74,19 @@ def test_unreadable_jazz_00054_is_reported_and_the_rest_prepared(tmp_path: Path)
     assert len(p.genres) == 10
     # the other 39 tracks, one segment each
     assert sum(p.counts.values()) == 39
+
+
+def test_a_generated_set_in_gtzans_layout_is_not_warned(tmp_path: Path) -> None:
+    # The built-in set has GTZAN's genres and names, but each track is generated on its own:
+    # no artist to leak, so the main job's summary must not carry the warning.
+    root = _gtzan(tmp_path / "gtzan")
+    p, lines = _prepare(root, tmp_path / "cache", generated=True)
+    assert not any("WARNING" in ln for ln in lines) and GTZAN_WARNING not in p.split
+    # A cache prepared with the warning (the same files read as a user's GTZAN) loses it when
+    # the same folder is read as generated, and keeps it when read as a user's again.
+    warned, _ = _prepare(root, tmp_path / "cache2")
+    assert GTZAN_WARNING in warned.split
+    again, lines = _prepare(root, tmp_path / "cache2", generated=True)
+    assert again.reused and GTZAN_WARNING not in again.split
+    assert again.split == p.split and not any("WARNING" in ln for ln in lines)
+    assert GTZAN_WARNING in _prepare(root, tmp_path / "cache2")[0].split

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.data import _with_track_numbers, prepare, read_split, split_batches
+from raygenre.data import prepare, read_split, split_batches
 from raygenre.gridfile import load_grid
 from raygenre.report.uncertainty import METRIC_STAT
+from raygenre.sweep.feed import _with_track_numbers
 from raygenre.train import PREDICTIONS_FILE, LocalSeam, train_loop
 from raygenre.votes import tally_accuracy, track_tally
 

@@ -13,10 +13,16 @@ import yaml
 
 from raygenre.config import ConfigError
 from raygenre.storage import Location, StorageError, check_shared
+from raygenre.sweep import ray_private
 from raygenre.sweep.plan import Node, nodes_from_autoscaler, nodes_from_ray
 
 # `ray up` leaves the cluster's config on the head: its autoscaler may add machines.
 AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
+
+# Ray's fixed default ports, which `ray start` documents: the GCS (--port), the dashboard
+# (--dashboard-port) and the dashboard agent (--dashboard-agent-listen-port). Written out, not
+# read from Ray's private constants; tests/test_ray_private.py checks them against those.
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 52365})
 
 
 def joined_address(address: str | None) -> str | None:
@@ -53,12 +59,10 @@ def start_ray(address: str | None) -> None:
     if joined and not address:
         print(f"[ray] joining RAY_ADDRESS={joined} (unset it to run on a Ray of its own)")
     if joined and not joined.startswith("ray://"):
-        from ray._private.services import canonicalize_bootstrap_address
-
         # Workers are told the cluster's address, as for a local instance below: Train's
         # helpers otherwise look it up and can pick another instance on the same machine.
         try:
-            resolved = canonicalize_bootstrap_address(joined)
+            resolved = bootstrap_address(joined)
         except ConnectionError as e:  # "auto" and no cluster on this machine
             raise ConfigError(f"--address {joined}: no Ray cluster found ({e}). Start "
                               f"one (ray start --head, or ray up cluster.yaml) or drop "
@@ -97,6 +101,34 @@ def start_ray(address: str | None) -> None:
     _set_data_context()
     if ctx.dashboard_url:
         print(f"[ray] dashboard: http://{ctx.dashboard_url}")
+
+
+def bootstrap_address(address: str) -> str | None:
+    """The "host:port" `ray.init` would connect to for `address` ("host:port" or "auto"), or
+    None for none (`ray.init` then starts or finds one itself).
+
+    With a Ray `ray_private.checked()` lists, Ray's own resolution (a private module): "auto"
+    is the instance `ray start` made last on this machine (ConnectionError when there is none),
+    a loopback host this node's IP. With any other Ray, plain parsing does the same for a
+    "host:port", and "auto" gives None: `ray.init` still finds the cluster, but it is not
+    checked before, and workers are not told its address.
+    """
+    if ray_private.checked():
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address)
+    import ray
+
+    if address in ("auto", "local"):
+        return None
+    host, colon, port = address.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # an IPv6 address is written [addr]:port
+    if not colon or not host or not port.isdigit():
+        raise ValueError(f"Invalid address format: {address}")
+    if host in ("localhost", "127.0.0.1", "::1"):
+        # A worker on another machine cannot reach a loopback address: it gets this node's.
+        host = ray.util.get_node_ip_address()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _set_data_context() -> None:
@@ -165,12 +197,9 @@ def check_storage(storage: Location, joined: bool) -> None:
 def free_gcs_port() -> int:
     """A free port for the GCS, never one of Ray's fixed defaults: the OS handed out 52365 once
     (a CI run), the dashboard agent's default, and Ray refused to start."""
-    from ray._private import ray_constants as rc
-
-    taken = {rc.DEFAULT_PORT, rc.DEFAULT_DASHBOARD_PORT, rc.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT}
     while True:
         with socket.socket() as sock:
             sock.bind(("", 0))
             port = sock.getsockname()[1]
-        if port not in taken:
+        if port not in RAY_DEFAULT_PORTS:
             return port

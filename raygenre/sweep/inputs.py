@@ -89,7 +89,8 @@ def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
     lists = read_split_lists(split) if split else None  # its errors before any decoding
     root = data_root(data, cache.local)
     sample = (SMOKE_TRACKS_PER_GENRE, SMOKE_SEGMENTS_PER_TRACK) if smoke else (None, None)
-    return prepare(root, cache.local, base, *sample, shared=cache.shared, split=lists)
+    return prepare(root, cache.local, base, *sample, shared=cache.shared, split=lists,
+                   generated=is_builtin(data))
 
 
 def trial_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:

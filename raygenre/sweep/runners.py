@@ -26,10 +26,10 @@ import ray
 import torch
 from ray import tune
 
-from raygenre.data import HeldSplit, torch_batches
 from raygenre.gridfile import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
+from raygenre.sweep.feed import HeldSplit, torch_batches
 from raygenre.sweep.plan import Plan
 from raygenre.train import META_FILE, read_meta, train_loop
 

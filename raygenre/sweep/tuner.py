@@ -13,7 +13,7 @@ from ray import tune
 
 from raygenre import report
 from raygenre.config import PRESETS, Config
-from raygenre.data import Prepared, ray_dataset
+from raygenre.data import Prepared
 from raygenre.errors import Interrupted
 from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.options import RunOptions
@@ -22,6 +22,7 @@ from raygenre.sweep import inputs, run_state
 from raygenre.sweep.asha import ResumableASHA, stopped_runs
 from raygenre.sweep.callbacks import PlannedRun, Progress, TensorBoard, quiet_trial_tracebacks
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
+from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, plan_resources
 from raygenre.sweep.records import run_records, trial_dirname
 from raygenre.sweep.runners import trial
