@@ -37,7 +37,8 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
         preset: str = "auto", grids: str | os.PathLike[str] | None = None,
         split: str | os.PathLike[str] | None = None, address: str | None = None,
         workers_per_trial: int = 1, cpus_per_trial: float | None = None,
-        gpus_per_trial: float | None = None, max_concurrent: int | None = None) -> Results:
+        gpus_per_trial: float | None = None, max_concurrent: int | None = None,
+        logger: str | Sequence[str] | None = None) -> Results:
     """Run one sweep of `grid` (a grid name, as `python -m raygenre.grid --list` shows them, or
     a path to a grid .yaml file) and return what it wrote (`Results`, results/<grid>/).
 
@@ -46,7 +47,8 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
     set); `smoke` a few 1-2 epoch trials on a small sample; `results` the folder whose
     <grid>/ (<grid>-smoke/) gets the tables; `storage` Ray's run folder (default
     ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run, `fresh`
-    deletes the stored one first.
+    deletes the stored one first; `logger` "mlflow" and/or "wandb" (a name, a list, or
+    "mlflow,wandb") also logs each trial there (`docs/cli.md`, `--logger`).
 
     Ray: started for the sweep and stopped after it, unless this process had already called
     `ray.init()`, in which case that Ray is used and left running.
@@ -68,7 +70,7 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
                       resume=resume, fresh=fresh, preset=preset, grids=grids, split=split,
                       address=address, workers_per_trial=workers_per_trial,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                      max_concurrent=max_concurrent)
+                      max_concurrent=max_concurrent, logger=logger)
     return run_options(opts)
 
 

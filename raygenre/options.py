@@ -7,8 +7,12 @@ checks here run before anything heavy is imported.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import re
 import shlex
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
@@ -17,6 +21,17 @@ from raygenre.config import PRESETS, ConfigError
 
 # The defaults the command line shows in --help; `as_command` leaves them out.
 DEFAULT_RESULTS = "results"
+
+# --logger: the trackers a sweep can log to (raygenre.sweep.loggers), and what each needs
+# installed: (module, the pip command that brings it, the least version). TensorBoard files are
+# always written.
+LOGGERS = ("mlflow", "wandb")
+LOGGER_NEEDS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
+    "mlflow": ("mlflow", "pip install 'raygenre[mlflow]' (or mlflow-skinny)", None),
+    # Several trials log at once from the driver: several W&B runs open in one process
+    # (reinit="create_new"), which came in wandb 0.19.10.
+    "wandb": ("wandb", "pip install 'wandb>=0.19.10'", (0, 19, 10)),
+}
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,9 @@ class RunOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
+    # Trackers that get one entry per grid trial (docs/cli.md, --logger): "mlflow", "wandb".
+    # A string may name several, comma-separated, as the command line takes them.
+    logger: tuple[str, ...] = ()
     # How the run was asked for, recorded in summary.md and best.json so a result says how to
     # make it again. Empty: the equivalent command line (`as_command`).
     command: str = field(default="", compare=False)
@@ -61,6 +79,7 @@ class RunOptions:
                                tuple(s.strip() for s in self.stages.split(",") if s.strip()))
         elif self.stages is not None:
             object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "logger", _names(self.logger))
 
     def check(self) -> None:
         """The checks that need nothing but the options; ConfigError names the option."""
@@ -85,6 +104,8 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise ConfigError(f"--{_flag(name)}: a number, got {value!r}")
+        for name in self.logger:
+            check_logger(name)
 
     @property
     def recorded_command(self) -> str:
@@ -116,3 +137,35 @@ class RunOptions:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """--logger's names, in order, once each: "mlflow,wandb", ["mlflow"], None."""
+    if value is None:
+        return ()
+    words = list(value) if isinstance(value, Iterable) and not isinstance(value, str) else [value]
+    out: list[str] = []
+    for w in words:
+        for name in str(w).split(","):
+            name = name.strip().lower()
+            if name and name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def check_logger(name: str) -> None:
+    """ConfigError, naming --logger and the package to install, for a logger raygenre does
+    not have or whose package is missing: now, not when the first trial reports."""
+    if name not in LOGGERS:
+        raise ConfigError(f"--logger {name!r}: choose from {', '.join(LOGGERS)} (comma-"
+                          f"separated for several; TensorBoard files are always written)")
+    module, pip, least = LOGGER_NEEDS[name]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"--logger {name} needs the {module} package, which is not "
+                          f"installed: {pip}")
+    if least is not None:
+        installed = importlib.metadata.version(module)
+        have = tuple(int(x) for x in re.findall(r"\d+", installed)[:len(least)])
+        if have < least:
+            raise ConfigError(f"--logger {name} needs {module} >= "
+                              f"{'.'.join(map(str, least))}, not {installed}: {pip}")

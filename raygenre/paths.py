@@ -58,6 +58,13 @@ class RunPaths:
         return self.experiment / "raygenre_run.json"
 
     @property
+    def loggers(self) -> Location:
+        """The --logger a run was started with, checked on a resume (`sweep.loggers`). Written
+        once, before Tune starts: Tune's copy of the top-level .json files (`asha_state`)
+        then puts back the same file."""
+        return self.experiment / "raygenre_loggers.json"
+
+    @property
     def asha_state(self) -> Location:
         """ASHA's rungs and stop decisions, kept across a resume.
 

@@ -204,7 +204,8 @@ def test_tensorboard_has_the_trials_csv_names_by_epoch(smoke_run: dict) -> None:
         rid = run.name.split(",")[0]
         assert rid in runs and f"batch_size={runs[rid]['batch_size']}" in run.name
         longest = max((t for t in trials if t["run_id"] == rid), key=lambda t: int(t["epoch"]))
-        scalars = [e for f in run.iterdir() for e in _events(f)]
+        # The run's own files; its folders are its trials' HParams sessions (test_loggers.py).
+        scalars = [e for f in run.iterdir() if f.is_file() for e in _events(f)]
         assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= {t for t, _, _ in scalars}
         for tag, step, value in scalars:
             if tag == "val/acc":

@@ -68,7 +68,9 @@ def best_of(found: list[tuple[Location, dict]], objective: Objective) -> Locatio
     return metas[best["epoch"]] if best else None
 
 
-def _member_ids(run_id: str, members: list[int]) -> list[str]:
+def member_ids(run_id: str, members: list[int]) -> list[str]:
+    """The trial ids of a run's members, as the tables write them: the run's id for a run of
+    one trial, RUN:eN for each of a shared run's (RUN:eN-2, ... for a repeated count)."""
     if len(members) == 1:
         return [run_id]
     ids, seen = [], {}
@@ -85,7 +87,7 @@ def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
     trials, history = [], []
     for r in records:
         last = r.history[-1]["epoch"] if r.history else 0
-        for tid, e in zip(_member_ids(r.run_id, r.members), r.members, strict=True):
+        for tid, e in zip(member_ids(r.run_id, r.members), r.members, strict=True):
             config = {**r.config, "epochs": e}
             swept = {k: (r.variant if k == "variant" else config.get(k)) for k in grid.swept}
             upto = min(e, last)

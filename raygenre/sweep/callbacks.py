@@ -13,6 +13,7 @@ from ray import tune
 
 from raygenre.config import METRICS
 from raygenre.gridfile import unpack
+from raygenre.sweep.loggers import Member, MemberCallback
 
 
 def run_outcome(trial: Any, finished: bool = False) -> str | None:
@@ -144,13 +145,22 @@ def run_name(trial_id: str, config: dict[str, Any], labels: list[str]) -> str:
     return ",".join(parts).replace("/", "_").replace(" ", "")
 
 
-class TensorBoard(tune.Callback):
+class TensorBoard(MemberCallback):
     """Event files with the metric names of trials.csv (`val/acc`, ...), one run per Tune trial,
     stepped by epoch (Tune's own logger prefixes every name with `ray/tune/` and steps by
-    report)."""
+    report); and, for the HParams view, one session per grid trial (a shared run's member
+    too), written when it ends: its flattened config against its final metrics and its best
+    value of the objective (`hparams/...`)."""
 
-    def __init__(self, logdir: Path, labels: list[str]) -> None:
+    def __init__(self, logdir: Path, labels: list[str], metric: str = "val/acc",
+                 mode: str = "max") -> None:
+        super().__init__(metric, mode)
         self.logdir, self.labels = logdir, labels
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A run started by an earlier version pickled its callback without the objective or
+        # members (Tune restores callbacks from the run folder): the default objective's.
+        self.__dict__.update({"metric": "val/acc", "mode": "max", "members": {}, **state})
 
     def setup(self, **info: Any) -> None:
         self.writers: dict[str, Any] = {}
@@ -171,13 +181,31 @@ class TensorBoard(tune.Callback):
             if result.get(m) is not None:
                 w.add_scalar(m, result[m], int(result["epoch"]))
         w.flush()
+        super().on_trial_result(iteration, trials, trial, result, **info)
+
+    def member_end(self, trial: Any, member: Member) -> None:
+        if not member.history:
+            return  # nothing to compare it by
+        # Numbers, strings and booleans are what the HParams view takes; lists read as text.
+        hparams = {k: (v if isinstance(v, (bool, int, float, str)) else json.dumps(v))
+                   for k, v in member.params.items() if v is not None}
+        metrics = {f"hparams/{k}": v for k, v in self.summary(member).items()}
+        # A session folder inside the run's, named by trials.csv's id (no ':' in a folder name).
+        self._writer(trial).add_hparams(hparams, metrics, name=member.trial_id.replace(":", "_"),
+                                        global_step=max(member.history))
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
+        super().on_trial_complete(iteration, trials, trial, **info)  # members' sessions first
+        self._close(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
+        super().on_trial_error(iteration, trials, trial, **info)
+        self._close(trial)
+
+    def _close(self, trial: Any) -> None:
         w = self.writers.pop(trial.trial_id, None)
         if w is not None:
             w.close()
-
-    on_trial_error = on_trial_complete
 
     def on_experiment_end(self, trials, **info):  # noqa: ANN001
         for w in self.writers.values():

@@ -29,6 +29,7 @@ examples:
   python -m raygenre.grid batch_epoch --smoke          a few 1-2 epoch trials, in minutes
   python -m raygenre.grid batch_epoch --data ~/gtzan   your own GTZAN-style folder
   python -m raygenre.grid batch_epoch --resume         continue an interrupted sweep
+  python -m raygenre.grid batch_epoch --logger mlflow  each trial in MLflow (RESULTS/mlflow)
   python -m raygenre.grid all --stages cnn,activations two stages of the study's pipeline
 
 exit status:
@@ -101,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
                         "0 runs CPU trials on a GPU cluster (default: one trial per 4 of the "
                         "CPUs that go with a GPU, at most 4 per GPU)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--logger", action="append", metavar="mlflow|wandb",
+                   help="also log each trial (its config and per-epoch metrics) to MLflow "
+                        "(default store RESULTS/mlflow, or $MLFLOW_TRACKING_URI) or W&B; "
+                        "repeat or comma-separate for both (needs the [mlflow] extra, or "
+                        "wandb)")
     return p
 
 
@@ -113,6 +119,7 @@ def options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         stages=args.stages, split=args.split, address=args.address,
         workers_per_trial=args.workers_per_trial, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
+        logger=args.logger,
         command=" ".join(["python -m raygenre.grid", *map(shlex.quote, argv)]))
 
 

@@ -18,7 +18,7 @@ from raygenre.errors import Interrupted
 from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths
-from raygenre.sweep import inputs, run_state
+from raygenre.sweep import inputs, loggers, run_state
 from raygenre.sweep.asha import ResumableASHA, stopped_runs
 from raygenre.sweep.callbacks import PlannedRun, Progress, TensorBoard, quiet_trial_tracebacks
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
@@ -106,8 +106,13 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
     grid, plan, runs, prepared = setup.grid, setup.plan, setup.runs, setup.prepared
     if restoring:
         run_state.check_manifest(paths, setup.shaped_by)
+        logged_to = loggers.check_resume(paths, opts.logger)
     else:
+        # The trackers first: one that cannot be reached fails before the run folder is made.
+        trackers, logged_to = loggers.build(opts.logger, paths, grid.name, grid.metric,
+                                            grid.mode)
         run_state.write_manifest(paths, setup.shaped_by, run_state.data_source(opts.data))
+        loggers.record(paths, opts.logger, logged_to)
     how = f"ASHA on {grid.metric} ({grid.mode}) over runs" if grid.asha else "every run in full"
     runs_line = describe_runs(runs, grid.n_trials)
     print(f"[grid] {runs_line}")
@@ -116,6 +121,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
         print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
+    for line in logged_to:
+        print(f"[grid] {line}")
 
     t_data = time.time()
     train_ds, val_ds = (ray_dataset(prepared, s) for s in ("train", "val"))
@@ -141,7 +148,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
     else:
         tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, runs),
                            tune_config=_tune_config(grid, setup.base, paths, plan),
-                           run_config=_run_config(grid, paths, plan, planned_runs(setup)))
+                           run_config=_run_config(grid, paths, plan, planned_runs(setup),
+                                                  trackers))
     results = tuner.fit()
     wall = time.time() - t0
     # Each run's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
@@ -208,8 +216,8 @@ def planned_runs(setup: Setup) -> list[PlannedRun]:
             for r, c in zip(setup.runs, costs, strict=True)]
 
 
-def _run_config(grid: Grid, paths: RunPaths, plan: Plan,
-                planned: list[PlannedRun]) -> tune.RunConfig:
+def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedRun],
+                trackers: list[tune.Callback]) -> tune.RunConfig:
     return tune.RunConfig(
         name=paths.experiment.name, storage_path=str(paths.experiment.parent),
         # The best epoch by the grid's objective (for the test) and the latest (for resume):
@@ -220,6 +228,9 @@ def _run_config(grid: Grid, paths: RunPaths, plan: Plan,
         # A trial whose process dies (a lost node, a killed worker) restarts from its latest
         # checkpoint; one that fails on its own fails again and is recorded as an error.
         failure_config=tune.FailureConfig(max_failures=2),
+        # The trackers (--logger) are Tune's callbacks too: kept with the run, so a resume logs
+        # where the sweep started (raygenre.sweep.loggers).
         callbacks=[Progress(planned, plan.concurrency, grid.metric, grid.mode),
-                   TensorBoard(paths.tensorboard, grid.labels)],
+                   TensorBoard(paths.tensorboard, grid.labels, grid.metric, grid.mode),
+                   *trackers],
         verbose=0)

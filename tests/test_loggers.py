@@ -1,0 +1,276 @@
+"""--logger (MLflow, W&B) and TensorBoard's HParams view: one entry per grid trial, though Ray
+runs one Tune trial for a run's several members (trials that differ only in epochs)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pickle
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import raygenre
+from raygenre.config import METRICS, Config, ConfigError
+from raygenre.gridfile import load_grid
+from raygenre.options import RunOptions
+from raygenre.paths import RunPaths
+from raygenre.storage import Location
+from raygenre.sweep import cli, loggers
+from raygenre.sweep.loggers import Member, MemberCallback, MLflowMembers
+
+from .conftest import run_cli
+
+HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
+needs_mlflow = pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow not installed: pip install "
+                                                         "-e '.[dev]'")
+
+
+def _trial(trial_id: str, members: list[int], variant: str | None = None,
+           batch_size: int = 16) -> Any:
+    """A Tune trial as the callbacks see it: its id and config (`_param_space`'s shape)."""
+    run = {"batch_size": batch_size, "epochs": max(members), "members": members}
+    if variant:
+        run["variant"] = variant
+    return SimpleNamespace(trial_id=trial_id, config={**Config().to_dict(), "run": run})
+
+
+def _result(epoch: int) -> dict[str, Any]:
+    return {"epoch": epoch, "train/loss": 2.0 / epoch, "train/acc": 0.1 * epoch,
+            "val/loss": 2.5 / epoch, "val/acc": [0.2, 0.5, 0.4, 0.6, 0.6][epoch - 1],
+            "val/track_acc": 0.3, "lr": 1e-3, "time_total_s": 1.0 * epoch}
+
+
+class Recorder(MemberCallback):
+    def __init__(self) -> None:
+        super().__init__("val/acc", "max")
+        self.events: list[tuple] = []
+
+    def member_epoch(self, trial: Any, member: Member, epoch: int,
+                     metrics: dict[str, float]) -> None:
+        self.events.append(("epoch", member.trial_id, epoch))
+
+    def member_end(self, trial: Any, member: Member) -> None:
+        self.events.append(("end", member.trial_id, member.status))
+
+
+def _report(cb: MemberCallback, trial: Any, epochs: range) -> None:
+    for e in epochs:
+        cb.on_trial_result(iteration=e, trials=[trial], trial=trial, result=_result(e))
+
+
+# --- splitting runs into grid trials (no Ray) ------------------------------------------------
+
+def test_a_shared_run_is_split_into_its_members_with_their_own_epochs() -> None:
+    cb, t = Recorder(), _trial("abc_00000", [2, 3, 5])
+    _report(cb, t, range(1, 6))
+    cb.on_trial_complete(iteration=5, trials=[t], trial=t)
+    epochs = {tid: [e for kind, i, e in cb.events if kind == "epoch" and i == tid]
+              for tid in ("abc_00000:e2", "abc_00000:e3", "abc_00000:e5")}
+    assert epochs == {"abc_00000:e2": [1, 2], "abc_00000:e3": [1, 2, 3],
+                      "abc_00000:e5": [1, 2, 3, 4, 5]}
+    ends = [e for e in cb.events if e[0] == "end"]
+    assert ends == [("end", "abc_00000:e2", "completed"), ("end", "abc_00000:e3", "completed"),
+                    ("end", "abc_00000:e5", "completed")]
+    # Each ends as soon as its last epoch is in: the 2-epoch trial before the run's epoch 3.
+    assert cb.events.index(ends[0]) < cb.events.index(("epoch", "abc_00000:e3", 3))
+    members = cb.members["abc_00000"]
+    assert [m.params["epochs"] for m in members] == [2, 3, 5]
+    assert all(m.params["batch_size"] == 16 and "run/members" not in m.params
+               and "members" not in m.params for m in members)
+    assert cb.summary(members[1]) == pytest.approx({
+        **{k: _result(3)[k] for k in METRICS}, "best/val/acc": 0.5, "best_epoch": 2})
+
+
+def test_one_trial_runs_keep_the_run_id_and_a_variant_is_a_parameter() -> None:
+    cb, t = Recorder(), _trial("abc_00001", [2], variant="adam")
+    _report(cb, t, range(1, 3))
+    (m,) = cb.members["abc_00001"]
+    assert (m.trial_id, m.params["variant"], m.params["epochs"], m.status) == (
+        "abc_00001", "adam", 2, "completed")
+    # Nested values are flattened as Ray's own MLflow callback flattens them; lists stay lists.
+    assert isinstance(m.params["hidden"], list)
+
+
+def test_stopped_and_failed_runs_end_their_unfinished_members() -> None:
+    cb = Recorder()
+    stopped, failed = _trial("abc_00002", [1, 3, 5]), _trial("abc_00003", [2, 4])
+    _report(cb, stopped, range(1, 3))  # ASHA stops it after epoch 2
+    cb.on_trial_complete(iteration=2, trials=[stopped], trial=stopped)
+    _report(cb, failed, range(1, 2))
+    cb.on_trial_error(iteration=1, trials=[failed], trial=failed)
+    ends = {i: s for kind, i, s in cb.events if kind == "end"}
+    assert ends == {"abc_00002:e1": "completed", "abc_00002:e3": "stopped_early",
+                    "abc_00002:e5": "stopped_early", "abc_00003:e2": "error",
+                    "abc_00003:e4": "error"}
+    assert sorted(cb.members["abc_00002"][2].history) == [1, 2]
+
+
+def test_a_resume_logs_no_epoch_twice_and_goes_on_after_an_error() -> None:
+    cb, t = Recorder(), _trial("abc_00004", [2, 4])
+    _report(cb, t, range(1, 4))
+    cb.on_trial_error(iteration=3, trials=[t], trial=t)
+    # Tune restores the callback from the run folder and its state from its snapshot.
+    again = pickle.loads(pickle.dumps(Recorder()))
+    again.set_state(pickle.loads(pickle.dumps(cb.get_state())))
+    _report(again, t, range(2, 5))  # resumed from the epoch-2 checkpoint
+    assert again.events == [("epoch", "abc_00004:e4", 4), ("end", "abc_00004:e4", "completed")]
+    assert again.members["abc_00004"][0].status == "completed"  # e2 ended before the error
+
+
+# --- options ---------------------------------------------------------------------------------
+
+def test_logger_option_parses_and_is_recorded() -> None:
+    opts = RunOptions(grid="batch_epoch", smoke=True, logger="mlflow")
+    assert opts.logger == ("mlflow",)
+    assert RunOptions(grid="x", logger=["MLflow", "wandb,mlflow"]).logger == ("mlflow", "wandb")
+    cmd = opts.as_command()
+    assert "--logger mlflow" in cmd
+    argv = cmd.split()[3:]
+    assert cli.options(cli.parser().parse_args(argv), argv) == opts
+    assert RunOptions(grid="x").logger == ()
+
+
+def test_an_unknown_logger_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"--logger 'comet': choose from mlflow, wandb"):
+        raygenre.run("batch_epoch", logger="comet")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb installed")
+def test_logger_wandb_without_wandb_says_what_to_install(tmp_path: Path) -> None:
+    proc = run_cli(["batch_epoch", "--smoke", "--logger", "wandb", "--storage",
+                    str(tmp_path / "s"), "--results", str(tmp_path / "r"), "--cache",
+                    str(tmp_path / "c")], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --logger wandb needs the wandb package, which is not installed: "
+        "pip install 'wandb>=0.19.10'")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "s").exists()
+
+
+def test_a_resume_logs_where_the_run_started(tmp_path: Path) -> None:
+    paths = RunPaths(Location.parse(str(tmp_path / "runs")), "g", tmp_path / "results")
+    paths.experiment.mkdir()
+    loggers.record(paths, ("mlflow",), ["MLflow: here"])
+    assert loggers.check_resume(paths, ()) == ["MLflow: here"]
+    assert loggers.check_resume(paths, ("mlflow",)) == ["MLflow: here"]
+    with pytest.raises(ConfigError, match="--logger wandb: this run was started with --logger "
+                                          "mlflow"):
+        loggers.check_resume(paths, ("wandb",))
+    paths.loggers.local_path.unlink()  # a run started before --logger: it logged nowhere
+    with pytest.raises(ConfigError, match="started with --logger none"):
+        loggers.check_resume(paths, ("mlflow",))
+
+
+# --- MLflow, for real, on a local file store ------------------------------------------------
+
+@needs_mlflow
+def test_mlflow_resume_continues_each_run_and_duplicates_none(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "mlflow").as_uri()
+    cb = MLflowMembers(uri, "g", {"raygenre.grid": "g"}, "val/acc", "max")
+    frozen = pickle.dumps(cb)  # what Tune keeps in the run folder, before setup
+    cb.setup()
+    t = _trial("abc_00005", [2, 4])
+    _report(cb, t, range(1, 4))  # interrupted after epoch 3: its snapshot said epoch 2
+    state = Recorder().get_state()
+    state["members"] = {"abc_00005": [Member(**{**vars(m), "history": dict(m.history)})
+                                      for m in cb.members["abc_00005"]]}
+    for m in state["members"]["abc_00005"]:
+        m.history.pop(3, None)
+        m.status = "completed" if m.epochs == 2 else None
+    again = pickle.loads(frozen)
+    again.set_state(state)
+    again.setup()
+    _report(again, t, range(3, 5))
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("g").experiment_id])
+    assert sorted(r.data.tags["raygenre.trial_id"] for r in runs) == ["abc_00005:e2",
+                                                                     "abc_00005:e4"]
+    for r in runs:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val/acc")]
+        assert steps == list(range(1, int(r.data.params["epochs"]) + 1))
+        assert r.info.status == "FINISHED" and r.data.tags["raygenre.status"] == "completed"
+
+
+@pytest.fixture(scope="module")
+def mlflow_sweep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """batch_epoch --smoke (runs of two members each) with --logger mlflow, from Python."""
+    base = tmp_path_factory.mktemp("loggers")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "RAY_ADDRESS"):
+            mp.delenv(name, raising=False)
+        res = raygenre.run("batch_epoch", smoke=True, results=base / "results",
+                           storage=base / "runs", cache=base / "cache", logger="mlflow")
+    yield {"base": base, "res": res}
+
+
+@needs_mlflow
+def test_mlflow_has_every_grid_trial_with_its_config_and_epochs(mlflow_sweep: dict) -> None:
+    from mlflow import MlflowClient
+
+    res, base = mlflow_sweep["res"], mlflow_sweep["base"]
+    trials = res.trials.set_index("trial_id")
+    assert (trials["run_id"].value_counts() > 1).any()  # the case in point: shared runs
+    client = MlflowClient((base / "results" / "mlflow").as_uri())
+    experiment = client.get_experiment_by_name("batch_epoch-smoke")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == len(trials) == load_grid("batch_epoch").smoke().n_trials
+    assert {r.data.tags["raygenre.trial_id"] for r in runs} == set(trials.index)
+    history = res.history.set_index(["trial_id", "epoch"])
+    for r in runs:
+        tid = r.data.tags["raygenre.trial_id"]
+        row = trials.loc[tid]
+        assert r.info.run_name == tid and r.info.status == "FINISHED"
+        assert r.data.tags["raygenre.run_id"] == row["run_id"]
+        assert int(r.data.params["epochs"]) == row["epochs"]
+        assert int(r.data.params["batch_size"]) == row["batch_size"]
+        assert r.data.params["model"] == "cnn1" and "run/members" not in r.data.params
+        for m in METRICS:
+            points = client.get_metric_history(r.info.run_id, m)
+            assert sorted(p.step for p in points) == list(range(1, row["epochs"] + 1)), (tid, m)
+            for p in points:
+                want = history.loc[(tid, p.step), m]
+                assert (math.isnan(p.value) and math.isnan(want)) or p.value == pytest.approx(
+                    want, rel=1e-6), (tid, m, p.step)
+        assert r.data.metrics["best/val/acc"] == pytest.approx(row["best/val/acc"], rel=1e-6)
+
+
+def _events(path: Path) -> Iterator[Any]:
+    """An event file's records (TFRecord: length, its CRC, the bytes, their CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, i = path.read_bytes(), 0
+    while i < len(data):
+        (n,) = struct.unpack("<Q", data[i:i + 8])
+        yield Event.FromString(data[i + 12:i + 12 + n])
+        i += 12 + n + 4
+
+
+@needs_mlflow  # the same sweep
+def test_tensorboard_hparams_has_a_session_per_grid_trial(mlflow_sweep: dict) -> None:
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+
+    res = mlflow_sweep["res"]
+    trials = res.trials.set_index("trial_id")
+    sessions = {}
+    for f in (res.path / "tensorboard").rglob("events.out.tfevents.*"):
+        for ev in _events(f):
+            for v in ev.summary.value:
+                if v.tag == "_hparams_/session_start_info":
+                    data = HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                    sessions[f.parent.name] = (data.session_start_info.hparams, f.parent)
+    assert sorted(sessions) == sorted(t.replace(":", "_") for t in trials.index)
+    for tid, row in trials.iterrows():
+        hparams, folder = sessions[tid.replace(":", "_")]
+        assert hparams["epochs"].number_value == row["epochs"]
+        assert hparams["batch_size"].number_value == row["batch_size"]
+        assert hparams["model"].string_value == "cnn1"
+        best = [v.simple_value for f in folder.glob("events.out.tfevents.*") for ev in _events(f)
+                for v in ev.summary.value if v.tag == "hparams/best/val/acc"]
+        assert best == [pytest.approx(row["best/val/acc"], rel=1e-6)]
