@@ -130,8 +130,10 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
 
 def _track_accuracy_across_workers(probs: torch.Tensor, labels: torch.Tensor,
                                    tracks: torch.Tensor, device: torch.device) -> float:
-    """Validation track accuracy over every worker's segments: a data-parallel worker holds a
-    shard, where a track's segments may be split between workers (`track_tally`)."""
+    """Validation track accuracy over every worker's segments. The runner gives every
+    data-parallel worker the whole validation split, so the summed tallies are N times one
+    worker's and every vote is the same; were validation sharded, a track's segments could sit
+    on several workers, and the summed tallies are still the whole split's (`track_tally`)."""
     size = torch.tensor([int(tracks.max()) + 1 if len(tracks) else 0], device=device)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(size, op=dist.ReduceOp.MAX)

@@ -177,9 +177,10 @@ def train_worker(config: dict[str, Any]) -> None:
     train_loop(config, TrainSeam(pins))
 
 
-def trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
-          plan: Plan, paths: RunPaths, objective: Objective) -> None:
-    """One Tune trial: a run of the grid (one trial, or epoch-prefix members sharing it)."""
+def train_run(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
+              plan: Plan, paths: RunPaths, objective: Objective) -> None:
+    """Tune's trainable: one Tune trial, which raygenre calls a *run* because it may stand for
+    several grid trials (epoch-prefix members sharing its first epochs; `gridfile.unpack`)."""
     hp, _variant, members = unpack(config)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {**hp, **runtime}

@@ -25,7 +25,7 @@ from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, plan_resources
 from raygenre.sweep.records import run_records, trial_dirname
-from raygenre.sweep.runners import trial
+from raygenre.sweep.runners import train_run
 
 
 def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
@@ -130,7 +130,7 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
           f"starting trials")
     runtime = inputs.runtime_facts(grid, setup.base, prepared, plan.threads)
     trainable = tune.with_resources(
-        tune.with_parameters(trial, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
+        tune.with_parameters(train_run, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
                              plan=plan, paths=paths, objective=grid.objective),
         plan.trial_resources())
     # Our progress lines say what the user needs; Tune's own tables would repeat them (and point
