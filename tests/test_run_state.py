@@ -11,7 +11,7 @@ import pytest
 from raygenre.config import Config, ConfigError
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
-from raygenre.sweep.run_state import check_manifest, differences
+from raygenre.sweep.run_state import check_manifest, clear_tensorboard, differences
 
 
 def _shaped(**base: object) -> dict:
@@ -49,3 +49,17 @@ def test_resume_refuses_another_command_and_accepts_an_older_manifest(tmp_path: 
     with pytest.raises(ConfigError, match=r"differs from the run stored.*base.seed: stored 3, "
                                           r"now 4"):
         check_manifest(paths, _shaped(seed=4))
+
+
+def test_a_new_run_clears_an_earlier_sweeps_tensorboard_runs(tmp_path: Path) -> None:
+    # Three sweeps of the main job into one results folder once left 18 TensorBoard runs
+    # there, drawn together as if they were one sweep's six.
+    paths = RunPaths(storage=Location.parse(str(tmp_path / "runs")), name="g",
+                     results_root=tmp_path / "results")
+    assert clear_tensorboard(paths) == 0  # nothing there yet
+    earlier = [paths.tensorboard / f"abc12_0000{i},batch_size=16" for i in range(3)]
+    for run in earlier:
+        (run / "hparams").mkdir(parents=True)
+        (run / "events.out.tfevents.1").write_bytes(b"x")
+    assert clear_tensorboard(paths) == 3
+    assert paths.tensorboard.is_dir() and not any(paths.tensorboard.iterdir())

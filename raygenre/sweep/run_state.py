@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from typing import Any
 
 from raygenre.config import Config, ConfigError
@@ -107,6 +108,20 @@ def check_manifest(paths: RunPaths, now: dict[str, Any]) -> None:
             f"({'; '.join(diffs)}). Resume with the original grid, data and options (for the "
             f"arithmetic: --cpus-per-trial, --gpus-per-trial, --workers-per-trial), or start "
             f"over with --fresh.")
+
+
+def clear_tensorboard(paths: RunPaths) -> int:
+    """Remove the TensorBoard runs an earlier sweep of this grid left in its results folder;
+    returns how many. A new run starts here (not a resume): those event files describe runs
+    that are no longer in the run folder, and TensorBoard would draw them beside this sweep's
+    as if they were one."""
+    folder = paths.tensorboard
+    if not folder.is_dir():
+        return 0
+    old = [p for p in folder.iterdir() if p.is_dir()]
+    for p in old:
+        shutil.rmtree(p)
+    return len(old)
 
 
 def write_manifest(paths: RunPaths, now: dict[str, Any], source: str | None = None) -> None:

@@ -113,6 +113,10 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
                                             grid.mode)
         run_state.write_manifest(paths, setup.shaped_by, run_state.data_source(opts.data))
         loggers.record(paths, opts.logger, logged_to)
+        cleared = run_state.clear_tensorboard(paths)
+        if cleared:
+            print(f"[grid] TensorBoard: {cleared} run(s) of an earlier sweep removed from "
+                  f"{paths.tensorboard}")
     how = f"ASHA on {grid.metric} ({grid.mode}) over runs" if grid.asha else "every run in full"
     runs_line = describe_runs(runs, grid.n_trials)
     print(f"[grid] {runs_line}")
