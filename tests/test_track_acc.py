@@ -87,8 +87,8 @@ def test_a_sweeps_validation_batches_number_each_segments_track(tmp_path: Path) 
             write_clip(tmp_path / "d" / g / f"{k}.wav", 11.0, seed=k)  # 2 segments a track
     p = prepare(tmp_path / "d", tmp_path / "cache", Config(), log=lambda _: None)
     tables = [pa.Table.from_batches([b])
-              for b in split_batches(p, "val", rows=3, columns=["x", "label"])]
-    numbered = list(_with_track_numbers(p, "val", tables))
+              for b in split_batches(p, "val", rows=3, columns=["x", "label", "track"])]
+    numbered = list(_with_track_numbers(tables))
     got = [n for t in numbered for n in t.column("track").to_pylist()]
     names = read_split(p, "val").column("track").to_pylist()
     first = list(dict.fromkeys(names))

@@ -152,26 +152,25 @@ def ray_dataset(prepared: Prepared, split: str) -> ray.data.Dataset:
     `read_parquet(...).materialize()` took 5-8 s (read tasks start worker processes that a
     sweep's trials then wait behind). Peak memory here is one block.
     """
-    tables = (pa.Table.from_batches([b])
-              for b in split_batches(prepared, split, columns=["x", "label"]))
-    if split == "val":  # the loop's vote per track (val/track_acc) needs each segment's track
-        tables = _with_track_numbers(prepared, split, tables)
+    # Validation carries each segment's track: the loop's vote per track (val/track_acc).
+    columns = ["x", "label", *(["track"] if split == "val" else [])]
+    tables = (pa.Table.from_batches([b]) for b in split_batches(prepared, split, columns=columns))
+    if split == "val":
+        tables = _with_track_numbers(tables)
     ds = dataset_of_tables(tables)
     if ds is None:
         raise DataError(f"{prepared.split_path(split)}: the {split} split holds no segment")
     return ds
 
 
-def _with_track_numbers(prepared: Prepared, split: str, tables: Iterable[pa.Table]
-                        ) -> Iterator[pa.Table]:
-    """`tables` with a "track" column: each segment's track as a number, the split's tracks
-    numbered in order of first appearance (numbers, as Ray's tensor batches hold no strings)."""
+def _with_track_numbers(tables: Iterable[pa.Table]) -> Iterator[pa.Table]:
+    """`tables` with their "track" names as numbers, the split's tracks numbered in order of
+    first appearance (numbers, as Ray's tensor batches hold no strings)."""
     number: dict[str, int] = {}
-    names = (n for b in split_batches(prepared, split, columns=["track"])
-             for n in b.column(0).to_pylist())
     for t in tables:
-        track = [number.setdefault(next(names), len(number)) for _ in range(t.num_rows)]
-        yield t.append_column("track", pa.array(track, pa.int32()))
+        track = [number.setdefault(n, len(number)) for n in t.column("track").to_pylist()]
+        yield t.set_column(t.schema.get_field_index("track"), "track",
+                           pa.array(track, pa.int32()))
 
 
 def dataset_of_tables(tables: Iterable[pa.Table]) -> ray.data.MaterializedDataset | None:
