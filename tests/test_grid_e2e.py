@@ -139,6 +139,14 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     assert best["test/track_acc"] <= (right_clear + len(votes) - len(clear)) / len(votes) + 1e-9
     summary = (out / "summary.md").read_text()
     assert f"{best['test/acc']:.4f}" in summary and "★" in summary
+    # test_predictions.csv holds the same predictions, segment for segment, and nothing else
+    from raygenre.report import TEST_PREDICTIONS, read_test_predictions
+
+    saved = read_test_predictions(out / TEST_PREDICTIONS)
+    assert set(saved) == {best["trial_id"]}  # only the chosen trial was tested
+    probs, saved_labels, saved_tracks = saved[best["trial_id"]]
+    assert saved_labels == labels and saved_tracks == table.column("track").to_pylist()
+    assert probs.argmax(1).tolist() == pred
 
 
 def test_existing_run_is_not_overwritten_without_resume(smoke_run: dict) -> None:

@@ -6,10 +6,13 @@ Tune's results, and checkpoint folders through `Location`.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from raygenre import ledger
 from raygenre.config import Config
@@ -41,8 +44,8 @@ from raygenre.report.uncertainty import (
 from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
 from raygenre.train import PREDICTIONS_FILE, ValPredictions
 
-__all__ = ["NoResults", "RunRecord", "SweepFacts", "evaluate", "write_index", "write_pipeline",
-           "write_results"]
+__all__ = ["TEST_PREDICTIONS", "NoResults", "RunRecord", "SweepFacts", "evaluate",
+           "read_test_predictions", "write_index", "write_pipeline", "write_results"]
 
 
 def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: RunPaths,
@@ -69,6 +72,7 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
     tested = ([t for t in trials if t[objective.best_column] is not None]
               if grid.test == "every" else verdict.chosen)
     tests = {t["trial_id"]: _evaluate(t, prepared, facts.name) for t in tested}
+    write_test_predictions(out / TEST_PREDICTIONS, tests, prepared.genres)
     test = tests[best["trial_id"]]
     chosen = [tests[t["trial_id"]] for t in verdict.chosen]
     held_out = held_out_summary(chosen)
@@ -117,6 +121,46 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
           f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}; "
           f"{ledger.describe(prepared.path)}")
     return best_json
+
+
+TEST_PREDICTIONS = "test_predictions.csv"
+
+
+def write_test_predictions(path: Path, tests: dict[str, dict[str, Any]],
+                           genres: tuple[str, ...] | list[str]) -> None:
+    """Every tested trial's class probabilities on each test segment, so that a comparison
+    across sweeps (bench/fresh_splits.py: the same recipes on other splits) can pair trials
+    on the same tracks without reading the test split again."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial_id", "segment", "track", "label", "predicted",
+                    *(f"p:{g}" for g in genres)])
+        for trial_id, test in tests.items():
+            probs = test["_probs"]
+            for i, (label, track) in enumerate(zip(test["_labels"].tolist(), test["_tracks"])):
+                row = probs[i].tolist()
+                w.writerow([trial_id, i, track, genres[label], genres[int(probs[i].argmax())],
+                            *(f"{p:.6g}" for p in row)])
+
+
+def read_test_predictions(path: Path) -> dict[str, tuple[np.ndarray, list[int], list[str]]]:
+    """`write_test_predictions`'s file: trial_id -> (probabilities, label indices, tracks)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][:5] != ["trial_id", "segment", "track", "label", "predicted"]:
+        raise ValueError(f"{path}: not a test predictions file (its header is {rows[:1]})")
+    genres = [c.removeprefix("p:") for c in rows[0][5:]]
+    index = {g: i for i, g in enumerate(genres)}
+    out: dict[str, tuple[list, list[int], list[str]]] = {}
+    for n, row in enumerate(rows[1:], start=2):
+        if len(row) != len(rows[0]) or row[3] not in index:
+            raise ValueError(f"{path}, line {n}: expected {len(rows[0])} fields and a label "
+                             f"among {genres}, got {row[:5]}")
+        probs, labels, tracks = out.setdefault(row[0], ([], [], []))
+        probs.append([float(p) for p in row[5:]])
+        labels.append(index[row[3]])
+        tracks.append(row[2])
+    return {k: (np.asarray(p, dtype=np.float64), y, t) for k, (p, y, t) in out.items()}
 
 
 def split_of(prepared: Prepared, split: str) -> Split:

@@ -1,0 +1,296 @@
+"""`best`'s recipes on test splits that no search has read: each split seed draws a new split
+of the set (by work, on the real-music set), the sweep runs every recipe on it under the
+training seeds asked for, and each recipe's chosen checkpoint is read on that split's test
+tracks once. Then, per recipe, the mean test accuracy over splits and seeds, and a paired
+interval of the error ratio of each recipe against the reference (`small_cnn`).
+
+    python bench/fresh_splits.py [--splits 1,2] [--seeds 0] [--data builtin:music]
+                                 [--parallel 2] [--out DIR] [--storage DIR] [--smoke]
+
+Why a new tool and not `best --seed K`: the comparison needs several sweeps' test predictions
+paired on the same tracks (each sweep writes them to test_predictions.csv), and a claim is
+only as fresh as its splits, so each split's ledger count is part of the table.
+
+Each split is one `python -m raygenre.grid` sweep of a copy of grids/best.yaml whose `seed`
+axis is `--seeds` (the training seeds) while `--seed K` draws the split; `--parallel` sweeps
+run at once, each one trial at a time (`--max-concurrent 1 --cpus-per-trial 1`), so that the
+long recipe of one split trains beside the short ones of another. Interrupted, it resumes:
+a finished split is read from its results, a started one continues (`--resume`).
+
+The interval: a percentile bootstrap (raygenre.report.uncertainty) that resamples each split's
+test tracks, stratified by class, with the same draws for every recipe (paired), and, with
+several training seeds, each recipe's seeds. The error of a recipe on a draw is the mean over
+splits of its mean segment error over the drawn seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import REPO, report  # noqa: E402
+from raygenre.report import TEST_PREDICTIONS, read_test_predictions  # noqa: E402
+from raygenre.report.uncertainty import (  # noqa: E402
+    DRAWS,
+    SEED,
+    Split,
+    TrackStats,
+    describe,
+    interval,
+    seed_draws,
+    track_stats,
+)
+
+GRID = "best"
+REFERENCE = "small_cnn"  # the recipe the README's claim is about
+
+
+@dataclass
+class SplitRun:
+    """One split's sweep, as its results folder holds it."""
+
+    split_seed: int
+    split: Split
+    stats: dict[str, list[TrackStats]]  # recipe -> one per training seed, in seed order
+    val_acc: dict[str, list[float]]  # recipe -> best val/acc per training seed
+    test_reads: int  # every read of this split's test tracks, this sweep's included
+    tested_here: int  # how many of them this sweep made
+    wall_s: float
+
+
+def derived_grid(seeds: list[int], folder: Path) -> Path:
+    """grids/best.yaml with its `seed` axis replaced by `seeds`; the rest as committed."""
+    spec = yaml.safe_load((REPO / "grids" / f"{GRID}.yaml").read_text())
+    spec["grid"] = {**spec.get("grid", {}), "seed": seeds}
+    spec["description"] = (f"{spec.get('description', GRID)} (bench/fresh_splits.py: training "
+                           f"seeds {seeds})")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{GRID}.yaml"
+    path.write_text("# Written by bench/fresh_splits.py from grids/best.yaml.\n"
+                    + yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def sweep_argv(grid: Path, split_seed: int, args: argparse.Namespace) -> list[str]:
+    storage = Path(args.storage) / f"split_{split_seed}"
+    argv = [sys.executable, "-m", "raygenre.grid", str(grid), "--data", args.data,
+            "--seed", str(split_seed), "--preset", "cpu",
+            "--results", str(Path(args.out) / f"split_{split_seed}"),
+            "--storage", str(storage), "--max-concurrent", str(args.max_concurrent),
+            "--cpus-per-trial", str(args.cpus_per_trial)]
+    if args.cache:
+        argv += ["--cache", args.cache]
+    if args.smoke:
+        argv.append("--smoke")
+    # A run folder of this grid from an interrupted call: continue it, do not start over.
+    if (storage / grid_run_name(args)).exists():
+        argv.append("--resume")
+    return argv
+
+
+def grid_run_name(args: argparse.Namespace) -> str:
+    return GRID + ("-smoke" if args.smoke else "")
+
+
+def results_folder(out: Path, split_seed: int, smoke: bool) -> Path:
+    return out / f"split_{split_seed}" / (GRID + ("-smoke" if smoke else ""))
+
+
+def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
+    """Each split prepared here, one after the other, before any sweep: the set is rendered
+    once (parallel sweeps would each render it), and each split's ledger is read before its
+    sweep. A split whose test tracks were already read is refused unless this tool's own
+    earlier call read them (its record in OUT/reads_before.json). Returns the reads found."""
+    from raygenre import ledger
+    from raygenre.gridfile import load_grid, resolve_base
+    from raygenre.sweep.inputs import caches, prepare_data
+
+    out = Path(args.out)
+    record = out / "reads_before.json"
+    seen = {int(k): v for k, v in json.loads(record.read_text()).items()} \
+        if record.exists() else {}
+    for k in args.splits:
+        base = resolve_base(load_grid(str(grid), k), "cpu", k)
+        prepared = prepare_data(args.data, caches(args.cache), base, args.smoke)
+        reads = len(ledger.reads(prepared.path))
+        if k not in seen:
+            if reads and not args.allow_read:
+                raise SystemExit(f"[fresh] split seed {k}: its test tracks were read {reads} "
+                                 f"times already ({ledger.ledger_path(prepared.path)}); a "
+                                 f"fresh split needs another seed (or --allow-read)")
+            seen[k] = reads
+            record.write_text(json.dumps(seen, indent=1) + "\n")
+        print(f"[fresh] split {k}: {prepared.path}, test tracks read {seen[k]} times before",
+              flush=True)
+    return seen
+
+
+def run_sweeps(grid: Path, args: argparse.Namespace) -> None:
+    """Every split not yet finished, `--parallel` at a time; each one's console to its log."""
+    out = Path(args.out)
+    todo = [k for k in args.splits
+            if not (results_folder(out, k, args.smoke) / "best.json").exists()]
+    running: list[tuple[int, subprocess.Popen, float]] = []
+    failed: list[str] = []
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            k = todo.pop(0)
+            argv = sweep_argv(grid, k, args)
+            log = out / f"split_{k}.log"
+            print(f"[fresh] split {k}: {' '.join(argv[1:])} (console: {log})", flush=True)
+            with open(log, "a") as f:
+                proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+            running.append((k, proc, time.perf_counter()))
+        time.sleep(2)
+        for item in list(running):
+            k, proc, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            took = (time.perf_counter() - t0) / 60
+            print(f"[fresh] split {k}: exit {proc.returncode} after {took:.1f} min", flush=True)
+            if proc.returncode != 0:
+                failed.append(f"split {k} (exit {proc.returncode}; see {out}/split_{k}.log)")
+    if failed:
+        raise SystemExit(f"[fresh] failed: {', '.join(failed)}; the finished splits are kept, "
+                         f"and a new call resumes the rest")
+
+
+def load_split(folder: Path, split_seed: int) -> SplitRun:
+    """A finished split's trials, test predictions and ledger count."""
+    best = json.loads((folder / "best.json").read_text())
+    with open(folder / "trials.csv", newline="") as f:
+        trials = list(csv.DictReader(f))
+    saved = read_test_predictions(folder / TEST_PREDICTIONS)
+    missing = [t["trial_id"] for t in trials if t["trial_id"] not in saved]
+    if missing:
+        raise ValueError(f"{folder}: trials {missing} have no test predictions; the grid "
+                         f"must test every trial (`test: every`)")
+    first = saved[trials[0]["trial_id"]]
+    split = Split.of(first[1], first[2])
+    stats: dict[str, list[TrackStats]] = {}
+    val_acc: dict[str, list[float]] = {}
+    for t in sorted(trials, key=lambda t: int(t["seed"])):
+        probs, labels, tracks = saved[t["trial_id"]]
+        if labels != list(split.labels) or tracks != [split.tracks[i] for i in split.track_of]:
+            raise ValueError(f"{folder}: trial {t['trial_id']} was tested on other segments")
+        stats.setdefault(t["variant"], []).append(track_stats(np.log(probs), split))
+        val_acc.setdefault(t["variant"], []).append(float(t["best/val/acc"]))
+    return SplitRun(split_seed, split, stats, val_acc, int(best["test_reads"]), len(trials),
+                    float(best["wall_s"]))
+
+
+def error_draws(runs: list[SplitRun], recipe: str, stat: str, n: int = DRAWS
+                ) -> tuple[float, np.ndarray]:
+    """A recipe's error (1 - `stat`) averaged over splits and seeds, and on each draw: the
+    split's tracks drawn as for every recipe (paired), the recipe's seeds drawn on their own."""
+    value, draws = 0.0, np.zeros(n)
+    for i, run in enumerate(runs):
+        weights = run.split.draws(n, SEED + run.split_seed)
+        per = np.stack([s.draws(weights, stat) for s in run.stats[recipe]], axis=1)
+        value += 1.0 - float(np.mean([s.value(stat) for s in run.stats[recipe]]))
+        if per.shape[1] > 1:
+            picks = seed_draws(per.shape[1], n, SEED + 7919 * (i + 1) + len(recipe))
+            per = np.take_along_axis(per, picks, axis=1)
+        draws += 1.0 - per.mean(1)
+    return value / len(runs), draws / len(runs)
+
+
+def compare(runs: list[SplitRun], reference: str = REFERENCE) -> list[dict]:
+    """Per recipe: test accuracy (segments, tracks) with intervals, mean best val/acc, and
+    how many times more errors than `reference` it makes, with the paired interval."""
+    recipes = list(runs[0].stats)
+    for run in runs:
+        if list(run.stats) != recipes:
+            raise ValueError(f"split {run.split_seed} ran recipes {list(run.stats)}, "
+                             f"split {runs[0].split_seed} ran {recipes}")
+    if reference not in recipes:
+        raise ValueError(f"no recipe named {reference!r} among {recipes}")
+    errors = {r: {s: error_draws(runs, r, s) for s in ("acc", "track_acc")} for r in recipes}
+    rows = []
+    for r in recipes:
+        row: dict = {"recipe": r, "val/acc": float(np.mean([v for run in runs
+                                                             for v in run.val_acc[r]]))}
+        for s in ("acc", "track_acc"):
+            err, draws = errors[r][s]
+            ref_err, ref_draws = errors[reference][s]
+            lo, hi = interval(1.0 - draws)
+            row[f"test/{s}"] = (1.0 - err, lo, hi)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = draws / ref_draws
+            row[f"ratio/{s}"] = (err / ref_err if ref_err else float("inf"), *interval(ratio))
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> list[str]:
+    out = ["| recipe | best val/acc | test/acc (segment) | test/track_acc (vote) | "
+           f"errors × {REFERENCE}'s (segment) | errors × {REFERENCE}'s (track) |",
+           "|---|---:|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['recipe']} | {r['val/acc']:.3f} | {describe(*r['test/acc'])} | "
+                   f"{describe(*r['test/track_acc'])} | {describe(*r['ratio/acc'])} | "
+                   f"{describe(*r['ratio/track_acc'])} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--splits", default="1,2", help="split seeds (each a new split of the set)")
+    ap.add_argument("--seeds", default="0", help="training seeds, each recipe under each")
+    ap.add_argument("--data", default="builtin:music")
+    ap.add_argument("--parallel", type=int, default=2, help="sweeps at once")
+    ap.add_argument("--max-concurrent", type=int, default=1, help="trials at once per sweep")
+    ap.add_argument("--cpus-per-trial", type=int, default=1)
+    ap.add_argument("--out", default=str(REPO / "results" / "fresh_splits"))
+    ap.add_argument("--storage", default=str(Path.home() / "raygenre_runs" / "fresh_splits"))
+    ap.add_argument("--cache", help="the grid CLI's --cache")
+    ap.add_argument("--smoke", action="store_true", help="the sweeps' --smoke (a test run)")
+    ap.add_argument("--allow-read", action="store_true",
+                    help="run on a split whose test tracks were read before (say so)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="write the table from the finished splits; run nothing")
+    args = ap.parse_args()
+    args.splits = [int(k) for k in args.splits.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    out = Path(args.out)
+    grid = derived_grid(seeds, out / "grids")
+    reads_before = prepare_splits(grid, args)
+    if not args.report_only:
+        run_sweeps(grid, args)
+    runs = [load_split(results_folder(out, k, args.smoke), k) for k in args.splits]
+    rows = compare(runs)
+    per_split = [f"- split seed {r.split_seed}: {len(r.split.tracks)} test tracks "
+                 f"({len(r.split.labels)} segments); read {reads_before[r.split_seed]} times "
+                 f"before this sweep, {r.test_reads} in all, {r.tested_here} by this sweep "
+                 f"(one per trial); "
+                 f"sweep wall {r.wall_s / 60:.1f} min" for r in runs]
+    body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
+            f"`{args.data}`, cpu preset), training seeds {seeds}; each trial tested once at its "
+            f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "
+            f"tracks (stratified by class, the same draws for every recipe)"
+            + (" and over training seeds" if len(seeds) > 1 else
+               "; one training seed, so seed-to-seed spread is not in them") + ".", "",
+            *table(rows), "", *per_split]
+    print("\n".join(body))
+    figures: dict[str, float | str] = {}
+    for r in rows:
+        figures[f"{r['recipe']}_test_acc"] = round(r["test/acc"][0], 3)
+        figures[f"{r['recipe']}_errors_ratio"] = round(r["ratio/acc"][0], 2)
+    name = "fresh_splits" + ("_smoke" if args.smoke else "")
+    report(name, f"`{GRID}` on splits no search has read", body, figures)
+
+
+if __name__ == "__main__":
+    main()
