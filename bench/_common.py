@@ -150,8 +150,8 @@ def write_grid(folder: Path, name: str, text: str) -> Path:
 
 def cnn1_grid(folder: Path, name: str, description: str, epochs: int,
               seeds: list[int]) -> Path:
-    """The benchmarks' grid: CNN1 on spectrograms, batch 32, one trial per seed, every trial
-    in full (no ASHA: each trial's cost is what is measured)."""
+    """The benchmarks' grid: CNN1 on spectrograms, batch 32, one cell per seed (each its own
+    Tune trial), every trial in full (no ASHA: each trial's cost is what is measured)."""
     return write_grid(folder, name, f"""\
 description: {description}
 metric: val/acc

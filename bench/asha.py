@@ -27,18 +27,18 @@ def sweep(tmp: Path, grid: Path, smoke: bool) -> dict:
     run_cli([str(grid), "--storage", str(out / "runs"), "--results", str(out / "results")]
             + (["--smoke"] if smoke else []))
     folder = out / "results" / (grid.stem + ("-smoke" if smoke else ""))
-    trials = list(csv.DictReader(open(folder / "trials.csv")))
+    cells = list(csv.DictReader(open(folder / "cells.csv")))
     best = json.loads((folder / "best.json").read_text())
-    # Compute is counted per run: trials that share a run (epoch-prefixes) trained it once.
-    runs = {t["run_id"]: t for t in sorted(trials, key=lambda t: int(t["epoch"]))}
-    return {"trial_epochs": sum(int(t["epoch"]) for t in runs.values()),
-            "trial_s": sum(float(t["wall_s"]) for t in runs.values()), "runs": len(runs),
-            "cells": sum(t["status"] != "stopped_early" for t in trials),
-            "fit_s": best["wall_s"], "best_val": max(float(t["best/val/acc"]) for t in trials),
-            "test": best["test/acc"], "best_trial": best["trial_id"],
+    # Compute is counted per trial: cells that share a trial (epoch-prefixes) trained it once.
+    trials = {c["trial_id"]: c for c in sorted(cells, key=lambda c: int(c["epoch"]))}
+    return {"trial_epochs": sum(int(c["epoch"]) for c in trials.values()),
+            "trial_s": sum(float(c["wall_s"]) for c in trials.values()), "trials": len(trials),
+            "cells": sum(c["status"] != "stopped_early" for c in cells),
+            "fit_s": best["wall_s"], "best_val": max(float(c["best/val/acc"]) for c in cells),
+            "test": best["test/acc"], "best_cell": best["cell_id"],
             "best_config": {k: best["config"][k] for k in ("batch_size", "epochs")
                             if k in best["config"]},
-            "stopped": sum(t["status"] == "stopped_early" for t in trials), "n": len(trials)}
+            "stopped": sum(c["status"] == "stopped_early" for c in cells), "n": len(cells)}
 
 
 def main() -> None:
@@ -56,21 +56,21 @@ def main() -> None:
     saving = full["trial_epochs"] / asha["trial_epochs"]
     delta = asha["best_val"] - full["best_val"]
     body = [f"Grid `{args.grid}`{' (--smoke)' if args.smoke else ''} on the built-in data, "
-            f"{asha['n']} trials in {asha['runs']} runs (trials that differ only in epochs "
+            f"{asha['n']} cells in {asha['trials']} trials (cells that differ only in epochs "
             f"share one), 2 at a time on this machine; ASHA on `epoch` (grace 1, reduction 3) "
-            f"over runs.", "",
-            "| | ASHA | every run in full | full / ASHA |", "|---|---:|---:|---:|",
-            f"| epochs trained (summed over runs) | {asha['trial_epochs']} | "
+            f"over trials.", "",
+            "| | ASHA | every trial in full | full / ASHA |", "|---|---:|---:|---:|",
+            f"| epochs trained (summed over trials) | {asha['trial_epochs']} | "
             f"{full['trial_epochs']} | {saving:.2f} |",
-            f"| run time summed, s | {asha['trial_s']:.0f} | {full['trial_s']:.0f} | "
+            f"| trial time summed, s | {asha['trial_s']:.0f} | {full['trial_s']:.0f} | "
             f"{full['trial_s'] / asha['trial_s']:.2f} |",
-            f"| trials answered in full (not stopped early) | {asha['cells']} | "
+            f"| cells answered in full (not stopped early) | {asha['cells']} | "
             f"{full['cells']} | |",
             f"| sweep wall, s | {asha['fit_s']:.0f} | {full['fit_s']:.0f} | "
             f"{full['fit_s'] / asha['fit_s']:.2f} |",
-            f"| trials stopped early | {asha['stopped']} | {full['stopped']} | |",
+            f"| cells stopped early | {asha['stopped']} | {full['stopped']} | |",
             f"| best val/acc | {asha['best_val']:.4f} | {full['best_val']:.4f} | |",
-            f"| best trial | {asha['best_config']} | {full['best_config']} | |",
+            f"| best cell | {asha['best_config']} | {full['best_config']} | |",
             f"| its test/acc | {asha['test']:.4f} | {full['test']:.4f} | |"]
     report("asha", "ASHA against every trial in full", body, {
         "asha_compute_saving": f"{saving:.2f}",

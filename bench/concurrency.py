@@ -1,7 +1,7 @@
 """Sweep throughput: one fixed grid at concurrency 1 and at the machine's best concurrency.
 
-The grid: CNN1 on spectrograms (CPU preset), batch 32, EPOCHS epochs, one trial per seed (TRIALS
-trials of equal cost), every trial in full. Three runs of the same command:
+The grid: CNN1 on spectrograms (CPU preset), batch 32, EPOCHS epochs, one cell per seed, each its
+own Tune trial (TRIALS trials of equal cost), every trial in full. Three runs of the same command:
   1 at a time, 1 core each (the linear-scaling reference: one trial's speed);
   1 at a time, all cores (one trial with every core as torch threads);
   as raygenre sizes it (cores / 1 per trial on a small machine).

@@ -28,9 +28,9 @@ def sweep(tmp: Path, label: str, grid: Path, extra: list[str]) -> dict:
              str(out / "results"), *extra])
     folder = out / "results" / grid.stem
     best = json.loads((folder / "best.json").read_text())
-    (trial,) = list(csv.DictReader(open(folder / "trials.csv")))
-    return {"fit_s": best["wall_s"], "train_s": float(trial["train_s"]),
-            "epochs": int(trial["epoch"]), "val": float(trial["best/val/acc"]),
+    (cell,) = list(csv.DictReader(open(folder / "cells.csv")))
+    return {"fit_s": best["wall_s"], "train_s": float(cell["train_s"]),
+            "epochs": int(cell["epoch"]), "val": float(cell["best/val/acc"]),
             "test": best["test/acc"]}
 
 

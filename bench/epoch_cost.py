@@ -45,9 +45,9 @@ MUSIC_TRAIN, MUSIC_VAL = 1812, 240  # builtin:music's splits, for the per-row sc
 def small_cnn() -> Config:
     grid = load_grid("best")
     base = resolve_base(grid, "cpu", None)
-    (trial,) = [t for t in grid.grid_trials() if t.variant == "small_cnn"
-                and t.deltas.get("seed", 0) == 0]
-    return base.replace(**trial.deltas)
+    (cell,) = [c for c in grid.cells() if c.variant == "small_cnn"
+               and c.deltas.get("seed", 0) == 0]
+    return base.replace(**cell.deltas)
 
 
 def phases(cfg: Config, runtime: dict, seam: LocalSeam) -> dict[str, float]:

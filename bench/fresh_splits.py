@@ -26,7 +26,6 @@ splits of its mean segment error over the drawn seeds.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import raygenre  # noqa: E402
 from bench._common import REPO, report  # noqa: E402
 from raygenre.report import TEST_PREDICTIONS, read_test_predictions  # noqa: E402
 from raygenre.report.uncertainty import (  # noqa: E402
@@ -168,27 +168,27 @@ def run_sweeps(grid: Path, args: argparse.Namespace) -> None:
 
 
 def load_split(folder: Path, split_seed: int) -> SplitRun:
-    """A finished split's trials, test predictions and ledger count."""
-    best = json.loads((folder / "best.json").read_text())
-    with open(folder / "trials.csv", newline="") as f:
-        trials = list(csv.DictReader(f))
+    """A finished split's cells, test predictions and ledger count (a folder written before
+    cells and trials took Ray's words reads the same, through `raygenre.load`)."""
+    res = raygenre.load(folder)
+    cells = res.cells.to_dict("records")
     saved = read_test_predictions(folder / TEST_PREDICTIONS)
-    missing = [t["trial_id"] for t in trials if t["trial_id"] not in saved]
+    missing = [c["cell_id"] for c in cells if c["cell_id"] not in saved]
     if missing:
-        raise ValueError(f"{folder}: trials {missing} have no test predictions; the grid "
-                         f"must test every trial (`test: every`)")
-    first = saved[trials[0]["trial_id"]]
+        raise ValueError(f"{folder}: cells {missing} have no test predictions; the grid "
+                         f"must test every cell (`test: every`)")
+    first = saved[cells[0]["cell_id"]]
     split = Split.of(first[1], first[2])
     stats: dict[str, list[TrackStats]] = {}
     val_acc: dict[str, list[float]] = {}
-    for t in sorted(trials, key=lambda t: int(t["seed"])):
-        probs, labels, tracks = saved[t["trial_id"]]
+    for c in sorted(cells, key=lambda c: int(c["seed"])):
+        probs, labels, tracks = saved[c["cell_id"]]
         if labels != list(split.labels) or tracks != [split.tracks[i] for i in split.track_of]:
-            raise ValueError(f"{folder}: trial {t['trial_id']} was tested on other segments")
-        stats.setdefault(t["variant"], []).append(track_stats(np.log(probs), split))
-        val_acc.setdefault(t["variant"], []).append(float(t["best/val/acc"]))
-    return SplitRun(split_seed, split, stats, val_acc, int(best["test_reads"]), len(trials),
-                    float(best["wall_s"]))
+            raise ValueError(f"{folder}: cell {c['cell_id']} was tested on other segments")
+        stats.setdefault(c["variant"], []).append(track_stats(np.log(probs), split))
+        val_acc.setdefault(c["variant"], []).append(float(c["best/val/acc"]))
+    return SplitRun(split_seed, split, stats, val_acc, int(res.best["test_reads"]), len(cells),
+                    float(res.best["wall_s"]))
 
 
 def error_draws(runs: list[SplitRun], recipe: str, stat: str, n: int = DRAWS
@@ -274,10 +274,10 @@ def main() -> None:
     per_split = [f"- split seed {r.split_seed}: {len(r.split.tracks)} test tracks "
                  f"({len(r.split.labels)} segments); read {reads_before[r.split_seed]} times "
                  f"before this sweep, {r.test_reads} in all, {r.tested_here} by this sweep "
-                 f"(one per trial); "
+                 f"(one per cell); "
                  f"sweep wall {r.wall_s / 60:.1f} min" for r in runs]
     body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
-            f"`{args.data}`, cpu preset), training seeds {seeds}; each trial tested once at its "
+            f"`{args.data}`, cpu preset), training seeds {seeds}; each cell tested once at its "
             f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "
             f"tracks (stratified by class, the same draws for every recipe)"
             + (" and over training seeds" if len(seeds) > 1 else

@@ -316,8 +316,8 @@ def write(state: dict, args: argparse.Namespace) -> None:
         if len(with_history) > 1:
             same = all(r["history"] == with_history[0]["history"]
                        and r["test_acc"] == with_history[0]["test_acc"] for r in with_history)
-            body += [f"Every trial's train/loss and val/loss at every epoch, and the best "
-                     f"trial's test/acc, compared across the {len(with_history)} sweeps "
+            body += [f"Every cell's train/loss and val/loss at every epoch, and the best "
+                     f"cell's test/acc, compared across the {len(with_history)} sweeps "
                      f"(full precision, history.csv): {'identical' if same else 'DIFFERENT'}.",
                      ""]
             figures["same_numbers_at_every_packing"] = str(same)

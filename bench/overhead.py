@@ -4,7 +4,7 @@ The same trial (CNN1 on spectrograms, the CPU preset, batch 32, EPOCHS epochs, s
 built-in data, one torch thread as a trial gets on this machine) run two ways, each as a fresh
 process from the command line:
   plain:    read the prepared split files into tensors, shuffle, train, validate each epoch, test;
-  raygenre: `python -m raygenre.grid` on a one-trial grid (Ray start, Ray Data, Tune trial,
+  raygenre: `python -m raygenre.grid` on a one-cell grid (Ray start, Ray Data, Tune trial,
             the loop in it, a checkpoint per epoch, results, plots).
 Reports the wall-time ratio, time to the first epoch and where raygenre's extra time goes.
 
@@ -97,7 +97,7 @@ def run_raygenre(epochs: int, tmp: Path) -> dict:
                    "--results", str(tmp / "results")])
     folder = tmp / "results" / "overhead"
     best = json.loads((folder / "best.json").read_text())
-    (trial,) = list(csv.DictReader(open(folder / "trials.csv")))
+    (cell,) = list(csv.DictReader(open(folder / "cells.csv")))
     planned = run.first("[grid] TensorBoard")
     fit_start = run.first("in Ray's object store")
     first_epoch = run.first("epoch 1/")
@@ -105,8 +105,8 @@ def run_raygenre(epochs: int, tmp: Path) -> dict:
     return {"wall_s": run.wall_s, "first_epoch_s": first_epoch,
             "ray_up_s": run.first("[ray] dashboard"), "planned_s": planned,
             "before_fit_s": fit_start,
-            "fit_s": best["wall_s"], "trial_s": float(trial["wall_s"]),
-            "train_s": float(trial["train_s"]), "last_epoch_s": last_epoch,
+            "fit_s": best["wall_s"], "trial_s": float(cell["wall_s"]),
+            "train_s": float(cell["train_s"]), "last_epoch_s": last_epoch,
             "test_acc": best["test/acc"]}
 
 

@@ -1,10 +1,11 @@
 """Same code, same seed, another machine: do two runs of a grid agree within their intervals?
 
-Reads the trials.csv of two runs of one grid (by default the committed results/<grid>/ at a git
-revision against a results folder just written here) and, for every trial, compares the value
-each was judged on (`best/<metric>`). The claim it checks: on one machine and build the numbers
-are bit-identical (tests/test_grid_e2e.py); across machines, float arithmetic differs in its
-last bits, training paths drift apart, and the numbers agree only within their intervals.
+Reads the cells.csv of two runs of one grid (by default the committed results/<grid>/ at a git
+revision against a results folder just written here; a folder written before cells were named
+holds the same rows as trials.csv) and, for every cell, compares the value each was judged on
+(`best/<metric>`). The claim it checks: on one machine and build the numbers are
+bit-identical (tests/test_grid_e2e.py); across machines, float arithmetic differs in its last
+bits, training paths drift apart, and the numbers agree only within their intervals.
 
     python bench/reproducibility.py --grid batch_epoch --before HEAD --after results/batch_epoch
 """
@@ -19,9 +20,30 @@ from pathlib import Path
 
 from _common import REPO, report
 
+# A results folder's table of cells, and its name in folders written before cells were named
+# (the columns read here, `status` to `epoch` and `best/...`, are the same in both).
+CELLS, OLD_CELLS = "cells.csv", "trials.csv"
+
+
+def _committed(rev: str, grid: str) -> str:
+    """results/<grid>'s table of cells at a git revision."""
+    for name in (CELLS, OLD_CELLS):
+        proc = subprocess.run(["git", "show", f"{rev}:results/{grid}/{name}"], cwd=REPO,
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            return proc.stdout
+    raise SystemExit(f"{rev}: no results/{grid}/{CELLS} (nor {OLD_CELLS}): "
+                     f"{proc.stderr.strip()}")
+
+
+def _written(folder: Path) -> str:
+    """A results folder's table of cells."""
+    path = folder / CELLS
+    return (path if path.exists() else folder / OLD_CELLS).read_text()
+
 
 def _rows(text: str) -> dict[tuple, dict]:
-    """trials.csv keyed by the swept values: its columns between `status` and `epoch`."""
+    """cells.csv keyed by the swept values: its columns between `status` and `epoch`."""
     rows = list(csv.DictReader(io.StringIO(text)))
     header = list(rows[0])
     swept = header[header.index("status") + 1:header.index("epoch")]
@@ -37,15 +59,13 @@ def main() -> None:
     ap.add_argument("--metric", default="val/acc")
     args = ap.parse_args()
     col = f"best/{args.metric}"
-    old_text = subprocess.run(["git", "show", f"{args.before}:results/{args.grid}/trials.csv"],
-                              cwd=REPO, capture_output=True, text=True, check=True).stdout
     after = args.after or REPO / "results" / args.grid
-    old, new = _rows(old_text), _rows((after / "trials.csv").read_text())
+    old, new = _rows(_committed(args.before, args.grid)), _rows(_written(after))
     if set(old) != set(new):
-        raise SystemExit(f"the two runs hold other trials: {sorted(set(old) ^ set(new))}")
-    body = [f"`{col}` of each trial: the committed run (`{args.before}`) against the run in "
+        raise SystemExit(f"the two runs hold other cells: {sorted(set(old) ^ set(new))}")
+    body = [f"`{col}` of each cell: the committed run (`{args.before}`) against the run in "
             f"`{after}`, with the new run's 95% interval over validation tracks.", "",
-            "| trial | before | after [95% CI] | difference | before inside? |",
+            "| cell | before | after [95% CI] | difference | before inside? |",
             "|---|---:|---|---:|---|"]
     same = inside = moved = 0
     for key in sorted(new, key=lambda k: [v for _, v in k]):
@@ -62,19 +82,19 @@ def main() -> None:
     pick = max(new, key=lambda k: float(new[k][col]))
     was = max(old, key=lambda k: float(old[k][col]))
     tied = new[was].get("tied_with_best")
-    body += ["", f"{same} of {n} trials identical, {moved} moved by 0.05 or more; the "
+    body += ["", f"{same} of {n} cells identical, {moved} moved by 0.05 or more; the "
                  f"committed value lies inside the new run's interval for {inside} of {n}. "
                  f"The committed winner ({' '.join(f'{k}={v}' for k, v in was)}) is "
                  + ("the new winner too." if was == pick else
                     f"{'tied with' if tied == 'True' else 'not tied with'} the new winner "
                     f"({' '.join(f'{k}={v}' for k, v in pick)}) in the new run.")]
-    # Every trial identical says the two runs shared their arithmetic (CPU type, build, thread
+    # Every cell identical says the two runs shared their arithmetic (CPU type, build, thread
     # count); the interval column is what a run on another machine may be held to.
-    body.append("" if same < n else "Every trial is bit-identical: the two runs shared their "
+    body.append("" if same < n else "Every cell is bit-identical: the two runs shared their "
                 "arithmetic (the same CPU type, build and thread count).")
     report("reproducibility", f"Reproducibility: {args.grid}, a committed run against a new one",
            body,
-           {"trials": n, "identical": same, "moved_0.05": moved, "inside_interval": inside})
+           {"cells": n, "identical": same, "moved_0.05": moved, "inside_interval": inside})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Screen a grid's variants across seeds on one machine without Ray: every trial runs the same
-`train_loop` through `LocalSeam`, several processes at once (a GPU takes many small trials at
-a time), and is tested at its best val/acc epoch as the report does. Prints one line per trial
+"""Screen a grid's variants across seeds on one machine without Ray: every cell runs the same
+`train_loop` through `LocalSeam`, several processes at once (a GPU takes many small cells at a
+time), and is tested at its best val/acc epoch as the report does. Prints one line per cell
 and a table of means per variant; writes the rows to OUT/screen.jsonl as they finish, so a run
 cut short keeps what it measured.
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from raygenre.data import Prepared, prepare, read_split, to_tensor  # noqa: E402
 from raygenre.gridfile import best_epoch, load_grid, resolve_base  # noqa: E402
-from raygenre.sweep.inputs import data_root, runtime_facts, trial_configs  # noqa: E402
+from raygenre.sweep.inputs import cell_configs, data_root, runtime_facts  # noqa: E402
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,8 +43,8 @@ def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, t
             torch.tensor(table.column("label").to_pylist()).to(device))
 
 
-def _trial(job: dict[str, Any]) -> dict[str, Any]:
-    """One trial in a worker process: train, then score the best epoch's checkpoint on the
+def _cell(job: dict[str, Any]) -> dict[str, Any]:
+    """One cell in a worker process: train, then score the best epoch's checkpoint on the
     validation split's tracks, and on the test split only where the screen was told to."""
     from raygenre.report.evaluate import evaluate
     from raygenre.train import LocalSeam, train_loop
@@ -85,13 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     p.add_argument("--preset", default="cpu", help="as the sweep's --preset (default cpu, "
                    "so a GPU screen has the CPU runs' input sizes)")
-    p.add_argument("--epochs", type=int, help="override every trial's epochs (a smoke run)")
+    p.add_argument("--epochs", type=int, help="override every cell's epochs (a smoke run)")
     p.add_argument("--deadline", type=float, default=float("inf"),
-                   help="seconds after which unfinished trials are dropped")
+                   help="seconds after which unfinished cells are dropped")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "raygenre"))
     p.add_argument("--out", default="results/screen")
     p.add_argument("--show-test", action="store_true",
-                   help="also score each trial on the test split and print it; every read is "
+                   help="also score each cell on the test split and print it; every read is "
                         "entered in the set's test ledger (a screen decides on validation, so "
                         "leave this off while searching)")
     args = p.parse_args(argv)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise SystemExit(f"{args.grid}: no variant(s) {sorted(missing)}")
     # The grid narrowed to the chosen variants, crossed with the chosen seeds: the sweep's own
-    # helpers then give the trials' configs and the band statistics they normalise with.
+    # helpers then give the cells' configs and the band statistics they normalise with.
     seeds = [int(s) for s in args.seeds.split(",")]
     grid = dataclasses.replace(
         grid, axes={**grid.axes, "seed": seeds},
@@ -114,10 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     prepared = prepare(data_root(args.data, cache), cache, base)
     configs = [(row.get("variant"), cfg.seed,
                 cfg.replace(epochs=args.epochs) if args.epochs else cfg)
-               for row, cfg in trial_configs(grid, base)]
+               for row, cfg in cell_configs(grid, base)]
     runtime = runtime_facts(grid, base, prepared, threads=1)
     print(f"[screen] data and band statistics ready at {time.perf_counter() - t_start:.0f} s; "
-          f"{len(configs)} trials, {args.procs} at a time", flush=True)
+          f"{len(configs)} cells, {args.procs} at a time", flush=True)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out)
@@ -133,16 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     with ctx.Pool(args.procs) as pool, open(out / "screen.jsonl", "a") as f:
-        pending = [pool.apply_async(_trial, (j,)) for j in jobs]
+        pending = [pool.apply_async(_cell, (j,)) for j in jobs]
         while pending:
             if time.perf_counter() - t_start > args.deadline:
-                print(f"[screen] deadline: {len(pending)} trial(s) dropped", flush=True)
+                print(f"[screen] deadline: {len(pending)} cell(s) dropped", flush=True)
                 pool.terminate()
                 break
             done = [r for r in pending if r.ready()]
             for r in done:
                 pending.remove(r)
-                row = r.get()  # a trial's error stops the screen, with its traceback
+                row = r.get()  # a cell's error stops the screen, with its traceback
                 rows.append(row)
                 f.write(json.dumps(row) + "\n")
                 f.flush()
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}), "
-          f"{len(rows)} trials in {time.perf_counter() - t_start:.0f} s\n")
+          f"{len(rows)} cells in {time.perf_counter() - t_start:.0f} s\n")
     cols = ["val/acc", "val/track_acc"] + (["test/acc", "test/track_acc"] if args.show_test
                                            else [])
     print(f"| variant | seeds | {' | '.join(cols)} |\n|---|---|{'---|' * len(cols)}")

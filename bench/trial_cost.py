@@ -5,9 +5,9 @@ one at a time on one core, so nothing else competes: the sweep's wall time minus
 summed epoch compute, over N, is each trial's fixed cost (scheduling, process, imports, data
 handles, the first batch's latency, the report, tear-down until the slot is free). The same
 grid is run with the one-process runner and, for comparison, with the loop under Ray Train
-(`--workers-per-trial 2`, as a data-parallel trial). Also reported: the median of trials.csv's
-`wall_s - train_s` on `batch_epoch --smoke` (Tune's own trial time: it starts once the trial's
-process is up, so it misses the process start that the first figure includes).
+(`--workers-per-trial 2`, as a data-parallel trial). Also reported: the median over trials of
+cells.csv's `wall_s - train_s` on `batch_epoch --smoke` (Tune's own trial time: it starts once
+the trial's process is up, so it misses the process start that the first figure includes).
 
     python bench/trial_cost.py [--trials 8]
 """
@@ -31,12 +31,13 @@ def sweep(tmp: Path, label: str, grid: Path, extra: list[str]) -> dict:
              *extra])
     folder = out / "results" / (grid.stem + ("-smoke" if "--smoke" in extra else ""))
     best = json.loads((folder / "best.json").read_text())
-    trials = list(csv.DictReader(open(folder / "trials.csv")))
-    runs = {t["run_id"]: t for t in sorted(trials, key=lambda t: int(t["epoch"]))}
-    train = sum(float(t["train_s"]) for t in runs.values())
-    return {"fit_s": best["wall_s"], "train_s": train, "n": len(runs),
-            "median_gap": statistics.median(float(t["wall_s"]) - float(t["train_s"])
-                                            for t in runs.values())}
+    cells = list(csv.DictReader(open(folder / "cells.csv")))
+    # One row per Tune trial (its longest cell's): cells that share a trial trained it once.
+    trials = {c["trial_id"]: c for c in sorted(cells, key=lambda c: int(c["epoch"]))}
+    train = sum(float(c["train_s"]) for c in trials.values())
+    return {"fit_s": best["wall_s"], "train_s": train, "n": len(trials),
+            "median_gap": statistics.median(float(c["wall_s"]) - float(c["train_s"])
+                                            for c in trials.values())}
 
 
 def main() -> None:
@@ -65,9 +66,9 @@ grid:
     body = [f"{args.trials} equal trials (MLP on waveforms, 1 epoch, built-in data, CPU preset),"
             " one at a time; `Tuner.fit` wall time.", "",
             "| runner | trials | sweep wall s | summed epoch compute s | fixed cost per trial s "
-            "| median trials.csv wall_s - train_s |", "|---|---:|---:|---:|---:|---:|", *rows, "",
-            f"`batch_epoch --smoke` ({smoke['n']} runs, 2 at a time): median trials.csv "
-            f"`wall_s - train_s` = {smoke['median_gap']:.1f} s."]
+            "| median cells.csv wall_s - train_s |", "|---|---:|---:|---:|---:|---:|", *rows, "",
+            f"`batch_epoch --smoke` ({smoke['n']} trials, 2 at a time): median cells.csv "
+            f"`wall_s - train_s` over trials = {smoke['median_gap']:.1f} s."]
     report("trial_cost", "Per-trial fixed cost: one process against Ray Train", body, {
         "fixed_cost_per_trial_s": f"{(one['fit_s'] - one['train_s']) / one['n']:.1f}",
         "fixed_cost_per_trial_train_runner_s":

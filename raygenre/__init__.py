@@ -4,7 +4,7 @@ From Python (docs/api.md):
 
     import raygenre
     res = raygenre.run("batch_epoch", smoke=True)
-    res.best["verdict"], res.trials, res.load_model()
+    res.best["verdict"], res.cells, res.load_model()
 
 The command line, `python -m raygenre.grid`, runs the same engine.
 """

@@ -4,12 +4,13 @@ The command line (`python -m raygenre.grid`) is a thin layer over the same engin
 a `RunOptions` and call `raygenre.sweep.engine.execute`. Nothing heavy is imported here until
 a function is called (Ray only once a sweep starts), so `import raygenre` stays quick.
 
-Runs and trials. Ray sees *runs*: a grid's trials that differ only in `epochs` are the first
-epochs of one run, so Ray Tune runs one trial (its "trial" is raygenre's run) for several grid
-cells. raygenre's tables have one row per *trial* (grid cell): `Results.trials` has both ids,
-`trial_id` (`RUN:eN` for the first N epochs of run RUN) and `run_id` (Ray's trial id). Ray's own
-readers work on the run folder as always: `ray.tune.ExperimentAnalysis(results.run_folder)`
-lists runs, and `Tuner.restore` is what `resume=True` calls.
+Cells and trials. A *cell* is one point of a grid; a *trial* is Ray Tune's trial. Cells that
+differ only in `epochs` are the first epochs of one trial, so Tune runs one trial for several
+cells (the main job: 6 trials for 24 cells). raygenre's tables have one row per cell:
+`Results.cells` has both ids, `cell_id` (`TRIAL:eN` for the first N epochs of trial TRIAL) and
+`trial_id` (Tune's). Ray's own readers work on the run folder as always:
+`ray.tune.ExperimentAnalysis(results.run_folder)` lists trials, and `Tuner.restore` is what
+`resume=True` calls.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raygenre import legacy
 from raygenre.options import DEFAULT_RESULTS, RunOptions
 
 if TYPE_CHECKING:
@@ -44,11 +46,11 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
 
     Each keyword is the command line's option of the same name (`docs/cli.md`): `data` a
     GTZAN-style folder, a bucket URI or "builtin:music" (default: the built-in synthetic
-    set); `smoke` a few 1-2 epoch trials on a small sample; `results` the folder whose
+    set); `smoke` a few 1-2 epoch cells on a small sample; `results` the folder whose
     <grid>/ (<grid>-smoke/) gets the tables; `storage` Ray's run folder (default
     ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run, `fresh`
     deletes the stored one first; `logger` "mlflow" and/or "wandb" (a name, a list, or
-    "mlflow,wandb") also logs each trial there (`docs/cli.md`, `--logger`).
+    "mlflow,wandb") also logs each cell there (`docs/cli.md`, `--logger`).
 
     Ray: started for the sweep and stopped after it, unless this process had already called
     `ray.init()`, in which case that Ray is used and left running.
@@ -56,7 +58,7 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
     Raises (each with a message that says what to do): `ConfigError` for a bad option, an
     unknown or invalid grid, or a run folder this call may not use as asked (an existing run
     without resume/fresh, or the same grid's run on other data); `DataError` for data that
-    cannot be used; `NoResults` when every trial failed (`load(path).trials` then says why);
+    cannot be used; `NoResults` when every trial failed (`load(path).cells` then says why);
     `Interrupted` when the sweep stopped early (call again with `resume=True`). The pipeline
     (`python -m raygenre.grid all`) is the command line's.
     """
@@ -83,11 +85,13 @@ def run_options(opts: RunOptions) -> Results:
 
 def load(results_dir: str | os.PathLike[str]) -> Results:
     """What a sweep wrote in `results_dir` (results/<grid>/, as `run` or the command line left
-    it). Needs trials.csv; best.json and configs.csv are there once a trial reported."""
+    it). Needs cells.csv (trials.csv in a folder written before 2026-12-06, read with today's
+    names: `raygenre.legacy`); best.json and configs.csv are there once a cell
+    reported."""
     path = Path(results_dir).expanduser().resolve()
-    if not (path / "trials.csv").is_file():
+    if legacy.cells_file(path) is None:
         raise FileNotFoundError(
-            f"{path}: no trials.csv; give the folder of one sweep's results, "
+            f"{path}: no {legacy.CELLS_FILE}; give the folder of one sweep's results, "
             f"results/<grid>/ (results/<grid>-smoke/ for a smoke run)")
     return Results(path)
 
@@ -96,19 +100,20 @@ def load(results_dir: str | os.PathLike[str]) -> Results:
 class Results:
     """One sweep's results folder, read on first use of each part.
 
-    `trials` has one row per trial (grid cell) and `history` one per trial and epoch;
-    `configs` one per configuration (its seed replicates together; None when the folder has
-    no configs.csv); `best` is best.json: the chosen trial (`trial_id`, `run_id`, `config`),
-    the objective with its `interval`, `verdict` (the sentence), `tied_with` (configurations
-    within noise of it), `test/acc`, `epoch` and `checkpoint`; an empty dict when no trial
-    reported. docs/results.md describes every column and key.
+    `cells` has one row per cell of the grid and `history` one per cell and epoch; `configs`
+    one per configuration (its seed replicates together; None when the folder has no
+    configs.csv); `best` is best.json: the chosen cell (`cell_id`, its Tune `trial_id`,
+    `config`), the objective with its `interval`, `verdict` (the sentence), `tied_with`
+    (configurations within noise of it), `test/acc`, `epoch` and `checkpoint`; an empty dict
+    when no cell reported. docs/results.md describes every column and key.
     """
 
     path: Path
 
     @cached_property
-    def trials(self) -> pd.DataFrame:
-        return _csv(self.path / "trials.csv")
+    def cells(self) -> pd.DataFrame:
+        found = legacy.cells_file(self.path)
+        return _csv(found if found is not None else self.path / legacy.CELLS_FILE)
 
     @cached_property
     def history(self) -> pd.DataFrame:
@@ -122,11 +127,12 @@ class Results:
     @cached_property
     def best(self) -> dict[str, Any]:
         f = self.path / "best.json"
-        return json.loads(f.read_text()) if f.exists() else {}
+        best = json.loads(f.read_text()) if f.exists() else {}
+        return legacy.renamed(best, legacy.BEST_KEYS) if legacy.is_old(best) else best
 
     @property
     def summary(self) -> str:
-        """summary.md: the verdict, the test figures, the trials table."""
+        """summary.md: the verdict, the test figures, the cells table."""
         return (self.path / "summary.md").read_text()
 
     @property
@@ -135,25 +141,25 @@ class Results:
         `ray.tune.ExperimentAnalysis` and `Tuner.restore` read."""
         return self._need("run_folder")
 
-    def checkpoint(self, trial_id: str | None = None) -> str:
-        """Where the weights of a trial's judged epoch are (a folder, or a bucket URI): the
-        chosen trial's (the one its test figures come from) by default. A trial that ends
-        before its run's last epoch has its own copy, kept by the run; trials.csv's
+    def checkpoint(self, cell_id: str | None = None) -> str:
+        """Where the weights of a cell's judged epoch are (a folder, or a bucket URI): the
+        chosen cell's (the one its test figures come from) by default. A cell that ends
+        before its trial's last epoch has its own copy, kept by the trial; cells.csv's
         `checkpoint` column names each."""
-        if trial_id is None:
+        if cell_id is None:
             return self._need("checkpoint")
-        rows = self.trials[self.trials["trial_id"] == trial_id]
+        rows = self.cells[self.cells["cell_id"] == cell_id]
         if rows.empty:
-            raise KeyError(f"no trial {trial_id!r} in {self.path / 'trials.csv'}")
+            raise KeyError(f"no cell {cell_id!r} in {self.path / legacy.CELLS_FILE}")
         where = rows.iloc[0]["checkpoint"]
         if not isinstance(where, str) or not where:
-            raise FileNotFoundError(f"trial {trial_id}: no checkpoint was kept (it reported "
-                                    f"nothing; see its error in trials.csv)")
+            raise FileNotFoundError(f"cell {cell_id}: no checkpoint was kept (it reported "
+                                    f"nothing; see its error in {legacy.CELLS_FILE})")
         return where
 
-    def load_model(self, trial_id: str | None = None
+    def load_model(self, cell_id: str | None = None
                    ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-        """(features, model, meta) of `checkpoint(trial_id)`, on the CPU in eval mode:
+        """(features, model, meta) of `checkpoint(cell_id)`, on the CPU in eval mode:
         `model(features(x))` gives class scores for a batch of 5-s segments `x`
         (22 050 Hz mono, batch x samples); `meta` holds its config, the runtime facts it was
         built with and its epoch's metrics. Reads no data split (no test read is recorded)."""
@@ -161,12 +167,12 @@ class Results:
         from raygenre.train import checkpoint_scratch, load_checkpoint
 
         with checkpoint_scratch() as d:
-            where = Location.parse(self.checkpoint(trial_id), "checkpoint")
+            where = Location.parse(self.checkpoint(cell_id), "checkpoint")
             return load_checkpoint(where.download(Path(d)))
 
     def _need(self, key: str) -> Any:
         if key not in self.best:
-            what = ("no trial reported (see trials.csv's error column)" if not self.best
+            what = ("no cell reported (see cells.csv's error column)" if not self.best
                     else "written by an older raygenre")
             raise KeyError(f"{self.path / 'best.json'} has no {key!r}: {what}")
         return self.best[key]
@@ -178,7 +184,8 @@ class Results:
 def _csv(path: Path) -> pd.DataFrame:
     import pandas as pd  # imported here: `import raygenre` should not cost pandas' import
 
-    return pd.read_csv(path)
+    frame = pd.read_csv(path)
+    return frame.rename(columns=legacy.columns_of(list(frame.columns)))
 
 
 __all__: Sequence[str] = ["Results", "RunOptions", "load", "run", "run_options"]

@@ -194,8 +194,8 @@ def check_config(cfg: Config, where: str, registries: Mapping[str, Collection[st
     Raises ConfigError naming the key, its value and what is allowed.
 
     The one place these rules live. It is called on finished configs (a grid's base and each of
-    its trials, by gridfile.validate at load), not by `from_dict`/`replace`: a config is built in
-    layers (defaults < preset < grid base < carried keys < --seed < a trial's deltas), and a rule
+    its cells, by gridfile.validate at load), not by `from_dict`/`replace`: a config is built in
+    layers (defaults < preset < grid base < carried keys < --seed < a cell's deltas), and a rule
     between keys, such as pitch_shift needing the semitone input, holds only once every layer is
     in.
     """

@@ -14,8 +14,8 @@ class DataError(ValueError):
 
 
 class NoResults(RuntimeError):
-    """Every trial failed before reporting a metric; trials.csv says why."""
+    """Every trial failed before reporting a metric; cells.csv says why."""
 
 
 class Interrupted(RuntimeError):
-    """The sweep stopped before every run finished; the run folder can be resumed."""
+    """The sweep stopped before every trial finished; the run folder can be resumed."""

@@ -1,10 +1,11 @@
-"""Grid files: deltas over the one default config, loaded, validated and expanded into runs.
+"""Grid files: deltas over the one default config, loaded, validated and expanded into cells
+(the grid's points) and the Tune trials that train them.
 
 A grid file names a description, one objective, base deltas and the axes to cross (plus named
-`variants:` and seeded `draw:`s). Every trial is validated at load, before any work. Trials that
-differ only in `epochs`, where nothing in the config reads the epoch count, are grouped into one
-run: a 3-epoch trial *is* the first three epochs of the 10-epoch one (the loop is seeded and
-deterministic), so the sweep trains it once and reads each member at its own epoch.
+`variants:` and seeded `draw:`s). Every cell is validated at load, before any work. Cells that
+differ only in `epochs`, where nothing in the config reads the epoch count, are trained by one
+Tune trial: a 3-epoch cell *is* the first three epochs of the 10-epoch one (the loop is seeded
+and deterministic), so the sweep trains it once and reads each member at its own epoch.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from raygenre.config import (
 
 
 @dataclass(frozen=True)
-class Trial:
+class Cell:
     """One point of a grid: its deltas over the sweep's base, and its variant's name."""
 
     deltas: dict[str, Any]
@@ -48,46 +49,58 @@ class Trial:
 
 
 @dataclass(frozen=True)
-class Run:
-    """What Tune runs as one trial: one grid trial, or several that differ only in `epochs`
-    (each shorter one is an epoch-prefix of the longest), sorted by epoch count."""
+class TrialPlan:
+    """What Tune runs as one trial: one cell, or several that differ only in `epochs` (each
+    shorter one is an epoch-prefix of the longest), sorted by epoch count."""
 
-    trials: tuple[Trial, ...]
+    cells: tuple[Cell, ...]
     base_epochs: int
 
     @property
-    def longest(self) -> Trial:
-        return self.trials[-1]
+    def longest(self) -> Cell:
+        return self.cells[-1]
 
     @property
     def members(self) -> list[int]:
-        """The epoch count of each trial this run stands for."""
-        return [t.deltas.get("epochs", self.base_epochs) for t in self.trials]
+        """The epoch count of each cell this trial stands for."""
+        return [c.deltas.get("epochs", self.base_epochs) for c in self.cells]
 
     def tune_value(self) -> dict[str, Any]:
-        """This run in Tune's param space (plain JSON values; see `unpack`)."""
+        """This trial in Tune's param space (plain JSON values; see `unpack`)."""
         return json.loads(json.dumps({**self.longest.as_row(), "members": self.members}))
+
+
+# The key of Tune's param space under which a trial's cells are packed (their shared deltas and
+# member epochs): Tune sees one value per trial, so its tables show trials, not cells.
+CELLS_KEY = "cells"
+LEGACY_CELLS_KEY = "run"  # its name in sweeps started before 2026-12-06, which a resume reads
+
+
+def packed_cells(config: dict[str, Any]) -> Any:
+    """The packed cells of a Tune trial's config (None for a config without them)."""
+    return config.get(CELLS_KEY, config.get(LEGACY_CELLS_KEY))
 
 
 def unpack(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[int]]:
     """(config values, variant, member epochs) of a Tune trial's config: the base keys with the
-    run's deltas merged in."""
-    run = dict(config.get("run") or {})
-    variant, members = run.pop("variant", None), run.pop("members", None)
-    flat = {**{k: v for k, v in config.items() if k != "run"}, **run}
+    trial's deltas merged in."""
+    cells = dict(packed_cells(config) or {})
+    variant, members = cells.pop("variant", None), cells.pop("members", None)
+    flat = {**{k: v for k, v in config.items() if k not in (CELLS_KEY, LEGACY_CELLS_KEY)},
+            **cells}
     return flat, variant, list(members or [flat["epochs"]])
 
 
 @dataclass(frozen=True)
 class Objective:
-    """A grid's one objective: what trials are judged on and checkpoints kept by."""
+    """A grid's one objective: what cells are judged on and checkpoints kept by."""
 
     metric: str
     mode: str
 
     @property
     def best_column(self) -> str:
-        """Its best value over a trial's epochs, as a table column."""
+        """Its best value over a cell's epochs, as a table column."""
         return f"best/{self.metric}"
 
 
@@ -106,20 +119,20 @@ class Grid:
     # optimizer with its own learning rate). Each is {"name": ..., <config keys>...}.
     variants: tuple[dict[str, Any], ...] = ()
     carry: tuple[str, ...] = ()
-    # ASHA: epochs before the first cut, and how many runs survive each rung (1 in rf).
+    # ASHA: epochs before the first cut, and how many trials survive each rung (1 in rf).
     # asha=False runs every trial in full (seed studies, comparisons).
     asha: bool = True
     grace_period: int = 1
     reduction_factor: int = 3
-    # Trials that are epoch-prefixes of another share its run (see the module docstring).
+    # Cells that are epoch-prefixes of another share its trial (see the module docstring).
     share_prefixes: bool = True
     draw_seed: int = 0  # the seed `draw:` axes were drawn from
     # Seed replicates: every configuration trains under this many seeds (the `seed` axis, from
     # the sweep's seed up) on the one split the sweep's seed drew; tables aggregate them, and
     # the winner is the best mean. A `seed` axis written out in the file counts the same way.
     replicates: int = 1
-    # Which trials read the test split: 'chosen' (the winning configuration's, once each, the
-    # default: a test figure of a trial not chosen on validation informs no choice), or 'every'
+    # Which cells read the test split: 'chosen' (the winning configuration's, once each, the
+    # default: a test figure of a cell not chosen on validation informs no choice), or 'every'
     # (a comparison fixed before the sweep, such as `best`'s three recipes).
     test: str = "chosen"
 
@@ -128,7 +141,7 @@ class Grid:
         return Objective(self.metric, self.mode)
 
     @property
-    def n_trials(self) -> int:
+    def n_cells(self) -> int:
         n = max(1, len(self.variants))
         for values in self.axes.values():
             n *= len(values)
@@ -136,7 +149,7 @@ class Grid:
 
     @property
     def swept(self) -> list[str]:
-        """Keys that differ between trials: the columns of every table."""
+        """Keys that differ between cells: the columns of every table."""
         keys = (["variant"] if self.variants else []) + list(self.axes)
         for v in self.variants:
             keys += [k for k in v if k != "name" and k not in keys]
@@ -147,33 +160,33 @@ class Grid:
         """The short form of `swept` for tables and plots: a variant by its name."""
         return (["variant"] if self.variants else []) + list(self.axes)
 
-    def grid_trials(self) -> list[Trial]:
-        """Every trial (variants, then the axes' product), in a fixed order."""
+    def cells(self) -> list[Cell]:
+        """Every cell (variants, then the axes' product), in a fixed order."""
         combos: list[dict[str, Any]] = [{}]
         for key, values in self.axes.items():
             combos = [{**c, key: v} for c in combos for v in values]
         variants = [dict(v) for v in self.variants] or [{}]
-        return [Trial({**{k: x for k, x in v.items() if k != "name"}, **c}, v.get("name"))
+        return [Cell({**{k: x for k, x in v.items() if k != "name"}, **c}, v.get("name"))
                 for v in variants for c in combos]
 
-    def trials(self) -> list[dict[str, Any]]:
-        """Every trial as a flat row: its variant's name and its deltas."""
-        return [t.as_row() for t in self.grid_trials()]
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Every cell as a flat row: its variant's name and its deltas."""
+        return [c.as_row() for c in self.cells()]
 
-    def runs(self, base: Config) -> list[Run]:
-        """The trials grouped into what Tune runs: trials that differ only in `epochs` share
-        one run when nothing in their config reads the epoch count."""
-        groups: dict[str, list[Trial]] = {}
-        for i, t in enumerate(self.grid_trials()):
-            shared = self.share_prefixes and not reads_epochs(base.replace(**t.deltas))
-            rest = {k: v for k, v in t.as_row().items() if k != "epochs"}
+    def trial_plans(self, base: Config) -> list[TrialPlan]:
+        """The cells grouped into what Tune runs: cells that differ only in `epochs` share
+        one trial when nothing in their config reads the epoch count."""
+        groups: dict[str, list[Cell]] = {}
+        for i, c in enumerate(self.cells()):
+            shared = self.share_prefixes and not reads_epochs(base.replace(**c.deltas))
+            rest = {k: v for k, v in c.as_row().items() if k != "epochs"}
             key = json.dumps(rest, sort_keys=True) if shared else f"#{i}"
-            groups.setdefault(key, []).append(t)
-        return [Run(tuple(sorted(g, key=lambda t: t.deltas.get("epochs", base.epochs))),
-                    base.epochs) for g in groups.values()]
+            groups.setdefault(key, []).append(c)
+        return [TrialPlan(tuple(sorted(g, key=lambda c: c.deltas.get("epochs", base.epochs))),
+                          base.epochs) for g in groups.values()]
 
     def max_epochs(self, base: Config) -> int:
-        return max(t.deltas.get("epochs", base.epochs) for t in self.grid_trials())
+        return max(c.deltas.get("epochs", base.epochs) for c in self.cells())
 
     def cap_batch_size(self, n: int) -> Grid:
         """The same sweep with every batch size at most `n` (a smoke sample's training split);
@@ -188,7 +201,7 @@ class Grid:
         return dataclasses.replace(self, base=base, axes=axes, variants=variants)
 
     def smoke(self) -> Grid:
-        """The same sweep, shrunk to a few one- and two-epoch trials for tests; seed replicates
+        """The same sweep, shrunk to a few one- and two-epoch cells for tests; seed replicates
         are kept, all of them (what a smoke run of replicates is there to check)."""
         axes = {k: list(v if k == "seed" and self.replicates > 1 else v[:2])
                 for k, v in self.axes.items()}
@@ -203,7 +216,7 @@ class Grid:
 
 def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
                upto: int | None = None) -> dict[str, Any] | None:
-    """The epoch a trial is judged and tested at: its best by the grid's metric among epochs
+    """The epoch a cell is judged and tested at: its best by the grid's metric among epochs
     up to `upto`, the latest on a tie (as Tune's checkpoint retention keeps them)."""
     sign = 1 if mode == "max" else -1
     seen = [h for h in history if (upto is None or h["epoch"] <= upto)
@@ -212,18 +225,18 @@ def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
 
 
 def reads_epochs(cfg: Config) -> bool:
-    """Whether anything in the trial's arithmetic depends on its epoch count (a schedule whose
-    period is `epochs`): such a trial is not an epoch-prefix of a longer one."""
+    """Whether anything in the cell's arithmetic depends on its epoch count (a schedule whose
+    period is `epochs`): such a cell is not an epoch-prefix of a longer one."""
     return cfg.scheduler in optim.READS_EPOCHS
 
 
-def describe_runs(runs: list[Run], n_trials: int) -> str:
-    """One line for the plan: how many runs stand for how many trials, and why."""
-    shared = [r for r in runs if len(r.trials) > 1]
+def describe_trials(plans: list[TrialPlan], n_cells: int) -> str:
+    """One line for the plan: how many trials stand for how many cells, and why."""
+    shared = [p for p in plans if len(p.cells) > 1]
     if not shared:
-        return f"{n_trials} trials, one run each"
-    return (f"{len(runs)} runs stand for {n_trials} trials: {len(shared)} run(s) each stand for "
-            f"trials that differ only in epochs (a shorter trial is the first epochs of the "
+        return f"{n_cells} cells, one trial each"
+    return (f"{len(plans)} trials stand for {n_cells} cells: {len(shared)} trial(s) each stand "
+            f"for cells that differ only in epochs (a shorter cell is the first epochs of the "
             f"longest: the loop is seeded and its schedule does not read the epoch count)")
 
 
@@ -359,12 +372,12 @@ def load_grid(name_or_path: str, seed: int | None = None,
                 carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
                 replicates=n_rep, test=test, **asha)
     # Every value is judged here, at load, before any data or Ray: the base with --seed over it,
-    # as resolve_base layers them, then each trial (resolve_base judges them again once the
+    # as resolve_base layers them, then each cell (resolve_base judges them again once the
     # preset and keys carried from an earlier stage are in).
     loaded = Config.from_dict({**base, **({"seed": seed} if seed is not None else {})})
     validate(loaded, f"{path}: base" + (f" with --seed {seed}" if seed is not None else ""))
-    for t in grid.grid_trials():
-        validate(loaded.replace(**t.deltas), f"{path}: trial {t.as_row()}")
+    for c in grid.cells():
+        validate(loaded.replace(**c.deltas), f"{path}: cell {c.as_row()}")
     return grid
 
 
@@ -420,6 +433,6 @@ def resolve_base(grid: Grid, preset: str, seed: int | None,
     if seed is not None:
         base = base.replace(seed=seed)
     validate(base, f"{grid.path}: base")
-    for t in grid.grid_trials():
-        validate(base.replace(**t.deltas), f"{grid.path}: trial {t.as_row()}")
+    for c in grid.cells():
+        validate(base.replace(**c.deltas), f"{grid.path}: cell {c.as_row()}")
     return base

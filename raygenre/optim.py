@@ -35,8 +35,8 @@ SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Config], Scheduler | None
 }
 
 
-# Schedulers whose arithmetic depends on the epoch count (cosine's period is `epochs`): a trial
-# using one is not the first epochs of a longer trial, so it never shares a run (gridfile.py).
+# Schedulers whose arithmetic depends on the epoch count (cosine's period is `epochs`): a cell
+# using one is not the first epochs of a longer cell, so it never shares a trial (gridfile.py).
 READS_EPOCHS = frozenset({"cosine"})
 
 

@@ -59,7 +59,7 @@ class RunOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
-    # Trackers that get one entry per grid trial (docs/cli.md, --logger): "mlflow", "wandb".
+    # Trackers that get one entry per cell (docs/cli.md, --logger): "mlflow", "wandb".
     # A string may name several, comma-separated, as the command line takes them.
     logger: tuple[str, ...] = ()
     # How the run was asked for, recorded in summary.md and best.json so a result says how to

@@ -23,8 +23,8 @@ ASHA_STATE_NAME = "asha_rungs.state"  # why not .json: RunPaths.asha_state
 
 
 def epoch_dir(epoch: int) -> str:
-    """The folder name of an epoch's checkpoint where raygenre names it (a data-parallel run's
-    Train checkpoints, the copies kept for a shared run's members); Tune names its own."""
+    """The folder name of an epoch's checkpoint where raygenre names it (a data-parallel trial's
+    Train checkpoints, the copies kept for a shared trial's members); Tune names its own."""
     return f"epoch_{epoch:04d}"
 
 
@@ -49,7 +49,7 @@ class RunPaths:
         return self.train_storage / trial_id
 
     def members(self, trial_id: str) -> Location:
-        """A shared run's checkpoints kept for its shorter members (epoch_NNNN/ each)."""
+        """A shared trial's checkpoints kept for its shorter members (epoch_NNNN/ each)."""
         return self.experiment / "members" / trial_id
 
     @property
@@ -82,5 +82,6 @@ class RunPaths:
 
     @property
     def tensorboard(self) -> Path:
-        """TensorBoard event files, one run per trial, on the machine running the sweep."""
+        """TensorBoard event files, one TensorBoard run per Tune trial, on the machine running
+        the sweep."""
         return self.results / "tensorboard"

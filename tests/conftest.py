@@ -52,13 +52,13 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Comple
 
 
 def history_by_config(path: Path) -> dict[tuple, dict[str, str]]:
-    """history.csv keyed by (every swept key, epoch): trial ids differ between runs."""
+    """history.csv keyed by (every swept key, epoch): cell ids differ between runs."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
     metrics = ("train/loss", "train/acc", "val/loss", "val/acc")
     out = {}
     for r in rows:
-        key = tuple((k, v) for k, v in r.items() if k not in metrics and k != "trial_id")
+        key = tuple((k, v) for k, v in r.items() if k not in metrics and k != "cell_id")
         out[key] = {m: r[m] for m in metrics}
     return out
 

@@ -35,9 +35,9 @@ def test_sweep_on_a_running_instance_with_uri_storage_and_data(tmp_path: Path,
     assert f"[data] fetching file://{builtin_small}" in log
     assert "prepared data shared at" in log
     out = tmp_path / "results" / "batch_epoch-smoke"
-    with open(out / "trials.csv") as f:
-        trials = list(csv.DictReader(f))
-    assert trials and all(t["status"] in ("completed", "stopped_early") for t in trials)
+    with open(out / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert cells and all(c["status"] in ("completed", "stopped_early") for c in cells)
     best = json.loads((out / "best.json").read_text())
     # Checkpoints went to the "bucket", the prepared data set too (for the next machine).
     assert best["checkpoint"].startswith(f"file://{bucket}/runs/batch_epoch-smoke/")

@@ -59,16 +59,17 @@ def test_the_documented_example_runs_a_sweep_and_reads_it_back(api_run: dict) ->
     assert isinstance(res, raygenre.Results)
     assert res.path == base / "results" / "batch_epoch-smoke"
     grid = load_grid("batch_epoch").smoke()
-    trials = res.trials
-    assert len(trials) == grid.n_trials
-    assert {(int(b), int(e)) for b, e in zip(trials["batch_size"], trials["epochs"],
+    cells = res.cells
+    assert len(cells) == grid.n_cells
+    assert {(int(b), int(e)) for b, e in zip(cells["batch_size"], cells["epochs"],
                                              strict=True)} == {
         (b, e) for b in grid.axes["batch_size"] for e in grid.axes["epochs"]}
-    assert len(res.history) == trials["epoch"].sum()
+    assert len(res.history) == cells["epoch"].sum()
     best = res.best
-    assert best["trial_id"] in set(trials["trial_id"]) and "verdict" in best
+    assert best["cell_id"] in set(cells["cell_id"]) and "verdict" in best
+    assert best["trial_id"] in set(cells["trial_id"])
     assert {"interval", "tied_with", "checkpoint"} <= set(best)
-    assert res.configs is not None and len(res.configs) == grid.n_trials  # no replicates
+    assert res.configs is not None and len(res.configs) == grid.n_cells  # no replicates
     # What a result records: the data set, Ray's folder, and the command that remakes it.
     assert best["data_source"] == "builtin:synthetic"
     assert res.run_folder == str(base / "runs" / "batch_epoch-smoke")
@@ -81,7 +82,7 @@ def test_the_checkpoint_is_the_tested_one_and_loads(api_run: dict) -> None:
     import torch
 
     res, meta = api_run["ns"]["res"], api_run["ns"]["meta"]
-    row = res.trials.set_index("trial_id").loc[res.best["trial_id"]]
+    row = res.cells.set_index("cell_id").loc[res.best["cell_id"]]
     assert res.checkpoint() == res.best["checkpoint"] == row["checkpoint"]
     assert Path(res.checkpoint()).is_dir()
     assert meta["metrics"]["epoch"] == res.best["epoch"] == row["best_epoch"]
@@ -89,28 +90,76 @@ def test_the_checkpoint_is_the_tested_one_and_loads(api_run: dict) -> None:
     x = torch.zeros(2, meta["runtime"]["segment_samples"])
     with torch.no_grad():
         assert model(features(x)).shape == (2, meta["runtime"]["num_classes"])
-    # Every trial's own checkpoint, a shorter member's copy included.
-    for tid, where in zip(res.trials["trial_id"], res.trials["checkpoint"], strict=True):
-        assert res.checkpoint(tid) == where and Path(where).is_dir()
-    with pytest.raises(KeyError, match="no trial 'nope'"):
+    # Every cell's own checkpoint, a shorter member's copy included.
+    for cid, where in zip(res.cells["cell_id"], res.cells["checkpoint"], strict=True):
+        assert res.checkpoint(cid) == where and Path(where).is_dir()
+    with pytest.raises(KeyError, match="no cell 'nope'"):
         res.checkpoint("nope")
 
 
 def test_load_reads_what_run_wrote(api_run: dict) -> None:
     res, again = api_run["ns"]["res"], api_run["ns"]["again"]
     assert again.path == res.path and again.best == res.best
-    assert again.trials.equals(res.trials) and again.history.equals(res.history)
+    assert again.cells.equals(res.cells) and again.history.equals(res.history)
     on_disk = json.loads((res.path / "best.json").read_text())
     assert again.best == on_disk
-    with pytest.raises(FileNotFoundError, match="no trials.csv"):
+    with pytest.raises(FileNotFoundError, match="no cells.csv"):
         raygenre.load(res.path.parent)
 
 
-def test_ray_lists_runs_where_the_tables_list_trials(api_run: dict) -> None:
+def test_load_reads_a_folder_written_before_cells(tmp_path: Path) -> None:
+    """A results folder from before the words changed (trials.csv, one row per grid cell,
+    with its `trial_id` and Tune's `run_id`; no cells.csv) loads with the new names: the
+    same rows as `Results.cells`, `cell_id` holding the old trial_id and `trial_id` the old
+    run_id, in the columns' old places."""
+    old = tmp_path / "batch_epoch-smoke"
+    old.mkdir()
+    (old / "trials.csv").write_text(
+        "trial_id,status,batch_size,epochs,epoch,run_id,checkpoint\n"
+        f"abc_00000:e1,completed,8,1,1,abc_00000,{old / 'c1'}\n"
+        f"abc_00000:e2,completed,8,2,2,abc_00000,{old / 'c2'}\n"
+        f"abc_00001,stopped_early,16,2,1,abc_00001,{old / 'c3'}\n")
+    res = raygenre.load(old)
+    cells = res.cells
+    assert list(cells.columns) == ["cell_id", "status", "batch_size", "epochs", "epoch",
+                                   "trial_id", "checkpoint"]
+    assert list(cells["cell_id"]) == ["abc_00000:e1", "abc_00000:e2", "abc_00001"]
+    assert list(cells["trial_id"]) == ["abc_00000", "abc_00000", "abc_00001"]
+    assert list(cells["status"]) == ["completed", "completed", "stopped_early"]
+    assert res.checkpoint("abc_00000:e2") == str(old / "c2")
+
+
+def test_load_reads_the_rest_of_an_old_folder_with_the_new_names(tmp_path: Path) -> None:
+    """The rest of such a folder: history.csv's `trial_id` (a cell's), configs.csv's `trials`
+    and best.json's old keys come back under the new names, values untouched."""
+    old = tmp_path / "batch_epoch-smoke"
+    old.mkdir()
+    (old / "trials.csv").write_text("trial_id,status,epoch,run_id\n"
+                                    "abc_00000:e1,completed,1,abc_00000\n"
+                                    "abc_00000:e2,completed,2,abc_00000\n")
+    (old / "history.csv").write_text("trial_id,batch_size,epoch,val/acc\n"
+                                     "abc_00000:e1,8,1,0.5\n"
+                                     "abc_00000:e2,8,1,0.5\nabc_00000:e2,8,2,0.6\n")
+    (old / "configs.csv").write_text("config,replicates,trials\n"
+                                     "batch_size=8,1,abc_00000:e2\n")
+    (old / "best.json").write_text(json.dumps({
+        "grid": "batch_epoch", "trial_id": "abc_00000:e2", "run_id": "abc_00000",
+        "chosen_trials": ["abc_00000:e2"], "n_trials": 2, "n_runs": 1, "val/acc": 0.6}))
+    res = raygenre.load(old)
+    assert list(res.history.columns) == ["cell_id", "batch_size", "epoch", "val/acc"]
+    assert list(res.history["cell_id"]) == ["abc_00000:e1", "abc_00000:e2", "abc_00000:e2"]
+    assert res.configs is not None and list(res.configs.columns) == ["config", "replicates",
+                                                                     "cells"]
+    assert res.best == {"grid": "batch_epoch", "cell_id": "abc_00000:e2",
+                        "trial_id": "abc_00000", "chosen_cells": ["abc_00000:e2"],
+                        "n_cells": 2, "n_trials": 1, "val/acc": 0.6}
+
+
+def test_ray_lists_trials_where_the_tables_list_cells(api_run: dict) -> None:
     res, analysis = api_run["ns"]["res"], api_run["ns"]["analysis"]
     ray_ids = {t.trial_id for t in analysis.trials}
-    assert ray_ids == set(res.trials["run_id"])
-    assert len(ray_ids) < len(res.trials)  # epoch-prefix trials share a run
+    assert ray_ids == set(res.cells["trial_id"])
+    assert len(ray_ids) < len(res.cells)  # epoch-prefix cells share a trial
 
 
 def test_a_second_data_set_is_refused_before_any_work(api_run: dict, tmp_path: Path,

@@ -106,7 +106,7 @@ def test_a_run_started_under_the_old_state_name_resumes_from_it(tmp_path: Path) 
     """A sweep started before the rename pickled the old path into tuner.pkl: the restored
     scheduler reads the old file until it writes the new one, and only the new one after."""
     from raygenre.paths import ASHA_STATE_NAME
-    from raygenre.sweep.asha import LEGACY_NAME, stopped_runs
+    from raygenre.sweep.asha import LEGACY_NAME, stopped_trials
 
     old = ResumableASHA(str(tmp_path / LEGACY_NAME), time_attr="epoch", metric="val/acc",
                         mode="max", max_t=9, grace_period=1, reduction_factor=3)
@@ -122,6 +122,6 @@ def test_a_run_started_under_the_old_state_name_resumes_from_it(tmp_path: Path) 
     assert restored.on_trial_result(None, t1, _result(1, 0.5)) == TrialScheduler.STOP
     restored.on_trial_add(None, t2)
     assert restored.on_trial_result(None, t2, _result(1, 0.1)) == TrialScheduler.STOP
-    assert stopped_runs(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
+    assert stopped_trials(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
     (tmp_path / LEGACY_NAME).unlink()
-    assert stopped_runs(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
+    assert stopped_trials(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}

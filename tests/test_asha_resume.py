@@ -1,10 +1,10 @@
 """ASHA across a crash, with real Tune: the driver and its Ray are killed after ASHA stopped a
-run, the sweep is resumed, and the stopped run stays stopped and the results are those of a
+trial, the sweep is resumed, and the stopped trial stays stopped and the results are those of a
 sweep never interrupted.
 
-One trial at a time (`--max-concurrent 1`): ASHA's decisions depend on the order in which runs
+One trial at a time (`--max-concurrent 1`): ASHA's decisions depend on the order in which trials
 reach a rung (the first one there is never cut), and with parallel trials that order is the
-machine's timing, so not even two uninterrupted sweeps would stop the same runs. In grid order
+machine's timing, so not even two uninterrupted sweeps would stop the same trials. In grid order
 both sweeps meet the rungs in the same order, and the comparison can be exact.
 
 Slow (each runs a sweep or two through Ray): `pytest -m slow`.
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from raygenre.paths import ASHA_STATE_NAME
-from raygenre.sweep.asha import stopped_runs
+from raygenre.sweep.asha import stopped_trials
 
 from .conftest import history_by_config, run_cli
 from .test_resume import _kill_tree, _read_until, _rows, _start
@@ -29,10 +29,11 @@ from .test_resume import _kill_tree, _read_until, _rows, _start
 pytestmark = pytest.mark.slow
 
 NAME = "ashagrid"
-# Eight 2-epoch runs, one rung (epoch 1), half go on from it (reduction factor 2): the first run
-# passes it uncontested, and runs that fall below the median of the runs before them stop.
+# Eight 2-epoch trials, one rung (epoch 1), half go on from it (reduction factor 2): the first
+# trial passes it uncontested, and trials that fall below the median of the trials before them
+# stop.
 GRID = """\
-description: eight short MLP runs under ASHA
+description: eight short MLP trials under ASHA
 base: {model: mlp, features: waveform, hidden: [16], epochs: 2}
 asha: {reduction_factor: 2}
 grid:
@@ -41,9 +42,10 @@ grid:
   dropout: [0.0, 0.3]
 """
 SWEPT = ("lr", "hidden", "dropout")
-EPOCHS = 2  # every run's, under --smoke
-# trials.csv columns that name this sweep's trials, folders, machine or clock, not its numbers.
-NOT_NUMBERS = {"trial_id", "run_id", "checkpoint", "wall_s", "train_s", "node"}
+EPOCHS = 2  # every trial's, under --smoke
+# cells.csv columns that name this sweep's cells, trials, folders, machine or clock, not its
+# numbers.
+NOT_NUMBERS = {"cell_id", "trial_id", "checkpoint", "wall_s", "train_s", "node"}
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +59,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict:
                     str(base / "ref_runs")], cwd=base)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = base / "ref" / f"{NAME}-smoke"
-    trials = _rows(out / "trials.csv")
-    assert len(trials) == 8
+    cells = _rows(out / "cells.csv")
+    assert len(cells) == 8
     # Else this sweep would not show ASHA's resume at all.
-    assert sum(t["status"] == "stopped_early" for t in trials) >= 2, trials
+    assert sum(c["status"] == "stopped_early" for c in cells) >= 2, cells
     return {"base": base, "common": common, "out": out}
 
 
@@ -78,7 +80,7 @@ def _tune_statuses(experiment: Path) -> dict[str, str] | None:
 
 def _freeze_after_asha_stop(proc: subprocess.Popen, experiment: Path,
                             tune_recorded: bool) -> tuple[str, int]:
-    """Freeze the driver (SIGSTOP) at a progress line where a run ASHA stopped before its last
+    """Freeze the driver (SIGSTOP) at a progress line where a trial ASHA stopped before its last
     epoch is, in the experiment state on disk, TERMINATED (`tune_recorded`) or still live:
     the two moments a crash can come. Returns (trial id, the epoch ASHA stopped it at).
 
@@ -95,9 +97,9 @@ def _freeze_after_asha_stop(proc: subprocess.Popen, experiment: Path,
         if what == "epoch":
             last_epoch[tid] = int(rest[0].split("/")[0])
         statuses = _tune_statuses(experiment)
-        for t in stopped_runs(str(experiment / ASHA_STATE_NAME)) if statuses else ():
+        for t in stopped_trials(str(experiment / ASHA_STATE_NAME)) if statuses else ():
             early = 0 < last_epoch.get(t, 0) < EPOCHS
-            # Not recorded: live, or not there at all (Tune created the run after its last
+            # Not recorded: live, or not there at all (Tune created the trial after its last
             # save; a restore creates it again, with the same id, from the searcher's state).
             if early and (statuses.get(t) == "TERMINATED") == tune_recorded:
                 return t, last_epoch[t]
@@ -109,7 +111,7 @@ def _checkpoint_files(trial_dir: Path) -> dict[str, float]:
             for p in trial_dir.glob("checkpoint_*/*")}
 
 
-def _trials_by_config(path: Path) -> dict[tuple, dict[str, str]]:
+def _cells_by_config(path: Path) -> dict[tuple, dict[str, str]]:
     rows = _rows(path)
     out = {tuple(r[k] for k in SWEPT): {k: v for k, v in r.items() if k not in NOT_NUMBERS}
            for r in rows}
@@ -120,9 +122,9 @@ def _trials_by_config(path: Path) -> dict[tuple, dict[str, str]]:
 @pytest.mark.parametrize("tune_recorded", [True, False], ids=["stop-saved", "stop-not-saved"])
 def test_resume_keeps_asha_stops_and_gives_the_uninterrupted_results(
         reference: dict, tune_recorded: bool, tmp_path: Path) -> None:
-    """Killed (driver and Ray, SIGKILL) once ASHA has stopped a run: either after Tune saved
-    that run as terminated (a restore leaves it alone; the rungs must still be ASHA's, or
-    the runs after it are judged against an empty rung), or before (Tune restores it as live
+    """Killed (driver and Ray, SIGKILL) once ASHA has stopped a trial: either after Tune saved
+    that trial as terminated (a restore leaves it alone; the rungs must still be ASHA's, or
+    the trials after it are judged against an empty rung), or before (Tune restores it as live
     and it reports its stop epoch again: ASHA must stop it again, not let it through a rung it
     is already in). Then `--resume`."""
     args = [*reference["common"], "--results", str(tmp_path / "res"), "--storage",
@@ -141,7 +143,7 @@ def test_resume_keeps_asha_stops_and_gives_the_uninterrupted_results(
     resumed = run_cli([*args, "--resume"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "[grid] resuming" in resumed.stdout
-    # The stopped run does not train again. Left alone when Tune had saved its stop; else
+    # The stopped trial does not train again. Left alone when Tune had saved its stop; else
     # restored from its latest checkpoint Tune had registered, it redoes at most the epoch in
     # flight at the crash (the stop epoch, the same numbers) and is stopped there again.
     lines = [line.split("]", 1)[1].split(None, 1)[1].split("|")[0].strip()
@@ -159,14 +161,15 @@ def test_resume_keeps_asha_stops_and_gives_the_uninterrupted_results(
     out = tmp_path / "res" / f"{NAME}-smoke"
     # Every stop, before and after the resume, is still on record once the sweep is done (Tune
     # once put the state file back as it was at the resume: the sweep then said it was
-    # interrupted, and a second crash would have judged runs against stale rungs).
-    early = {t["trial_id"] for t in _rows(out / "trials.csv") if t["status"] == "stopped_early"}
-    assert stopped in early and early <= stopped_runs(str(experiment / ASHA_STATE_NAME))
-    history = [h for h in _rows(out / "history.csv") if h["trial_id"] == stopped]
+    # interrupted, and a second crash would have judged trials against stale rungs). Each cell
+    # is a trial of its own here, so its cell id is its trial's id.
+    early = {c["trial_id"] for c in _rows(out / "cells.csv") if c["status"] == "stopped_early"}
+    assert stopped in early and early <= stopped_trials(str(experiment / ASHA_STATE_NAME))
+    history = [h for h in _rows(out / "history.csv") if h["cell_id"] == stopped]
     assert [int(h["epoch"]) for h in history] == list(range(1, at + 1)), history
-    # And the results are the uninterrupted sweep's, row for row: each trial's status, epochs,
-    # best epoch and metrics (trials.csv), and each epoch's numbers (history.csv).
-    got, want = (_trials_by_config(o / "trials.csv") for o in (out, reference["out"]))
+    # And the results are the uninterrupted sweep's, row for row: each cell's status, epochs,
+    # best epoch and metrics (cells.csv), and each epoch's numbers (history.csv).
+    got, want = (_cells_by_config(o / "cells.csv") for o in (out, reference["out"]))
     assert got.keys() == want.keys()
     for key in want:
         assert got[key] == want[key], key

@@ -252,10 +252,10 @@ def test_batch_larger_than_training_split() -> None:
 
 @pytest.mark.parametrize("grid_text, error", [
     ("base: {model: mlp, features: waveform}\ngrid: {ema: [0.99, 1.0]}",
-     r"g.yaml: trial .*ema must be in \[0, 1\).*got 1.0"),
+     r"g.yaml: cell .*ema must be in \[0, 1\).*got 1.0"),
     ("grid: {label_smoothing: [0.1, 1.0]}",
-     r"g.yaml: trial .*label_smoothing must be in \[0, 1\).*got 1.0"),
-    ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: trial .*time_crop must be in \[0, 1\]"),
+     r"g.yaml: cell .*label_smoothing must be in \[0, 1\).*got 1.0"),
+    ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: cell .*time_crop must be in \[0, 1\]"),
 ])
 def test_training_only_knobs_fail_when_the_grid_loads(tmp_path: Path, grid_text: str,
                                                       error: str) -> None:
@@ -278,7 +278,7 @@ def test_time_crop_on_a_model_that_cannot_pool_fails_before_any_trial(tmp_path: 
                         True)
     base = Config().replace(model="small_cnn", features="logmel", time_crop=0.6,
                             n_fft=126, hop_length=1024)
-    with pytest.raises(ConfigError, match=r"g.yaml: trial .*model': 'cnn1'.*time_crop 0.6 "
+    with pytest.raises(ConfigError, match=r"g.yaml: cell .*model': 'cnn1'.*time_crop 0.6 "
                                           r"needs a model that pools over time"):
         check_models(load_grid(str(tmp_path / "g.yaml")), base, prepared)
 
@@ -301,9 +301,9 @@ def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "batch sizes capped at the sample's 8 training segments ([16, 20] -> [8])" \
         in proc.stdout
-    with open(tmp_path / "r" / "batch_epoch-smoke" / "trials.csv") as f:
-        trials = list(csv.DictReader(f))
-    assert {t["batch_size"] for t in trials} == {"8"} and len(trials) == 2
+    with open(tmp_path / "r" / "batch_epoch-smoke" / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert {c["batch_size"] for c in cells} == {"8"} and len(cells) == 2
     with open(tmp_path / "r" / "batch_epoch-smoke" / "data_report.csv") as f:
         reported = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
     assert "shorter than one 5-s segment" in reported["zz_truncated.wav"]

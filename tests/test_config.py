@@ -20,7 +20,7 @@ def _grid(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("name", list_grids())
 def test_every_grid_file_loads(name: str) -> None:
     g = load_grid(name)
-    assert g.n_trials >= 1 and g.description
+    assert g.n_cells >= 1 and g.description
     defaults = Config()
     for preset in ("study", "cpu"):
         base = resolve_base(g, preset, seed=None)
@@ -53,7 +53,7 @@ def test_resolve_base_layers_defaults_preset_grid_carried_seed(tmp_path: Path) -
     assert stage == base.replace(**carried)
     assert resolve_base(g, "cpu", seed=9, carried=carried) == stage.replace(seed=9)
     assert resolve_base(g, "cpu", seed=9) == base.replace(seed=9)
-    # A carried value is checked with the grid's trials, like the grid's own base.
+    # A carried value is checked with the grid's cells, like the grid's own base.
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
         resolve_base(g, "cpu", seed=None, carried={"epochs": 0})
 
@@ -61,7 +61,7 @@ def test_resolve_base_layers_defaults_preset_grid_carried_seed(tmp_path: Path) -
 def test_batch_epoch_is_the_study_grid() -> None:
     g = load_grid("batch_epoch")
     assert g.axes == {"batch_size": [16, 20, 32, 64, 128, 256], "epochs": [3, 5, 7, 10]}
-    assert g.n_trials == 24 and g.metric == "val/acc" and g.mode == "max"
+    assert g.n_cells == 24 and g.metric == "val/acc" and g.mode == "max"
     assert g.max_epochs(Config()) == 10
     assert g.base["model"] == "cnn1"
 
@@ -74,7 +74,7 @@ def test_smoke_shrinks_every_axis_and_epochs() -> None:
 def test_grid_by_path_works_from_any_directory(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert load_grid("batch_epoch").n_trials == 24
+    assert load_grid("batch_epoch").n_cells == 24
     p = _grid(tmp_path, "description: d\ngrid:\n  lr: [0.001, 0.01]\n")
     assert load_grid(str(p)).axes == {"lr": [0.001, 0.01]}
 
@@ -121,7 +121,7 @@ def test_a_grid_folder_of_ones_own_comes_first(tmp_path: Path) -> None:
     (mine / "batch_epoch.yaml").write_text("description: mine\ngrid: {lr: [0.1]}\n")
     (mine / "extra.yaml").write_text("description: extra\ngrid: {lr: [0.1, 0.2]}\n")
     assert load_grid("batch_epoch", grids=mine).description == "mine"
-    assert load_grid("batch_epoch").n_trials == 24  # the built-in one, without --grids
+    assert load_grid("batch_epoch").n_cells == 24  # the built-in one, without --grids
     assert {"extra", "batch_epoch", "cnn"} <= set(list_grids(mine))
     assert load_grid("cnn", grids=mine).name == "cnn"  # built-ins still found
     with pytest.raises(ConfigError, match="--grids .*nowhere: not a folder"):
@@ -180,7 +180,7 @@ BAD: dict[str, list[dict[str, Any]]] = {
 
 
 def _judge(deltas: dict[str, Any]) -> None:
-    """What a grid's trial goes through at load: its keys and types, then its values."""
+    """What a grid's cell goes through at load: its keys and types, then its values."""
     validate(Config.from_dict(deltas, "t"), "t")
 
 
@@ -220,8 +220,8 @@ def test_the_registries_are_passed_in_whole() -> None:
 
 @pytest.mark.parametrize("text, where", [
     ("base: {features: semitone, pitch_shift: -1}\n", "base"),
-    ("base: {features: semitone}\ngrid: {pitch_shift: [2, -1]}\n", "trial {'pitch_shift': -1}"),
-    ("variants: [{name: a, features: semitone, pitch_shift: -1}]\n", "trial {'variant': 'a'"),
+    ("base: {features: semitone}\ngrid: {pitch_shift: [2, -1]}\n", "cell {'pitch_shift': -1}"),
+    ("variants: [{name: a, features: semitone, pitch_shift: -1}]\n", "cell {'variant': 'a'"),
 ])
 def test_a_negative_pitch_shift_fails_at_load_before_ray(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,

@@ -14,19 +14,19 @@ BUILTIN = Prepared(Path("."), tuple(f"g{i}" for i in range(10)), 110_250,
                    {"train": 960, "val": 120, "test": 120}, True)
 
 
-def test_the_estimate_counts_runs_and_scales_with_the_input() -> None:
+def test_the_estimate_counts_trials_and_scales_with_the_input() -> None:
     grid = load_grid("batch_epoch")
     plan = plan_resources([Node(2)], 6)
-    cpu = estimate(grid.runs(resolve_base(grid, "cpu", None)), resolve_base(grid, "cpu", None),
-                   BUILTIN, plan)
-    assert cpu is not None and cpu.run_epochs == 60  # 6 runs of 10 epochs, not 24 trials
+    cpu_base = resolve_base(grid, "cpu", None)
+    cpu = estimate(grid.trial_plans(cpu_base), cpu_base, BUILTIN, plan)
+    assert cpu is not None and cpu.trial_epochs == 60  # 6 trials of 10 epochs, not 24 cells
     assert list(cpu.samples_per_s) == ["cnn1 on spectrogram n_fft 126 hop 1024"]
     study_base = resolve_base(grid, "study", None)
-    study = estimate(grid.runs(study_base)[:1], study_base, BUILTIN, plan)
-    assert study.run_epochs == 10
+    study = estimate(grid.trial_plans(study_base)[:1], study_base, BUILTIN, plan)
+    assert study.trial_epochs == 10
     # The study's 201x552 input costs CNN1 many times the CPU preset's, per epoch.
     assert study.minutes / 10 > 5 * cpu.minutes / 60
-    assert "at most 60 run-epochs" in cpu.describe(2, asha=True)
+    assert "at most 60 trial-epochs" in cpu.describe(2, asha=True)
     assert "--preset cpu" in cheaper("study", plan) and "--smoke" in cheaper("cpu", plan)
 
 
@@ -36,5 +36,5 @@ def test_no_estimate_for_gpu_trials_without_a_gpu_here() -> None:
     plan = plan_resources([Node(8, 1)], 2)
     import torch
 
-    assert (estimate(grid.runs(base), base, BUILTIN, plan) is None) == \
+    assert (estimate(grid.trial_plans(base), base, BUILTIN, plan) is None) == \
         (not torch.cuda.is_available())

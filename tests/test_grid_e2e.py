@@ -18,25 +18,27 @@ def _rows(path: Path) -> list[dict]:
 
 def test_smoke_writes_every_result_file(smoke_run: dict) -> None:
     out = smoke_run["out"]
-    for name in ("trials.csv", "history.csv", "summary.md", "best.json", "data_report.csv",
-                 "heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_trial.png",
+    for name in ("cells.csv", "history.csv", "summary.md", "best.json", "data_report.csv",
+                 "heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_cell.png",
                  "confusion_test.png"):
         assert (out / name).stat().st_size > 0, name
-    trials = _rows(out / "trials.csv")
+    assert not (out / "trials.csv").exists() and not (out / "val_acc_by_trial.png").exists()
+    cells = _rows(out / "cells.csv")
     grid = load_grid("batch_epoch").smoke()
-    assert len(trials) == grid.n_trials
-    assert {"trial_id", "status", "batch_size", "epochs", "epoch", "val/acc", "val/loss",
-            "train/loss", "train/acc", "best/val/acc", "wall_s"} <= set(trials[0])
-    assert {(int(t["batch_size"]), int(t["epochs"])) for t in trials} == {
+    assert len(cells) == grid.n_cells
+    assert {"cell_id", "trial_id", "status", "batch_size", "epochs", "epoch", "val/acc",
+            "val/loss", "train/loss", "train/acc", "best/val/acc", "wall_s"} <= set(cells[0])
+    assert list(cells[0])[0] == "cell_id" and "run_id" not in cells[0]
+    assert {(int(c["batch_size"]), int(c["epochs"])) for c in cells} == {
         (b, e) for b in grid.axes["batch_size"] for e in grid.axes["epochs"]}
-    for t in trials:
-        assert t["status"] in ("completed", "stopped_early"), t
-        assert 0.0 <= float(t["val/acc"]) <= 1.0
-        assert float(t["best/val/acc"]) >= float(t["val/acc"])
+    for c in cells:
+        assert c["status"] in ("completed", "stopped_early"), c
+        assert 0.0 <= float(c["val/acc"]) <= 1.0
+        assert float(c["best/val/acc"]) >= float(c["val/acc"])
     history = _rows(out / "history.csv")
-    for t in trials:
-        epochs = [int(h["epoch"]) for h in history if h["trial_id"] == t["trial_id"]]
-        assert epochs == list(range(1, int(t["epoch"]) + 1))
+    for c in cells:
+        epochs = [int(h["epoch"]) for h in history if h["cell_id"] == c["cell_id"]]
+        assert epochs == list(range(1, int(c["epoch"]) + 1))
     index = (out.parent / "index.html").read_text()
     assert index.count('<img src="batch_epoch-smoke/') == 4 and "<th>batch_size</th>" in index
     log = smoke_run["proc"].stdout
@@ -45,28 +47,28 @@ def test_smoke_writes_every_result_file(smoke_run: dict) -> None:
 
 
 def test_smoke_says_how_sure_its_winner_is(smoke_run: dict) -> None:
-    """Every trial's interval at its judged epoch in trials.csv, the winner's and its ties in
+    """Every cell's interval at its judged epoch in cells.csv, the winner's and its ties in
     best.json, the verdict in the console's last lines and summary.md, and the test read in
     the prepared set's ledger."""
     out = smoke_run["out"]
-    trials = _rows(out / "trials.csv")
-    for t in trials:
-        lo, hi = float(t["best/val/acc ci_lo"]), float(t["best/val/acc ci_hi"])
-        assert lo <= float(t["best/val/acc"]) <= hi, t
+    cells = _rows(out / "cells.csv")
+    for c in cells:
+        lo, hi = float(c["best/val/acc ci_lo"]), float(c["best/val/acc ci_hi"])
+        assert lo <= float(c["best/val/acc"]) <= hi, c
         assert lo < hi  # a smoke split's one-track classes are resampled together
-        assert float(t["judged val/acc"]) == float(t["best/val/acc"])
+        assert float(c["judged val/acc"]) == float(c["best/val/acc"])
     best = json.loads((out / "best.json").read_text())
     iv = best["interval"]
     assert iv["low"] <= best["val/acc"] <= iv["high"] and "bootstrap over tracks" in iv["method"]
-    tied = {t["trial_id"] for t in trials if t["tied_with_best"] == "True"}
-    untied = {t["trial_id"] for t in trials if t["tied_with_best"] == "False"}
-    assert len(tied) + len(untied) == len(trials) - 1  # every trial but the winner judged
+    tied = {c["cell_id"] for c in cells if c["tied_with_best"] == "True"}
+    untied = {c["cell_id"] for c in cells if c["tied_with_best"] == "False"}
+    assert len(tied) + len(untied) == len(cells) - 1  # every cell but the winner judged
     assert len(best["tied_with"]) == len(tied)
-    for t in trials:
-        if t["trial_id"] in tied:
-            assert float(t["diff_lo"]) <= 0.0 <= float(t["diff_hi"])
-        elif t["trial_id"] in untied:
-            assert float(t["diff_lo"]) > 0.0
+    for c in cells:
+        if c["cell_id"] in tied:
+            assert float(c["diff_lo"]) <= 0.0 <= float(c["diff_hi"])
+        elif c["cell_id"] in untied:
+            assert float(c["diff_lo"]) > 0.0
     lo, hi = best["test/acc interval"]
     assert lo <= best["test/acc"] <= hi
     log = smoke_run["proc"].stdout.splitlines()
@@ -77,24 +79,24 @@ def test_smoke_says_how_sure_its_winner_is(smoke_run: dict) -> None:
     assert best["verdict"] in summary and "this test split has been read" in summary
     prepared_dir = next((smoke_run["base"] / "cache" / "prepared").iterdir())
     reads = [json.loads(line) for line in (prepared_dir / "test_reads.jsonl").open()]
-    assert {"reader": f"batch_epoch-smoke: final evaluation of trial {best['trial_id']}",
+    assert {"reader": f"batch_epoch-smoke: final evaluation of cell {best['cell_id']}",
             "checkpoint": best["checkpoint"]}.items() <= reads[0].items()
 
 
 def test_smoke_training_loss_goes_down(smoke_run: dict) -> None:
     history = _rows(smoke_run["out"] / "history.csv")
-    by_trial: dict[str, list[float]] = {}
+    by_cell: dict[str, list[float]] = {}
     for h in history:
-        by_trial.setdefault(h["trial_id"], []).append(float(h["train/loss"]))
-    longer = [losses for losses in by_trial.values() if len(losses) >= 2]
-    assert longer, "no trial ran two epochs"
+        by_cell.setdefault(h["cell_id"], []).append(float(h["train/loss"]))
+    longer = [losses for losses in by_cell.values() if len(losses) >= 2]
+    assert longer, "no cell ran two epochs"
     for losses in longer:
         assert losses[-1] < losses[0], losses
 
 
 def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> None:
     """best.json's test accuracy, recomputed without raygenre's report: the checkpoint found by
-    Ray's own reader (or the member copy trials.csv names), the test split read with pyarrow,
+    Ray's own reader (or the member copy cells.csv names), the test split read with pyarrow,
     plain argmax and a plain majority vote."""
     import pyarrow as pa
     import torch
@@ -104,15 +106,17 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
 
     out = smoke_run["out"]
     best = json.loads((out / "best.json").read_text())
-    assert {"grid", "trial_id", "config", "val/acc", "test/acc", "test/track_acc"} <= set(best)
+    assert {"grid", "cell_id", "trial_id", "config", "val/acc", "test/acc",
+            "test/track_acc"} <= set(best)
     assert best["grid"] == "batch_epoch"
-    trials = {t["trial_id"]: t for t in _rows(out / "trials.csv")}
-    row = trials[best["trial_id"]]
+    cells = {c["cell_id"]: c for c in _rows(out / "cells.csv")}
+    row = cells[best["cell_id"]]
+    assert row["trial_id"] == best["trial_id"]
     assert abs(float(row["best/val/acc"]) - best["val/acc"]) < 1e-9
-    longest = max(int(t["epochs"]) for t in trials.values() if t["run_id"] == row["run_id"])
+    longest = max(int(c["epochs"]) for c in cells.values() if c["trial_id"] == row["trial_id"])
     if int(row["epochs"]) == longest:
         analysis = ExperimentAnalysis(str(smoke_run["base"] / "runs" / "batch_epoch-smoke"))
-        (trial,) = [t for t in analysis.trials if t.trial_id == best["run_id"]]
+        (trial,) = [t for t in analysis.trials if t.trial_id == best["trial_id"]]
         ckpt = Path(analysis.get_best_checkpoint(trial, "val/acc", "max").path)
     else:
         ckpt = Path(row["checkpoint"])
@@ -143,8 +147,8 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     from raygenre.report import TEST_PREDICTIONS, read_test_predictions
 
     saved = read_test_predictions(out / TEST_PREDICTIONS)
-    assert set(saved) == {best["trial_id"]}  # only the chosen trial was tested
-    probs, saved_labels, saved_tracks = saved[best["trial_id"]]
+    assert set(saved) == {best["cell_id"]}  # only the chosen cell was tested
+    probs, saved_labels, saved_tracks = saved[best["cell_id"]]
     assert saved_labels == labels and saved_tracks == table.column("track").to_pylist()
     assert probs.argmax(1).tolist() == pred
 
@@ -153,18 +157,18 @@ def test_existing_run_is_not_overwritten_without_resume(smoke_run: dict) -> None
     proc = run_cli(smoke_run["args"], cwd=smoke_run["base"])
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "--resume" in proc.stderr
-    assert (smoke_run["out"] / "trials.csv").exists()
+    assert (smoke_run["out"] / "cells.csv").exists()
 
 
 def assert_every_row_equal(got: dict[tuple, dict[str, str]],
                            reference: dict[tuple, dict[str, str]]) -> None:
     """Two `batch_epoch --smoke` histories (from `history_by_config`) hold the same rows, one
-    per trial and epoch of the grid, with the same numbers. Every row is owed: the grid has
+    per cell and epoch of the grid, with the same numbers. Every row is owed: the grid has
     ASHA off, so no trial stops early, and which trials run cannot depend on the order
     parallel trials report in."""
     grid = load_grid("batch_epoch").smoke()
     assert not grid.asha
-    assert len(reference) == sum(t.deltas["epochs"] for t in grid.grid_trials()), reference
+    assert len(reference) == sum(c.deltas["epochs"] for c in grid.cells()), reference
     assert got.keys() == reference.keys(), (sorted(got.keys() - reference.keys()),
                                             sorted(reference.keys() - got.keys()))
     for key in reference:
@@ -173,7 +177,7 @@ def assert_every_row_equal(got: dict[tuple, dict[str, str]],
 
 def test_same_seed_gives_identical_metrics(smoke_run: dict, tmp_path: Path) -> None:
     """A second run into fresh folders (data regenerated and re-prepared too) reports the same
-    numbers for every trial and epoch."""
+    numbers for every cell and epoch."""
     args = ["batch_epoch", "--smoke", "--results", str(tmp_path / "results"),
             "--storage", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
     proc = run_cli(args, cwd=tmp_path)
@@ -199,23 +203,23 @@ def _events(path: Path) -> list[tuple[str, int, float]]:
     return out
 
 
-def test_tensorboard_has_the_trials_csv_names_by_epoch(smoke_run: dict) -> None:
-    """One TensorBoard run per run Tune ran (a shared run holds its members' epochs)."""
+def test_tensorboard_has_the_cells_csv_names_by_epoch(smoke_run: dict) -> None:
+    """One TensorBoard run per trial Tune ran (a shared trial holds its members' epochs)."""
     out = smoke_run["out"]
     assert f"tensorboard --logdir {out / 'tensorboard'}" in smoke_run["proc"].stdout
-    trials = _rows(out / "trials.csv")
-    runs = {t["run_id"]: t for t in trials}
+    cells = _rows(out / "cells.csv")
+    trials = {c["trial_id"]: c for c in cells}
     tb = sorted((out / "tensorboard").iterdir())
-    assert len(tb) == len(runs)
-    history = {(h["trial_id"], int(h["epoch"])): h for h in _rows(out / "history.csv")}
+    assert len(tb) == len(trials)
+    history = {(h["cell_id"], int(h["epoch"])): h for h in _rows(out / "history.csv")}
     for run in tb:
-        rid = run.name.split(",")[0]
-        assert rid in runs and f"batch_size={runs[rid]['batch_size']}" in run.name
-        longest = max((t for t in trials if t["run_id"] == rid), key=lambda t: int(t["epoch"]))
-        # The run's own files; its folders are its trials' HParams sessions (test_loggers.py).
+        tid = run.name.split(",")[0]
+        assert tid in trials and f"batch_size={trials[tid]['batch_size']}" in run.name
+        longest = max((c for c in cells if c["trial_id"] == tid), key=lambda c: int(c["epoch"]))
+        # The run's own files; its folders are its cells' HParams sessions (test_loggers.py).
         scalars = [e for f in run.iterdir() if f.is_file() for e in _events(f)]
         assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= {t for t, _, _ in scalars}
         for tag, step, value in scalars:
             if tag == "val/acc":
-                assert abs(value - float(history[(longest["trial_id"], step)]["val/acc"])) < 1e-5
+                assert abs(value - float(history[(longest["cell_id"], step)]["val/acc"])) < 1e-5
         assert max(s for _, s, _ in scalars) == int(longest["epoch"])

@@ -28,28 +28,28 @@ def test_random_mlps_are_drawn_from_the_seed() -> None:
     assert a == b and a != c and len(a) == 10
     assert all(2 <= len(h) <= 15 and all(10 <= u <= 128 for u in h) for h in a)
     g = load_grid("random_mlp")
-    assert g.axes["hidden"] == a and g.n_trials == 10
+    assert g.axes["hidden"] == a and g.n_cells == 10
 
 
 def test_optimizer_variants_pair_each_optimizer_with_its_schedule() -> None:
     g = load_grid("optimizers")
-    trials = g.trials()
-    assert len(trials) == 6
-    pairs = {(t["optimizer"], t["scheduler"], t.get("plateau_patience")) for t in trials}
+    cells = g.cell_rows()
+    assert len(cells) == 6
+    pairs = {(c["optimizer"], c["scheduler"], c.get("plateau_patience")) for c in cells}
     assert pairs == {(o, "exponential", None) for o in ("adam", "sgd")} | {
         (o, "plateau", p) for o in ("adam", "sgd") for p in (2, 5)}
-    assert {t["variant"] for t in trials} >= {"adam_exp", "sgd_plateau5"}
+    assert {c["variant"] for c in cells} >= {"adam_exp", "sgd_plateau5"}
 
 
 def test_best_grid_crosses_recipes_with_seeds_without_asha() -> None:
     g = load_grid("best")
-    assert not g.asha and g.n_trials == 9
-    assert {(t["variant"], t["seed"]) for t in g.trials()} == {
+    assert not g.asha and g.n_cells == 9
+    assert {(c["variant"], c["seed"]) for c in g.cell_rows()} == {
         (v, s) for v in ("study_cnn1", "band_linear", "small_cnn") for s in (0, 1, 2)}
     assert g.labels == ["variant", "seed"]
     assert g.replicates == 3 and g.test == "every"  # seeds are replicates; every recipe tested
     smoke = g.smoke()  # two recipes, every replicate kept
-    assert smoke.n_trials == 6 and smoke.base["epochs"] == 2
+    assert smoke.n_cells == 6 and smoke.base["epochs"] == 2
 
 
 @pytest.mark.parametrize("text, message", [
@@ -126,19 +126,19 @@ def _g(tmp_path: Path, text: str) -> Grid:
     return load_grid(str(tmp_path / "g.yaml"))
 
 
-def test_trials_that_differ_only_in_epochs_share_one_run(tmp_path: Path) -> None:
+def test_cells_that_differ_only_in_epochs_share_one_trial(tmp_path: Path) -> None:
     g = load_grid("batch_epoch")
-    runs = g.runs(resolve_base(g, "cpu", None))
-    assert len(runs) == 6 and g.n_trials == 24
-    assert all(r.members == [3, 5, 7, 10] for r in runs)
-    assert sorted(r.longest.deltas["batch_size"] for r in runs) == [16, 20, 32, 64, 128, 256]
-    # Every trial is in exactly one run.
-    assert sorted((t.deltas["batch_size"], t.deltas["epochs"]) for r in runs for t in r.trials) \
-        == sorted((t["batch_size"], t["epochs"]) for t in g.trials())
+    plans = g.trial_plans(resolve_base(g, "cpu", None))
+    assert len(plans) == 6 and g.n_cells == 24
+    assert all(p.members == [3, 5, 7, 10] for p in plans)
+    assert sorted(p.longest.deltas["batch_size"] for p in plans) == [16, 20, 32, 64, 128, 256]
+    # Every cell is in exactly one trial.
+    assert sorted((c.deltas["batch_size"], c.deltas["epochs"]) for p in plans for c in p.cells) \
+        == sorted((c["batch_size"], c["epochs"]) for c in g.cell_rows())
 
 
-@pytest.mark.parametrize("text, n_runs", [
-    # cosine's period is `epochs`: its 3-epoch trial is not the first epochs of the 5-epoch one
+@pytest.mark.parametrize("text, n_trials", [
+    # cosine's period is `epochs`: its 3-epoch cell is not the first epochs of the 5-epoch one
     ("base: {scheduler: cosine}\ngrid: {epochs: [3, 5], lr: [0.1, 0.2]}\n", 4),
     ("grid: {epochs: [3, 5], scheduler: [none, cosine]}\n", 3),  # only `none` shares
     ("grid: {epochs: [3, 5], lr: [0.1, 0.2]}\n", 2),  # lr differs: apart; epochs: together
@@ -147,17 +147,17 @@ def test_trials_that_differ_only_in_epochs_share_one_run(tmp_path: Path) -> None
     ("grid: {lr: [0.1, 0.2]}\n", 2),
 ])
 def test_grouping_keeps_apart_whatever_is_not_an_epoch_prefix(tmp_path: Path, text: str,
-                                                              n_runs: int) -> None:
+                                                              n_trials: int) -> None:
     g = _g(tmp_path, text)
     base = resolve_base(g, "cpu", None)
-    runs = g.runs(base)
-    assert len(runs) == n_runs
-    for r in runs:
-        cfgs = [base.replace(**t.deltas) for t in r.trials]
+    plans = g.trial_plans(base)
+    assert len(plans) == n_trials
+    for p in plans:
+        cfgs = [base.replace(**c.deltas) for c in p.cells]
         # Members differ in epochs alone, and none reads its epoch count.
         assert len({c.replace(epochs=1) for c in cfgs}) == 1
-        assert len({t.variant for t in r.trials}) == 1
-        assert len(r.trials) == 1 or not any(c.scheduler == "cosine" for c in cfgs)
+        assert len({c.variant for c in p.cells}) == 1
+        assert len(p.cells) == 1 or not any(c.scheduler == "cosine" for c in cfgs)
 
 
 def test_share_prefixes_must_be_a_bool(tmp_path: Path) -> None:

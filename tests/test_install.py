@@ -51,7 +51,7 @@ def test_a_wheel_in_a_fresh_venv_lists_and_runs_its_grids(tmp_path: Path,
     where = _run([py, "-c", "import raygenre; print(raygenre.__file__)"], empty).stdout
     assert where.startswith(str(venv)), where
     listing = _run([cli, "--list"], empty).stdout
-    assert "batch_epoch        24 trials    6 runs" in listing and "regularization" in listing
+    assert "batch_epoch        24 cells     6 trials" in listing and "regularization" in listing
 
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -59,7 +59,7 @@ def test_a_wheel_in_a_fresh_venv_lists_and_runs_its_grids(tmp_path: Path,
         "description: my own grid\nasha: false\n"
         "base: {model: mlp, features: waveform, hidden: [8], epochs: 1}\n"
         "grid: {lr: [0.001, 0.01]}\n")
-    assert "tiny                2 trials" in _run([cli, "--grids", mine, "--list"], empty).stdout
+    assert "tiny                2 cells" in _run([cli, "--grids", mine, "--list"], empty).stdout
 
     common = ["--smoke", "--cache", smoke_run["base"] / "cache", "--results", empty / "r",
               "--storage", empty / "s"]

@@ -24,9 +24,9 @@ def test_sweep_spreads_over_two_nodes_and_survives_losing_one(tmp_path: Path,
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
-        # 4 runs of 2 epochs (no epoch-prefix sharing, no ASHA): one per node at a time.
+        # 4 trials of 2 epochs (no epoch-prefix sharing, no ASHA): one per node at a time.
         grid = tmp_path / "four.yaml"
-        grid.write_text("description: four runs\nasha: false\n"
+        grid.write_text("description: four trials\nasha: false\n"
                         "base: {model: cnn1, features: spectrogram, epochs: 2}\n"
                         "grid: {batch_size: [16, 20], lr: [0.0004, 0.001]}\n")
         args = [str(grid), "--smoke", "--address", cluster.address, "--results",
@@ -42,7 +42,7 @@ def test_sweep_spreads_over_two_nodes_and_survives_losing_one(tmp_path: Path,
             if line.startswith("[tune") and " epoch 1/" in line:
                 started.add(line.split("]", 1)[1].split()[0])
             if len(started) == 2:
-                break  # two runs are under way, one on each node
+                break  # two trials are under way, one on each node
             assert time.time() - t0 < 600, "".join(lines[-40:])
         cluster.remove_node(worker)
         out, _ = proc.communicate(timeout=900)
@@ -50,15 +50,16 @@ def test_sweep_spreads_over_two_nodes_and_survives_losing_one(tmp_path: Path,
         assert proc.returncode == 0, log[-4000:]
     finally:
         cluster.shutdown()
-    with open(tmp_path / "r" / "four-smoke" / "trials.csv") as f:
-        trials = list(csv.DictReader(f))
-    assert len(trials) == 4 and len({t["trial_id"] for t in trials}) == 4
-    assert all(t["status"] == "completed" for t in trials), trials
+    with open(tmp_path / "r" / "four-smoke" / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) == 4 and len({c["cell_id"] for c in cells}) == 4
+    assert len({c["trial_id"] for c in cells}) == 4
+    assert all(c["status"] == "completed" for c in cells), cells
     with open(tmp_path / "r" / "four-smoke" / "history.csv") as f:
         history = list(csv.DictReader(f))
-    for t in trials:  # every epoch once, none lost or doubled
-        epochs = [h["epoch"] for h in history if h["trial_id"] == t["trial_id"]]
-        assert epochs == ["1", "2"], (t["trial_id"], epochs)
+    for c in cells:  # every epoch once, none lost or doubled
+        epochs = [h["epoch"] for h in history if h["cell_id"] == c["cell_id"]]
+        assert epochs == ["1", "2"], (c["cell_id"], epochs)
     # Both nodes ran epochs (each Tune result names the node it came from).
     nodes = {json.loads(line)["node"] for d in (tmp_path / "s" / "four-smoke").glob("*_0000*")
              for line in (d / "result.json").read_text().splitlines()}

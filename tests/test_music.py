@@ -320,8 +320,8 @@ def test_a_sweep_runs_on_the_real_music_set(tmp_path: Path) -> None:
     assert "[data] rendering the real-music set" in proc.stdout
     summary = (tmp_path / "r" / "best-smoke" / "summary.md").read_text()
     assert "`builtin:music`" in summary and "8 genres" in summary
-    with open(tmp_path / "r" / "best-smoke" / "trials.csv") as f:
-        assert {t["status"] for t in csv.DictReader(f)} == {"completed"}
+    with open(tmp_path / "r" / "best-smoke" / "cells.csv") as f:
+        assert {c["status"] for c in csv.DictReader(f)} == {"completed"}
     again = run_cli([*args, "--fresh"], tmp_path)  # rendered once: the cache serves it
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "rendering" not in again.stdout

@@ -21,25 +21,27 @@ def test_every_grid_runs_under_smoke(name: str, tmp_path: Path, smoke_run: dict)
                     str(tmp_path / "s"), "--cache", str(smoke_run["base"] / "cache")], tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = tmp_path / "r" / f"{name}-smoke"
-    with open(out / "trials.csv") as f:
-        trials = list(csv.DictReader(f))
-    assert len(trials) == load_grid(name).smoke().n_trials
-    assert all(t["status"] in ("completed", "stopped_early") for t in trials)
+    with open(out / "cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert len(cells) == load_grid(name).smoke().n_cells
+    assert all(c["status"] in ("completed", "stopped_early") for c in cells)
     best = json.loads((out / "best.json").read_text())
-    ids = {t["trial_id"] for t in trials}
-    assert best["trial_id"] in ids and set(best["chosen_trials"]) <= ids
+    ids = {c["cell_id"] for c in cells}
+    assert best["cell_id"] in ids and set(best["chosen_cells"]) <= ids
+    assert best["n_cells"] == len(cells)
+    assert best["n_trials"] == len({c["trial_id"] for c in cells})
     low, high = best["interval"]["low"], best["interval"]["high"]
     assert low <= best[best["metric"]] <= high
     reads = _ledger_readers(smoke_run)
-    if name == "best":  # a comparison fixed in advance: every trial is tested, once
+    if name == "best":  # a comparison fixed in advance: every cell is tested, once
         summary = (out / "summary.md").read_text()
         assert "## Configurations over seeds" in summary
-        assert best["replicates"] == 3 and len(best["chosen_trials"]) == 3
+        assert best["replicates"] == 3 and len(best["chosen_cells"]) == 3
         tested = {r.rsplit(" ", 1)[1] for r in reads if r.startswith("best-smoke: ")}
         assert tested == ids
-    else:  # only the chosen trial reads the test split
+    else:  # only the chosen cell reads the test split
         mine = [r for r in reads if r.startswith(f"{name}-smoke: final evaluation")]
-        assert mine == [f"{name}-smoke: final evaluation of trial {best['trial_id']}"]
+        assert mine == [f"{name}-smoke: final evaluation of cell {best['cell_id']}"]
 
 
 def _ledger_readers(smoke_run: dict) -> list[str]:
@@ -55,7 +57,7 @@ def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,
     before = len(_ledger_readers(smoke_run))
     proc = run_cli(args, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert len(_ledger_readers(smoke_run)) == before + 2  # each stage's chosen trial, once
+    assert len(_ledger_readers(smoke_run)) == before + 2  # each stage's chosen cell, once
     first = json.loads((tmp_path / "r" / "all-smoke" / "cnn" / "best.json").read_text())
     second = json.loads((tmp_path / "r" / "all-smoke" / "activations" / "best.json").read_text())
     # The carried config is the winner's, or one tied with it that trains fewer epochs.

@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_small_cpu_machine_runs_one_single_process_trial_per_core() -> None:
-    p = plan_resources([Node(2)], n_runs=24)
+    p = plan_resources([Node(2)], 24)
     assert (p.concurrency, p.workers, p.worker_cpus, p.threads, p.use_gpu) == (2, 1, 1.0, 1, False)
     assert p.trial_resources() == {"cpu": 1.0}  # the trial is the worker: nothing held twice
-    assert plan_resources([Node(16)], 3).concurrency == 3  # capped at the run count
+    assert plan_resources([Node(16)], 3).concurrency == 3  # capped at the trial count
     big = plan_resources([Node(16)], 24)
     assert (big.concurrency, big.worker_cpus, big.threads) == (8, 2.0, 2)
 
@@ -35,7 +35,7 @@ def test_cluster_yaml_sizes_a_trial_for_one_g5_node_not_the_whole_cluster() -> N
     config = prepare_config(yaml.safe_load((ROOT / "cluster.yaml").read_text()))
     nodes = nodes_from_autoscaler(config)
     assert sorted((n.cpus, n.gpus, n.count) for n in nodes) == [(4, 1, 2), (4, 1, 4), (8, 0, 1)]
-    p = plan_resources(nodes, n_runs=24)
+    p = plan_resources(nodes, 24)
     assert (p.worker_cpus, p.worker_gpus, p.concurrency, p.threads) == (4.0, 1.0, 6, 4)
     assert p.trial_resources() == {"cpu": 4.0, "gpu": 1.0}
     quarter = plan_resources(nodes, 24, gpus_per_trial=0.25)
@@ -54,7 +54,7 @@ def test_cluster_yaml_sizes_a_trial_for_one_g5_node_not_the_whole_cluster() -> N
     ([(2, 4, 1)], 1, (0.5, 1.0, 4)),  # fewer CPUs than GPUs: a fraction of a CPU each
 ])
 def test_mixed_node_shapes(nodes: list, gpus: float | None, want: tuple) -> None:
-    p = plan_resources([Node(*n) for n in nodes], n_runs=100, gpus_per_trial=gpus)
+    p = plan_resources([Node(*n) for n in nodes], 100, gpus_per_trial=gpus)
     assert (p.worker_cpus, p.worker_gpus, p.concurrency) == want
     # Every trial fits on at least one node shape.
     assert any(n[0] >= p.worker_cpus and n[1] >= p.worker_gpus for n in nodes)
@@ -100,20 +100,20 @@ def test_nodes_from_ray_and_undeclared_node_types() -> None:
     assert nodes_from_autoscaler(onprem) is None  # machines are fixed: size from the alive
 
 
-@pytest.mark.parametrize("nodes, runs, want", [
-    # (cpus, gpus, count) per shape, runs -> (cpus per trial, gpus per trial, trials at once)
+@pytest.mark.parametrize("nodes, trials, want", [
+    # (cpus, gpus, count) per shape, trials -> (cpus per trial, gpus per trial, trials at once)
     ([(16, 1, 1)], 100, (4.0, 0.25, 4)),  # the measured H200 machine: four per GPU
-    ([(16, 1, 1)], 2, (8.0, 0.5, 2)),  # fewer runs than slots: each gets more of the GPU
-    ([(16, 1, 1)], 1, (16.0, 1.0, 1)),  # one run: the whole GPU and its CPUs
+    ([(16, 1, 1)], 2, (8.0, 0.5, 2)),  # fewer trials than slots: each gets more of the GPU
+    ([(16, 1, 1)], 1, (16.0, 1.0, 1)),  # one trial: the whole GPU and its CPUs
     ([(96, 8, 1)], 100, (4.0, 1 / 3, 24)),  # 12 CPUs per GPU: three per GPU
     ([(4, 1, 6), (8, 0, 1)], 100, (4.0, 1.0, 6)),  # g5.xlarge: 4 CPUs per GPU, one per GPU
     ([(128, 1, 1)], 100, (32.0, 0.25, 4)),  # many CPUs: at most four per GPU
 ])
-def test_gpu_trials_are_packed_by_the_cpus_that_go_with_a_gpu(nodes: list, runs: int,
+def test_gpu_trials_are_packed_by_the_cpus_that_go_with_a_gpu(nodes: list, trials: int,
                                                                want: tuple) -> None:
-    p = plan_resources([Node(*n) for n in nodes], n_runs=runs)
+    p = plan_resources([Node(*n) for n in nodes], trials)
     assert (p.worker_cpus, p.worker_gpus, p.concurrency) == pytest.approx(want)
     # Asked for, a share is kept as given; data-parallel workers keep whole GPUs.
-    assert plan_resources([Node(*n) for n in nodes], runs, gpus_per_trial=1).worker_gpus == 1
+    assert plan_resources([Node(*n) for n in nodes], trials, gpus_per_trial=1).worker_gpus == 1
     if sum(n[1] * n[2] for n in nodes) >= 2:
-        assert plan_resources([Node(*n) for n in nodes], runs, workers=2).worker_gpus == 1
+        assert plan_resources([Node(*n) for n in nodes], trials, workers=2).worker_gpus == 1

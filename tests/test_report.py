@@ -1,5 +1,5 @@
 """The report's arithmetic on hand-made cases: checkpoint listings, member rows, the best
-trial, the track vote, per-genre accuracy."""
+cell, the track vote, per-genre accuracy."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 from raygenre.gridfile import Grid, Objective
 from raygenre.report.evaluate import scores, track_votes
 from raygenre.report.records import (
-    RunRecord,
+    TrialRecord,
     best_of,
+    cell_rows,
     pick_best,
-    trial_rows,
     whole_checkpoints,
 )
 from raygenre.storage import Location
@@ -63,59 +63,61 @@ def _grid(metric: str = "val/acc", mode: str = "max") -> Grid:
 
 
 def test_members_read_their_own_epochs_and_checkpoints() -> None:
-    """A run standing for 2-, 4- and 6-epoch trials: each member's numbers are the run's first
-    e epochs, judged at its best epoch among them (latest on a tie), tested at the run's kept
-    copy for it, or at the run's best when it is the longest."""
-    pins = Location("/runs/g/members/r0")
-    rec = RunRecord("r0", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
-                    _history([0.5, 0.6, 0.6, 0.55, 0.7, 0.4]), wall_s=30.0,
-                    best=Location("/runs/g/r0/checkpoint_000004"), pins=pins)
-    trials, history = trial_rows([rec], _grid(), ACC)
-    by = {t["epochs"]: t for t in trials}
-    assert [t["trial_id"] for t in trials] == ["r0:e2", "r0:e4", "r0:e6"]
-    assert {e: (t["epoch"], t["status"], t["best_epoch"]) for e, t in by.items()} == {
+    """A trial standing for 2-, 4- and 6-epoch cells: each member's numbers are the trial's
+    first e epochs, judged at its best epoch among them (latest on a tie), tested at the
+    trial's kept copy for it, or at the trial's best when it is the longest."""
+    pins = Location("/runs/g/members/t0")
+    rec = TrialRecord("t0", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                      _history([0.5, 0.6, 0.6, 0.55, 0.7, 0.4]), wall_s=30.0,
+                      best=Location("/runs/g/t0/checkpoint_000004"), pins=pins)
+    cells, history = cell_rows([rec], _grid(), ACC)
+    by = {c["epochs"]: c for c in cells}
+    assert [c["cell_id"] for c in cells] == ["t0:e2", "t0:e4", "t0:e6"]
+    assert {e: (c["epoch"], c["status"], c["best_epoch"]) for e, c in by.items()} == {
         2: (2, "completed", 2), 4: (4, "completed", 3), 6: (6, "completed", 5)}
     assert by[4]["val/acc"] == 0.55 and by[4]["best/val/acc"] == 0.6
     assert by[2]["_checkpoint"] == pins / "epoch_0002"
     assert by[4]["_checkpoint"] == pins / "epoch_0003"  # the tie at 2-3 goes to the later
     assert by[6]["_checkpoint"] == rec.best
-    assert by[4]["train_s"] == 8.0 and all(t["run_id"] == "r0" for t in trials)
-    assert [h["epoch"] for h in history if h["trial_id"] == "r0:e4"] == [1, 2, 3, 4]
+    assert by[4]["train_s"] == 8.0 and all(c["trial_id"] == "t0" for c in cells)
+    assert [h["epoch"] for h in history if h["cell_id"] == "t0:e4"] == [1, 2, 3, 4]
+    assert all("trial_id" not in h for h in history)  # history.csv: cell_id only
 
 
-def test_a_run_asha_stopped_marks_only_its_longer_members() -> None:
-    rec = RunRecord("r1", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
-                    _history([0.2, 0.3, 0.25]), best=Location("/b"), pins=Location("/p"))
-    trials, _ = trial_rows([rec], _grid(), ACC)
-    assert [(t["status"], t["epoch"]) for t in trials] == [
+def test_a_trial_asha_stopped_marks_only_its_longer_members() -> None:
+    rec = TrialRecord("t1", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                      _history([0.2, 0.3, 0.25]), best=Location("/b"), pins=Location("/p"))
+    cells, _ = cell_rows([rec], _grid(), ACC)
+    assert [(c["status"], c["epoch"]) for c in cells] == [
         ("completed", 2), ("stopped_early", 3), ("stopped_early", 3)]
-    assert trials[1]["_checkpoint"] == Location("/b") == trials[2]["_checkpoint"]
+    assert cells[1]["_checkpoint"] == Location("/b") == cells[2]["_checkpoint"]
 
 
 def test_an_error_marks_the_members_it_cut_short() -> None:
-    rec = RunRecord("r2", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
-                    _history([0.2, 0.3, 0.25]), error="OOM", best=Location("/b"))
-    trials, _ = trial_rows([rec], _grid(), ACC)
-    assert [(t["status"], t["error"]) for t in trials] == [
+    rec = TrialRecord("t2", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                      _history([0.2, 0.3, 0.25]), error="OOM", best=Location("/b"))
+    cells, _ = cell_rows([rec], _grid(), ACC)
+    assert [(c["status"], c["error"]) for c in cells] == [
         ("completed", ""), ("error", "OOM"), ("error", "OOM")]
-    none, _ = trial_rows([RunRecord("r3", {"epochs": 2}, None, [2], [], error="boom")],
-                         _grid(), ACC)
+    none, _ = cell_rows([TrialRecord("t3", {"epochs": 2}, None, [2], [], error="boom")],
+                        _grid(), ACC)
     assert none[0]["status"] == "error" and none[0]["best/val/acc"] is None
+    assert none[0]["cell_id"] == none[0]["trial_id"] == "t3"  # a cell alone: its trial's id
 
 
-def test_the_best_trial_follows_the_grids_metric_and_prefers_fewer_epochs_on_a_tie() -> None:
-    runs = [RunRecord("a", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
-                      _history([0.5, 0.7, 0.6, 0.6, 0.65, 0.7])),
-            RunRecord("b", {"batch_size": 32, "epochs": 6}, None, [6],
-                      _history([0.4, 0.6, 0.69, 0.6, 0.6, 0.6]))]
-    trials, _ = trial_rows(runs, _grid(), ACC)
-    assert pick_best(trials, ACC)["trial_id"] == "a:e2"  # 0.7 at epoch 2 ties epoch 6's
+def test_the_best_cell_follows_the_grids_metric_and_prefers_fewer_epochs_on_a_tie() -> None:
+    trials = [TrialRecord("a", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
+                          _history([0.5, 0.7, 0.6, 0.6, 0.65, 0.7])),
+              TrialRecord("b", {"batch_size": 32, "epochs": 6}, None, [6],
+                          _history([0.4, 0.6, 0.69, 0.6, 0.6, 0.6]))]
+    cells, _ = cell_rows(trials, _grid(), ACC)
+    assert pick_best(cells, ACC)["cell_id"] == "a:e2"  # 0.7 at epoch 2 ties epoch 6's
     loss = Objective("val/loss", "min")
-    trials, _ = trial_rows(runs, _grid("val/loss", "min"), loss)
-    best = pick_best(trials, loss)
-    assert best["trial_id"] == "a:e2" and best["best/val/loss"] == pytest.approx(0.3)
-    assert pick_best(trial_rows([RunRecord("c", {"epochs": 1}, None, [1], [], error="x")],
-                                _grid(), ACC)[0], ACC) is None
+    cells, _ = cell_rows(trials, _grid("val/loss", "min"), loss)
+    best = pick_best(cells, loss)
+    assert best["cell_id"] == "a:e2" and best["best/val/loss"] == pytest.approx(0.3)
+    assert pick_best(cell_rows([TrialRecord("c", {"epochs": 1}, None, [1], [], error="x")],
+                               _grid(), ACC)[0], ACC) is None
 
 
 def test_track_vote_takes_the_majority_and_breaks_ties_by_probability() -> None:

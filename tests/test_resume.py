@@ -148,10 +148,10 @@ def _reference(runner: str, smoke_run: dict, dp_run: dict | None) -> Path:
 def test_data_parallel_runner_same_seed_same_numbers(dp_run: dict, smoke_run: dict,
                                                      tmp_path: Path) -> None:
     """Every results file, and a second run with the same seed reporting the same numbers for
-    every trial and epoch. (Two workers shard the data: the numbers are not the one-process
+    every cell and epoch. (Two workers shard the data: the numbers are not the one-process
     runner's.)"""
     out = dp_run["out"]
-    for name in ("trials.csv", "history.csv", "summary.md", "best.json", "heatmap_val_acc.png"):
+    for name in ("cells.csv", "history.csv", "summary.md", "best.json", "heatmap_val_acc.png"):
         assert (out / name).stat().st_size > 0, name
     assert (dp_run["base"] / "runs" / "batch_epoch-smoke" / "_train").is_dir()
     again = _run_grid_text(tmp_path, smoke_run["base"] / "cache", "batch_epoch",
@@ -172,9 +172,9 @@ def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
             str(tmp_path / "results"), "--storage", str(tmp_path / "runs"), "--cache",
             str(smoke_run["base"] / "cache")]
     proc = _start(args, tmp_path)
-    lines = _read_until(proc, "epoch 1/2")  # a 2-epoch run is halfway
+    lines = _read_until(proc, "epoch 1/2")  # a 2-epoch trial is halfway
     _kill_tree(proc.pid)
-    # What Tune had seen when the machine "crashed": runs it saw finish, and the epoch whose
+    # What Tune had seen when the machine "crashed": trials it saw finish, and the epoch whose
     # report we just read. Those must not be trained again. (An epoch in flight at the kill may
     # be: its checkpoint can be on disk before Ray registered it; it is then redone, with the
     # same numbers.)
@@ -196,8 +196,8 @@ def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
     for key, mtime in before.items():
         if key in after:  # (retention may have pruned it; never rewritten)
             assert after[key] == mtime, key
-    trials = _rows(tmp_path / "results" / "batch_epoch-smoke" / "trials.csv")
-    assert len(trials) == 4 and all(t["status"] != "error" for t in trials)
+    cells = _rows(tmp_path / "results" / "batch_epoch-smoke" / "cells.csv")
+    assert len(cells) == 4 and all(c["status"] != "error" for c in cells)
     # And the results equal those of the uninterrupted run.
     reference = history_by_config(_reference(runner, smoke_run, dp))
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
@@ -210,9 +210,9 @@ def _ledger(cache: Path) -> list[str]:
 
 
 def _aggregates(out: Path) -> tuple[list[dict], dict]:
-    """configs.csv without trial ids (Tune names trials anew in every experiment), and
+    """configs.csv without cell ids (Tune names trials anew in every experiment), and
     best.json's verdict."""
-    configs = [{k: v for k, v in c.items() if k != "trials"} for c in _rows(out / "configs.csv")]
+    configs = [{k: v for k, v in c.items() if k != "cells"} for c in _rows(out / "configs.csv")]
     best = json.loads((out / "best.json").read_text())
     keep = ("val/acc", "test/acc", "test/track_acc", "interval", "test/acc interval",
             "test/track_acc interval", "tied_with", "ties", "replicates", "carry")
@@ -281,8 +281,8 @@ def test_a_killed_trial_process_retries_from_its_checkpoint(runner: str, tmp_pat
         p.send_signal(signal.SIGKILL)
     out = _finish(proc, 900)
     assert proc.returncode == 0, out[-4000:]
-    trials = _rows(tmp_path / "res" / "slowtrial-smoke" / "trials.csv")
-    assert [(t["status"], t["epoch"]) for t in trials] == [("completed", "2")]
+    cells = _rows(tmp_path / "res" / "slowtrial-smoke" / "cells.csv")
+    assert [(c["status"], c["epoch"]) for c in cells] == [("completed", "2")]
     # A victim killed while it held a checkpoint's scratch folder (~650 MB here) left it
     # behind; the retry's loop removed it.
     left = [d for p in victims
@@ -303,10 +303,10 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path,
                          "description: one config runs out of memory\n"
                          "base: {model: mlp, features: waveform, epochs: 1}\n"
                          "grid: {hidden: [[16], [1000000]]}\n", "--smoke")
-    trials = {t["hidden"]: t for t in _rows(out / "trials.csv")}
-    assert trials["[16]"]["status"] == "completed"
-    assert trials["[1000000]"]["status"] == "error"
-    assert trials["[1000000]"]["error"]
+    cells = {c["hidden"]: c for c in _rows(out / "cells.csv")}
+    assert cells["[16]"]["status"] == "completed"
+    assert cells["[1000000]"]["status"] == "error"
+    assert cells["[1000000]"]["error"]
     summary = (out / "summary.md").read_text()
     assert "## Errors" in summary
 
@@ -355,9 +355,11 @@ def test_every_trial_failing_is_one_clear_error(tmp_path: Path, smoke_run: dict)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert errors == [f"error: every trial failed before reporting val/acc; errors in "
-                      f"{tmp_path / 'r' / 'allfail-smoke' / 'trials.csv'}"]
+                      f"{tmp_path / 'r' / 'allfail-smoke' / 'cells.csv'}"]
     assert "Traceback" not in proc.stderr
-    trials = _rows(tmp_path / "r" / "allfail-smoke" / "trials.csv")
-    assert [t["status"] for t in trials] == ["error", "error"] and all(t["error"] for t in trials)
-    # Their ids are Tune's, though neither reported anything (once read from folder names).
-    assert all(re.fullmatch(r"[0-9a-f]{5}_0000[01]", t["trial_id"]) for t in trials), trials
+    cells = _rows(tmp_path / "r" / "allfail-smoke" / "cells.csv")
+    assert [c["status"] for c in cells] == ["error", "error"] and all(c["error"] for c in cells)
+    # Their trial ids are Tune's, though neither reported anything (once read from folder
+    # names), and each cell, alone in its trial, has its trial's id.
+    assert all(re.fullmatch(r"[0-9a-f]{5}_0000[01]", c["trial_id"]) for c in cells), cells
+    assert all(c["cell_id"] == c["trial_id"] for c in cells), cells

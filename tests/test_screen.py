@@ -33,7 +33,7 @@ def test_screen_runs_each_variant_and_seed_and_repeats_itself(gtzan_like: Path,
         assert len(r["val_history"]) == 2 and r["best_epoch"] in (1, 2)
         assert r["val/acc"] == max(r["val_history"])
         assert "test/acc" not in r and 0.0 <= r["val/track_acc"] <= 1.0
-    # The seed reaches the trial: the same variant differs between seeds...
+    # The seed reaches the cell: the same variant differs between seeds...
     a0, a1 = first[0], first[1]
     assert a0["last/train/loss"] != a1["last/train/loss"]
     # ...and the same seed gives the same numbers in another run, in other processes.

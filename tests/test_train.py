@@ -99,10 +99,10 @@ def test_a_resumed_loop_equals_an_uninterrupted_one_bit_for_bit(tmp_path, ema: f
 
 @pytest.mark.parametrize("scheduler, prefix", [("none", True), ("exponential", True),
                                                ("plateau", True), ("cosine", False)])
-def test_a_shorter_trial_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler: str,
-                                                             prefix: bool) -> None:
-    """What sharing a run rests on: unless the schedule reads the epoch count, 2 epochs of a
-    trial are the first 2 of its 4-epoch version; with cosine they are not."""
+def test_a_shorter_cell_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler: str,
+                                                            prefix: bool) -> None:
+    """What sharing a trial rests on: unless the schedule reads the epoch count, 2 epochs of a
+    cell are the first 2 of its 4-epoch version; with cosine they are not."""
     data = _data()
     short, long = LocalSeam(data, tmp_path / "s"), LocalSeam(data, tmp_path / "l")
     train_loop(_config(epochs=2, scheduler=scheduler), short)

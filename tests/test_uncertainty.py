@@ -14,7 +14,7 @@ from raygenre.data import prepare
 from raygenre.gridfile import Grid, load_grid
 from raygenre.report import held_out_summary
 from raygenre.report.evaluate import predict
-from raygenre.report.records import RunRecord
+from raygenre.report.records import TrialRecord
 from raygenre.report.uncertainty import Split, track_stats
 from raygenre.report.verdict import ReportError, carried_choice, judge
 from raygenre.train import ValPredictions, build, save_checkpoint
@@ -40,18 +40,20 @@ def _logp(split: Split, right: np.ndarray) -> np.ndarray:
     return np.log(p)
 
 
-def _trial(tid: str, split: Split, right: np.ndarray, **swept: object) -> tuple[dict, dict]:
+def _cell(cid: str, split: Split, right: np.ndarray, **swept: object) -> tuple[dict, dict]:
+    """A cell row alone in its Tune trial (so its cell id is the trial's id), and its
+    validation predictions."""
     acc = float(right.mean())
-    run = RunRecord(run_id=tid, config={}, variant=None, members=[1],
-                    history=[{"epoch": 1, "val/acc": acc}])
-    row = {"trial_id": tid, "status": "completed", "epoch": 1, "best_epoch": 1,
-           "best/val/acc": acc, "_run": run, "_config": {"epochs": 1}, **swept}
+    trial = TrialRecord(trial_id=cid, config={}, variant=None, members=[1],
+                        history=[{"epoch": 1, "val/acc": acc}])
+    row = {"cell_id": cid, "status": "completed", "epoch": 1, "best_epoch": 1,
+           "best/val/acc": acc, "_trial": trial, "_config": {"epochs": 1}, **swept}
     return row, {1: _logp(split, right)}
 
 
 def _judge(rows: list[tuple[dict, dict]], grid: Grid, split: Split):  # noqa: ANN202
-    preds = {r["trial_id"]: ValPredictions(p) for r, p in rows}
-    return judge([r for r, _ in rows], grid, split, lambda run: preds[run.run_id])
+    preds = {r["cell_id"]: ValPredictions(p) for r, p in rows}
+    return judge([r for r, _ in rows], grid, split, lambda trial: preds[trial.trial_id])
 
 
 def _grid(**axes: list) -> Grid:
@@ -83,19 +85,19 @@ def test_draws_are_seeded_and_keep_each_class_share() -> None:
         assert np.allclose(a[:, split.track_class == c].sum(1), TRACKS)
 
 
-def test_a_clearly_better_trial_is_not_tied_and_alike_ones_are() -> None:
+def test_a_clearly_better_cell_is_not_tied_and_alike_ones_are() -> None:
     split = _split()
     rng = np.random.default_rng(1)
     n = len(split.labels)
     good = rng.random(n) < 0.8
     coin_a, coin_b = rng.random(n) < 0.4, rng.random(n) < 0.4  # alike in distribution
-    rows = [_trial("good", split, good, lr=1), _trial("a", split, coin_a, lr=2),
-            _trial("b", split, coin_b, lr=3)]
+    rows = [_cell("good", split, good, lr=1), _cell("a", split, coin_a, lr=2),
+            _cell("b", split, coin_b, lr=3)]
     v = _judge(rows, _grid(lr=[1, 2, 3]), split)
-    assert v.best["trial_id"] == "good"
+    assert v.best["cell_id"] == "good"
     assert [c.tied for c in v.configs[1:]] == [False, False]
     assert "no other configuration within noise" in v.line("val/acc")
-    # Without the clearly better trial, the two coins are within noise of each other.
+    # Without the clearly better cell, the two coins are within noise of each other.
     v = _judge(rows[1:], _grid(lr=[2, 3]), split)
     assert v.configs[1].tied is True
     assert v.configs[1].diff_lo < 0 < v.configs[1].diff_hi
@@ -109,29 +111,29 @@ def test_replicates_aggregate_per_configuration_and_the_winner_is_the_best_mean(
     split = _split()
     rng = np.random.default_rng(2)
     n = len(split.labels)
-    rows = [_trial(f"l1s{s}", split, rng.random(n) < p, lr=1, seed=s)
+    rows = [_cell(f"l1s{s}", split, rng.random(n) < p, lr=1, seed=s)
             for s, p in enumerate((0.9, 0.2, 0.2))]
-    rows += [_trial(f"l2s{s}", split, rng.random(n) < 0.6, lr=2, seed=s) for s in range(3)]
+    rows += [_cell(f"l2s{s}", split, rng.random(n) < 0.6, lr=2, seed=s) for s in range(3)]
     grid = _grid(lr=[1, 2], seed=[0, 1, 2])
     v = _judge(rows, grid, split)
     assert v.replicates and v.winner.label == "lr=2"
-    assert [t["trial_id"] for t in v.chosen] == ["l2s0", "l2s1", "l2s2"]
+    assert [c["cell_id"] for c in v.chosen] == ["l2s0", "l2s1", "l2s2"]
     assert abs(v.winner.value - np.mean([r["best/val/acc"] for r, _ in rows[3:]])) < 1e-12
     # The seeds of lr=1 disagree: resampling them widens its interval past the tracks' alone.
     one = v.configs[1]
     track_only = [r["best/val/acc ci_hi"] - r["best/val/acc ci_lo"] for r, _ in rows[:3]]
     assert one.hi - one.lo > max(track_only)
     row = one.row(grid)
-    assert row["replicates"] == 3 and row["trials"] == "l1s0 l1s1 l1s2"
+    assert row["replicates"] == 3 and row["cells"] == "l1s0 l1s1 l1s2"
 
 
-def test_replicates_are_judged_in_seed_order_whatever_order_the_trials_come_in() -> None:
-    """A resumed sweep lists its trials in another order than an uninterrupted one; the seed
+def test_replicates_are_judged_in_seed_order_whatever_order_the_cells_come_in() -> None:
+    """A resumed sweep lists its cells in another order than an uninterrupted one; the seed
     bootstrap picks replicates by position, so the aggregates must not follow that order."""
     split = _split()
     rng = np.random.default_rng(5)
     n = len(split.labels)
-    rows = [_trial(f"l{lr}s{s}", split, rng.random(n) < p, lr=lr, seed=s)
+    rows = [_cell(f"l{lr}s{s}", split, rng.random(n) < p, lr=lr, seed=s)
             for lr, ps in ((1, (0.7, 0.4, 0.55)), (2, (0.5, 0.6, 0.3))) for s, p in enumerate(ps)]
     grid = _grid(lr=[1, 2], seed=[0, 1, 2])
 
@@ -150,10 +152,10 @@ def test_a_tied_winner_carries_the_configuration_with_fewest_epochs() -> None:
     one = rng.random(n) < 0.5
     other = one ^ (rng.random(n) < 0.1)  # a few segments flipped either way: within noise
     better, worse = (one, other) if one.mean() > other.mean() else (other, one)
-    long, short = _trial("long", split, better, epochs=10), _trial("short", split, worse, epochs=3)
+    long, short = _cell("long", split, better, epochs=10), _cell("short", split, worse, epochs=3)
     long[0]["_config"], short[0]["_config"] = {"epochs": 10}, {"epochs": 3}
     v = _judge([long, short], _grid(epochs=[10, 3]), split)
-    assert v.best["trial_id"] == "long" and v.configs[1].tied
+    assert v.best["cell_id"] == "long" and v.configs[1].tied
     carry = carried_choice(v, _grid(epochs=[10, 3]))
     assert carry["label"] == "epochs=3" and carry["is_winner"] is False
     assert carry["tied"] == ["epochs=3"]
@@ -162,17 +164,17 @@ def test_a_tied_winner_carries_the_configuration_with_fewest_epochs() -> None:
 def test_predictions_that_disagree_with_the_record_are_refused() -> None:
     split = _split()
     right = np.random.default_rng(4).random(len(split.labels)) < 0.5
-    row, preds = _trial("x", split, right, lr=1)
-    row["_run"].history[0]["val/acc"] = 0.99  # not what these predictions give
-    with pytest.raises(ReportError, match="trial x: the validation predictions"):
+    row, preds = _cell("x", split, right, lr=1)
+    row["_trial"].history[0]["val/acc"] = 0.99  # not what these predictions give
+    with pytest.raises(ReportError, match="cell x: the validation predictions"):
         _judge([(row, preds)], _grid(lr=[1]), split)
 
 
-def test_a_trial_without_stored_predictions_is_left_unjudged() -> None:
+def test_a_cell_without_stored_predictions_is_left_unjudged() -> None:
     split = _split()
     rng = np.random.default_rng(5)
-    rows = [_trial("a", split, rng.random(len(split.labels)) < 0.6, lr=1),
-            _trial("old", split, rng.random(len(split.labels)) < 0.5, lr=2)]
+    rows = [_cell("a", split, rng.random(len(split.labels)) < 0.6, lr=1),
+            _cell("old", split, rng.random(len(split.labels)) < 0.5, lr=2)]
     rows[1] = (rows[1][0], {})  # written before records were kept
     v = _judge(rows, _grid(lr=[1, 2]), split)
     assert v.configs[1].tied is None and rows[1][0]["best/val/acc ci_lo"] is None
@@ -227,7 +229,7 @@ def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
     p = tmp_path / "g.yaml"
     p.write_text("description: r\nreplicates: 3\nbase: {seed: 5}\ngrid: {lr: [0.1, 0.2]}\n")
     g = load_grid(str(p))
-    assert g.replicates == 3 and g.axes["seed"] == [5, 6, 7] and g.n_trials == 6
+    assert g.replicates == 3 and g.axes["seed"] == [5, 6, 7] and g.n_cells == 6
     assert load_grid(str(p), seed=10).axes["seed"] == [10, 11, 12]
     assert load_grid(str(p), replicates=2).axes["seed"] == [5, 6]
     assert "seed" not in load_grid(str(p), replicates=1).axes
@@ -247,8 +249,8 @@ def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
         load_grid(str(p))
 
 
-def test_each_replicate_is_a_run_of_its_own_and_prefixes_are_still_shared() -> None:
-    runs = load_grid("batch_epoch", replicates=2).runs(Config())
-    assert len(runs) == 12  # 6 batch sizes x 2 seeds, each run standing for 4 epoch counts
-    assert sorted(r.longest.deltas["seed"] for r in runs) == [0] * 6 + [1] * 6
-    assert all(r.members == [3, 5, 7, 10] for r in runs)
+def test_each_replicate_is_a_trial_of_its_own_and_prefixes_are_still_shared() -> None:
+    plans = load_grid("batch_epoch", replicates=2).trial_plans(Config())
+    assert len(plans) == 12  # 6 batch sizes x 2 seeds, each trial standing for 4 epoch counts
+    assert sorted(p.longest.deltas["seed"] for p in plans) == [0] * 6 + [1] * 6
+    assert all(p.members == [3, 5, 7, 10] for p in plans)

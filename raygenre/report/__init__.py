@@ -1,6 +1,6 @@
-"""results/<grid>/: trials and history tables, test evaluation of the best trial, summary, plots.
+"""results/<grid>/: cells and history tables, test evaluation of the best cell, summary, plots.
 
-The report knows nothing of Ray: it reads run records (records.py) that the sweep builds from
+The report knows nothing of Ray: it reads trial records (records.py) that the sweep builds from
 Tune's results, and checkpoint folders through `Location`.
 """
 
@@ -23,7 +23,7 @@ from raygenre.paths import RunPaths
 from raygenre.report.evaluate import evaluate
 from raygenre.report.index import write_index
 from raygenre.report.plots import pipeline_plot, plot_all
-from raygenre.report.records import RunRecord, trial_rows
+from raygenre.report.records import TrialRecord, cell_rows
 from raygenre.report.tables import (
     SweepFacts,
     fmt,
@@ -44,45 +44,45 @@ from raygenre.report.uncertainty import (
 from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
 from raygenre.train import PREDICTIONS_FILE, ValPredictions
 
-__all__ = ["TEST_PREDICTIONS", "NoResults", "RunRecord", "SweepFacts", "evaluate",
+__all__ = ["CELLS_FILE", "TEST_PREDICTIONS", "NoResults", "SweepFacts", "TrialRecord", "evaluate",
            "read_test_predictions", "write_index", "write_pipeline", "write_results"]
 
 
-def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: RunPaths,
+def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: RunPaths,
                   prepared: Prepared, facts: SweepFacts, carried: dict[str, Any],
                   shaped_by: dict[str, Any]) -> dict[str, Any]:
     """Every file of results/<grid>/; returns best.json's content."""
     out = paths.results
     out.mkdir(parents=True, exist_ok=True)
     objective = grid.objective
-    trials, history = trial_rows(records, grid, objective)
+    cells, history = cell_rows(records, grid, objective)
     # Tables first: whatever fails later, the sweep's numbers are on disk.
-    write_csv(out / "trials.csv", trials)
+    write_csv(out / CELLS_FILE, cells)
     write_csv(out / "history.csv", history)
     shutil.copy(prepared.report_path, out / "data_report.csv")
-    verdict = judge(trials, grid, split_of(prepared, "val"), run_predictions)
+    verdict = judge(cells, grid, split_of(prepared, "val"), trial_predictions)
     if verdict is None:
-        (out / "summary.md").write_text(f"# {facts.name}\n\nNo trial reported {grid.metric}; "
-                                        f"see errors in trials.csv.\n")
+        (out / "summary.md").write_text(f"# {facts.name}\n\nNo cell reported {grid.metric}; "
+                                        f"see errors in {CELLS_FILE}.\n")
         raise NoResults(f"every trial failed before reporting {grid.metric}; errors in "
-                        f"{out / 'trials.csv'}")
-    write_csv(out / "trials.csv", trials)  # now with intervals and ties
+                        f"{out / CELLS_FILE}")
+    write_csv(out / CELLS_FILE, cells)  # now with intervals and ties
     write_csv(out / "configs.csv", [c.row(grid) for c in verdict.configs])
     best = verdict.best
-    tested = ([t for t in trials if t[objective.best_column] is not None]
+    tested = ([c for c in cells if c[objective.best_column] is not None]
               if grid.test == "every" else verdict.chosen)
-    tests = {t["trial_id"]: _evaluate(t, prepared, facts.name) for t in tested}
+    tests = {c["cell_id"]: _evaluate(c, prepared, facts.name) for c in tested}
     write_test_predictions(out / TEST_PREDICTIONS, tests, prepared.genres)
-    test = tests[best["trial_id"]]
-    chosen = [tests[t["trial_id"]] for t in verdict.chosen]
+    test = tests[best["cell_id"]]
+    chosen = [tests[c["cell_id"]] for c in verdict.chosen]
     held_out = held_out_summary(chosen)
     carry = carried_choice(verdict, grid)
     winner = verdict.winner
-    best_json = {"grid": grid.name, "trial_id": best["trial_id"], "run_id": best["run_id"],
+    best_json = {"grid": grid.name, "cell_id": best["cell_id"], "trial_id": best["trial_id"],
                  "config": best["_config"], "metric": grid.metric, "mode": grid.mode,
                  grid.metric: winner.value,
-                 "val/acc": _mean([_val_acc_at(t, tests[t["trial_id"]]["epoch"])
-                                   for t in verdict.chosen]),
+                 "val/acc": _mean([_val_acc_at(c, tests[c["cell_id"]]["epoch"])
+                                   for c in verdict.chosen]),
                  "test/acc": held_out["test/acc"], "test/track_acc": held_out["test/track_acc"],
                  "interval": {"metric": grid.metric, "low": winner.lo, "high": winner.hi,
                               "level": LEVEL, "method": METHOD,
@@ -95,28 +95,28 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
                            "tied": c.tied} for c in verdict.configs[1:]],
                  "verdict": verdict.line(grid.metric),
                  "replicates": len(verdict.chosen),
-                 "chosen_trials": [t["trial_id"] for t in verdict.chosen],
+                 "chosen_cells": [c["cell_id"] for c in verdict.chosen],
                  "carry": carry,
                  "test_reads": len(ledger.reads(prepared.path)),
                  "epoch": test["epoch"], "checkpoint": test["checkpoint"],
                  "swept": {k: best[k] for k in grid.labels},
-                 "base": base.to_dict(), "carried": carried, "n_trials": len(trials),
-                 "n_runs": len(records), "wall_s": facts.wall_s,
-                 "training_share": training_share(trials, facts),
+                 "base": base.to_dict(), "carried": carried, "n_cells": len(cells),
+                 "n_trials": len(records), "wall_s": facts.wall_s,
+                 "training_share": training_share(cells, facts),
                  "description": grid.description, "command": facts.command,
                  "per_genre": test["per_genre"], "data": facts.data,
                  "data_source": facts.data_source, "run_folder": facts.run_folder,
                  "split": prepared.split,
                  "shaped_by": shaped_by}
     (out / "best.json").write_text(json.dumps(best_json, indent=1) + "\n")
-    plots = plot_all(grid, trials, history, verdict, test, prepared, out)
+    plots = plot_all(grid, cells, history, verdict, test, prepared, out)
     (out / "summary.md").write_text(
-        summary_md(grid, base, trials, verdict, test, held_out, prepared, facts, plots, tests,
+        summary_md(grid, base, cells, verdict, test, held_out, prepared, facts, plots, tests,
                    ledger.describe(prepared.path)))
     write_index(paths.results_root)
     print(f"[results] {verdict.line(grid.metric)}")
     what = (f"mean of {len(chosen)} seeds, " if verdict.replicates else "")
-    print(f"[results] test ({what}read once per trial): test/acc "
+    print(f"[results] test ({what}read once per cell): test/acc "
           f"{describe(held_out['test/acc'], *held_out['test/acc interval'])}, test/track_acc "
           f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}; "
           f"{ledger.describe(prepared.path)}")
@@ -124,30 +124,34 @@ def write_results(grid: Grid, base: Config, records: list[RunRecord], paths: Run
 
 
 TEST_PREDICTIONS = "test_predictions.csv"
+CELLS_FILE = "cells.csv"
 
 
 def write_test_predictions(path: Path, tests: dict[str, dict[str, Any]],
                            genres: tuple[str, ...] | list[str]) -> None:
-    """Every tested trial's class probabilities on each test segment, so that a comparison
-    across sweeps (bench/fresh_splits.py: the same recipes on other splits) can pair trials
+    """Every tested cell's class probabilities on each test segment, so that a comparison
+    across sweeps (bench/fresh_splits.py: the same recipes on other splits) can pair cells
     on the same tracks without reading the test split again."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial_id", "segment", "track", "label", "predicted",
+        w.writerow(["cell_id", "segment", "track", "label", "predicted",
                     *(f"p:{g}" for g in genres)])
-        for trial_id, test in tests.items():
+        for cell_id, test in tests.items():
             probs = test["_probs"]
-            for i, (label, track) in enumerate(zip(test["_labels"].tolist(), test["_tracks"])):
+            for i, (label, track) in enumerate(zip(test["_labels"].tolist(), test["_tracks"],
+                                                    strict=True)):
                 row = probs[i].tolist()
-                w.writerow([trial_id, i, track, genres[label], genres[int(probs[i].argmax())],
+                w.writerow([cell_id, i, track, genres[label], genres[int(probs[i].argmax())],
                             *(f"{p:.6g}" for p in row)])
 
 
 def read_test_predictions(path: Path) -> dict[str, tuple[np.ndarray, list[int], list[str]]]:
-    """`write_test_predictions`'s file: trial_id -> (probabilities, label indices, tracks)."""
+    """`write_test_predictions`'s file: cell_id -> (probabilities, label indices, tracks)."""
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    if not rows or rows[0][:5] != ["trial_id", "segment", "track", "label", "predicted"]:
+    # "trial_id": the first column's name before cells and trials took Ray's words.
+    if not rows or rows[0][1:5] != ["segment", "track", "label", "predicted"] \
+            or rows[0][0] not in ("cell_id", "trial_id"):
         raise ValueError(f"{path}: not a test predictions file (its header is {rows[:1]})")
     genres = [c.removeprefix("p:") for c in rows[0][5:]]
     index = {g: i for i, g in enumerate(genres)}
@@ -173,11 +177,11 @@ def split_of(prepared: Prepared, split: str) -> Split:
     return Split.of(labels, tracks)
 
 
-def run_predictions(run: RunRecord) -> ValPredictions:
-    """The validation record in a run's latest checkpoint (every epoch it ran)."""
-    if run.latest is None:
+def trial_predictions(trial: TrialRecord) -> ValPredictions:
+    """The validation record in a trial's latest checkpoint (every epoch it ran)."""
+    if trial.latest is None:
         return ValPredictions()
-    f = run.latest / PREDICTIONS_FILE
+    f = trial.latest / PREDICTIONS_FILE
     return ValPredictions.from_bytes(f.read_bytes() if f.exists() else None)
 
 
@@ -201,16 +205,16 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(got) / len(got) if got else None
 
 
-def _evaluate(trial: dict[str, Any], prepared: Prepared, sweep: str) -> dict[str, Any]:
-    if trial["_checkpoint"] is None:
-        raise NoResults(f"trial {trial['trial_id']}: no checkpoint of its best epoch "
-                        f"({trial['best_epoch']}) was kept")
-    return evaluate(trial["_checkpoint"], prepared,
-                    reader=f"{sweep}: final evaluation of trial {trial['trial_id']}")
+def _evaluate(cell: dict[str, Any], prepared: Prepared, sweep: str) -> dict[str, Any]:
+    if cell["_checkpoint"] is None:
+        raise NoResults(f"cell {cell['cell_id']}: no checkpoint of its best epoch "
+                        f"({cell['best_epoch']}) was kept")
+    return evaluate(cell["_checkpoint"], prepared,
+                    reader=f"{sweep}: final evaluation of cell {cell['cell_id']}")
 
 
-def _val_acc_at(trial: dict[str, Any], epoch: int) -> float | None:
-    return next((h.get("val/acc") for h in trial["_run"].history if h["epoch"] == epoch), None)
+def _val_acc_at(cell: dict[str, Any], epoch: int) -> float | None:
+    return next((h.get("val/acc") for h in cell["_trial"].history if h["epoch"] == epoch), None)
 
 
 def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -> Path:
@@ -223,7 +227,7 @@ def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -
              "grid file). When configurations are tied with a stage's winner within noise, the "
              f"one carried is chosen by a fixed rule: {CARRY_RULE}.", "",
              "| stage | winner | val objective [95% CI] | tied within noise | carried | "
-             "test/acc | test/track_acc | trials | wall min |",
+             "test/acc | test/track_acc | cells | wall min |",
              "|---|---|---|---|---|---:|---:|---:|---:|"]
     for b in stages:
         delta = ", ".join(f"{k}={fmt(v)}" for k, v in b.get("swept", {}).items()) or "(fixed)"
@@ -235,11 +239,11 @@ def write_pipeline(stages: list[dict[str, Any]], results_root: Path, top: str) -
                      f"{b['metric']} {describe(b[b['metric']], iv.get('low'), iv.get('high'))}"
                      f" | {'; '.join(b.get('tied_with', [])) or 'none'} | {carried} | "
                      f"{b['test/acc']:.4f} | {b['test/track_acc']:.4f} | "
-                     f"{b.get('n_trials', '')} | {b.get('wall_s', 0) / 60:.1f} |")
+                     f"{b.get('n_cells', '')} | {b.get('wall_s', 0) / 60:.1f} |")
     lines += ["", f"![best accuracy per stage]({png.name})", ""]
     md.write_text("\n".join(lines))
     keep = ("grid", "swept", "metric", "val/acc", "test/acc", "test/track_acc", "interval",
-            "tied_with", "carry", "n_trials", "wall_s")
+            "tied_with", "carry", "n_cells", "wall_s")
     (results_root / f"pipeline{suffix}.json").write_text(
         json.dumps([{k: b.get(k) for k in keep} for b in stages], indent=1))
     pipeline_plot(stages, png)

@@ -1,6 +1,6 @@
 """results/index.html: every sweep and pipeline of a results folder on one page.
 
-Regenerated after every sweep and pipeline, from the files they wrote (best.json, trials.csv,
+Regenerated after every sweep and pipeline, from the files they wrote (best.json, cells.csv,
 pipeline*.json, the PNGs). Plain HTML and CSS with images by relative path: it opens from the
 disk in any browser, with no server, and moves with the folder. A few lines of script only
 mark images that failed to load (`data-loaded`), which a test reads.
@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from raygenre import legacy
 from raygenre.report.tables import fmt
 
 STYLE = """
@@ -42,8 +43,8 @@ window.addEventListener('load', function () {
 });
 """
 
-PLOTS = ("heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_trial.png",
-         "confusion_test.png")
+PLOTS = ("heatmap_val_acc.png", "curves_best_worst.png", "val_acc_by_cell.png",
+         "confusion_test.png", legacy.OLD_BARS)
 
 
 def _table(header: list[str], rows: list[list[Any]], best_rows: set[int] | None = None) -> str:
@@ -81,24 +82,29 @@ def _tied(text: str) -> str:
 def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     """(anchor, HTML section) for one sweep's results folder."""
     best = json.loads((folder / "best.json").read_text())
+    if legacy.is_old(best):
+        best = legacy.renamed(best, legacy.BEST_KEYS)
     rel = folder.relative_to(root).as_posix()
     anchor = rel.replace("/", "-")
     metric = best.get("metric", "val/acc")
     col = f"best/{metric}"
-    with open(folder / "trials.csv") as f:
-        trials = list(csv.DictReader(f))
+    table = legacy.cells_file(folder).name
+    with open(folder / table) as f:
+        reader = csv.DictReader(f)
+        names = legacy.columns_of(list(reader.fieldnames or []))
+        cells = [legacy.renamed(row, names) for row in reader]
     labels = list(best.get("swept", {}))
     sign = -1 if best.get("mode", "max") == "max" else 1
-    trials.sort(key=lambda t: (_number(t.get(col, "")) is None, sign * (_number(t.get(col, ""))
+    cells.sort(key=lambda t: (_number(t.get(col, "")) is None, sign * (_number(t.get(col, ""))
                                                                       or 0.0)))
-    header = ["trial", "status", *labels, "epochs run", col, "95% CI", "tied with best",
+    header = ["cell", "status", *labels, "epochs run", col, "95% CI", "tied with best",
               "best epoch", "final val/acc"]
-    rows = [[t["trial_id"], t["status"], *(t.get(k, "") for k in labels), t["epoch"],
+    rows = [[t["cell_id"], t["status"], *(t.get(k, "") for k in labels), t["epoch"],
              _number(t.get(col, "")), _ci(t.get(f"{col} ci_lo", ""), t.get(f"{col} ci_hi", "")),
              _tied(t.get("tied_with_best", "")), t.get("best_epoch", ""), _number(t["val/acc"])]
-            for t in trials]
-    chosen = set(best.get("chosen_trials") or [best["trial_id"]])
-    marked = {i for i, t in enumerate(trials) if t["trial_id"] in chosen}
+            for t in cells]
+    chosen = set(best.get("chosen_cells") or [best["cell_id"]])
+    marked = {i for i, t in enumerate(cells) if t["cell_id"] in chosen}
     genres = best.get("per_genre", {})
     iv = best.get("test/acc interval") or [None, None]
     tiv = best.get("test/track_acc interval") or [None, None]
@@ -109,7 +115,7 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
              f"<p>Data: {escape(str(best.get('data', '')))}; split: "
              f"{escape(str(best.get('split', '')))}</p>",
              f"<p class=\"verdict\"><b>{escape(best.get('verdict', ''))}</b></p>",
-             "<p><b>Test</b> (read once per tested trial"
+             "<p><b>Test</b> (read once per tested cell"
              + (f"; this test split has been read {reads} times in all" if reads else "")
              + f"): segment accuracy {escape(_ci_text(best['test/acc'], *iv))}, track accuracy"
              f" (majority vote) {escape(_ci_text(best['test/track_acc'], *tiv))}.</p>"]
@@ -128,13 +134,13 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     if genres:
         parts.append(_table(["genre", "test accuracy"], [[g, a] for g, a in genres.items()]))
     cfg = best.get("config", {})
-    parts.append("<details><summary>Config of the best trial</summary>"
+    parts.append("<details><summary>Config of the best cell</summary>"
                  + _table(["key", "value"], [[k, v] for k, v in cfg.items()]) + "</details>")
     imgs = [f'<img src="{escape(rel)}/{p}" alt="{escape(rel)}: {p}">' for p in PLOTS
             if (folder / p).exists()]
     parts.append(f'<div class="plots">{"".join(imgs)}</div>')
     parts.append(f'<p><a href="{escape(rel)}/summary.md">summary.md</a> · '
-                 f'<a href="{escape(rel)}/trials.csv">trials.csv</a> · '
+                 f'<a href="{escape(rel)}/{table}">{table}</a> · '
                  f'<a href="{escape(rel)}/history.csv">history.csv</a></p>')
     return anchor, "\n".join(parts)
 
@@ -143,7 +149,7 @@ def _pipeline(path: Path, root: Path) -> str:
     rows = json.loads(path.read_text())
     png = path.with_suffix(".png")
     table = _table(["stage", "winner", "val/acc", "95% CI", "tied within noise", "carried",
-                    "test/acc", "test/track_acc", "trials", "wall min"],
+                    "test/acc", "test/track_acc", "cells", "wall min"],
                    [[r["grid"], ", ".join(f"{k}={fmt(v)}" for k, v in r.get("swept", {}).items())
                      or "(fixed)", r["val/acc"],
                      _ci(str((r.get("interval") or {}).get("low", "")),
@@ -151,7 +157,7 @@ def _pipeline(path: Path, root: Path) -> str:
                      "; ".join(r.get("tied_with") or []) or "none",
                      "the winner" if (r.get("carry") or {}).get("is_winner", True)
                      else r["carry"]["label"], r["test/acc"], r["test/track_acc"],
-                     r.get("n_trials", ""), r.get("wall_s", 0) / 60] for r in rows])
+                     r.get("n_cells", ""), r.get("wall_s", 0) / 60] for r in rows])
     img = (f'<div class="plots"><img src="{escape(png.name)}" alt="{escape(png.name)}"></div>'
            if png.exists() else "")
     return f"<h2>{escape(path.stem)}</h2>{table}{img}"
@@ -160,7 +166,7 @@ def _pipeline(path: Path, root: Path) -> str:
 def write_index(results_root: Path) -> Path:
     """Write results_root/index.html from whatever sweeps and pipelines it holds."""
     sweeps = sorted(p.parent for p in results_root.glob("**/best.json")
-                    if (p.parent / "trials.csv").exists())
+                    if legacy.cells_file(p.parent) is not None)
     sections = [_sweep(folder, results_root) for folder in sweeps]
     pipelines = [_pipeline(p, results_root) for p in sorted(results_root.glob("pipeline*.json"))]
     nav = " ".join(f'<a href="#{escape(a)}">{escape(a)}</a>' for a, _ in sections)

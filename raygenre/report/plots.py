@@ -18,14 +18,14 @@ from raygenre.report.tables import fmt  # noqa: E402
 
 
 def _label(t: dict, axes: list[str]) -> str:
-    return ", ".join(f"{a}={fmt(t[a])}" for a in axes) or t["trial_id"]
+    return ", ".join(f"{a}={fmt(t[a])}" for a in axes) or t["cell_id"]
 
 
-def _axis_values(trials: list[dict], key: str) -> list[Any]:
+def _axis_values(rows: list[dict], key: str) -> list[Any]:
     """An axis's distinct values in a readable order: numbers ascending, anything else (names,
     lists of layer sizes) in the grid's order. Compared by their text: lists are not hashable."""
     seen: dict[str, Any] = {}
-    for t in trials:
+    for t in rows:
         seen.setdefault(fmt(t[key]), t[key])
     values = list(seen.values())
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -34,8 +34,8 @@ def _axis_values(trials: list[dict], key: str) -> list[Any]:
 
 
 def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> str:
-    """Each trial's judged value (its best epoch's objective, what the winner is chosen on)
-    with its 95 % interval over validation tracks; the chosen trial(s) orange, tied ones green."""
+    """Each cell's judged value (its best epoch's objective, what the winner is chosen on)
+    with its 95 % interval over validation tracks; the chosen cell(s) orange, tied ones green."""
     col, sign = grid.objective.best_column, (1 if grid.mode == "max" else -1)
     ok_sorted = sorted(ok, key=lambda t: -sign * t[col])
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok_sorted) + 2), 4))
@@ -44,33 +44,33 @@ def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> s
           for t in ok_sorted]
     hi = [t[f"{col} ci_hi"] - t[col] if t.get(f"{col} ci_hi") is not None else 0.0
           for t in ok_sorted]
-    colors = ["tab:orange" if t["trial_id"] in chosen else "tab:green" if t["tied_with_best"]
+    colors = ["tab:orange" if t["cell_id"] in chosen else "tab:green" if t["tied_with_best"]
               else "tab:blue" for t in ok_sorted]
     ax.bar(range(len(ok_sorted)), values, color=colors, yerr=[lo, hi], capsize=2,
            error_kw={"elinewidth": 0.8})
     ax.set_xticks(range(len(ok_sorted)), [_label(t, grid.labels) for t in ok_sorted],
                   rotation=70, ha="right", fontsize=7)
     ax.set_ylabel(f"{col} (95% CI over val tracks)")
-    ax.set_title(f"{grid.name}: {col} per trial (orange: chosen; green: tied within noise)",
+    ax.set_title(f"{grid.name}: {col} per cell (orange: chosen; green: tied within noise)",
                  fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "val_acc_by_trial.png", dpi=110)
+    fig.savefig(out / "val_acc_by_cell.png", dpi=110)
     plt.close(fig)
-    return "val_acc_by_trial.png"
+    return "val_acc_by_cell.png"
 
 
-def heatmap(grid: Grid, axes: list[str], cells: list[dict], out: Path, what: str) -> str:
+def heatmap(grid: Grid, axes: list[str], squares: list[dict], out: Path, what: str) -> str:
     """The judged value (each configuration's best epoch, or its mean over seeds: what the
-    winner is chosen on) over a two-axis grid; the chosen cell boxed, cells tied with it marked
-    '≈'; a trial ASHA stopped says at which epoch. `cells`: one per configuration, with its
-    axes' values, "value", "tied", "chosen", "status" and "epoch"."""
+    winner is chosen on) over a two-axis grid; the chosen square boxed, squares tied with it
+    marked '≈'; a cell ASHA stopped says at which epoch. `squares`: one per configuration (its
+    cells over seeds), with its axes' values, "value", "tied", "chosen", "status" and "epoch"."""
     a, b = axes
-    xs, ys = _axis_values(cells, b), _axis_values(cells, a)
+    xs, ys = _axis_values(squares, b), _axis_values(squares, a)
     xi, yi = {fmt(x): j for j, x in enumerate(xs)}, {fmt(y): i for i, y in enumerate(ys)}
     vals = [[math.nan] * len(xs) for _ in ys]
     notes = [[""] * len(xs) for _ in ys]
     boxes = []
-    for c in cells:
+    for c in squares:
         i, j = yi[fmt(c[a])], xi[fmt(c[b])]
         if c["value"] is None:
             notes[i][j] = "error" if c["status"] == "error" else "-"
@@ -98,7 +98,7 @@ def heatmap(grid: Grid, axes: list[str], cells: list[dict], out: Path, what: str
         ax.add_patch(matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False,
                                                   edgecolor="tab:orange", linewidth=2.5))
     fig.colorbar(im, label=what)
-    note = "\n(stopped eN: ASHA stopped its run at epoch N)" if grid.asha else ""
+    note = "\n(stopped eN: ASHA stopped its trial at epoch N)" if grid.asha else ""
     ax.set_title(f"{grid.name}: {what} by {a} x {b}\nboxed: chosen; ≈: tied with it within "
                  f"noise{note}", fontsize=8)
     fig.tight_layout()
@@ -108,12 +108,12 @@ def heatmap(grid: Grid, axes: list[str], cells: list[dict], out: Path, what: str
 
 
 def curves(grid: Grid, ok: list[dict], history: list[dict], best: dict, out: Path) -> str:
-    """Train vs val loss and accuracy of the best and the worst trial."""
+    """Train vs val loss and accuracy of the best and the worst cell."""
     col, sign = grid.objective.best_column, 1 if grid.mode == "max" else -1
     worst = min(ok, key=lambda t: sign * t[col])
     fig, (l_ax, a_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for t, color in ((best, "tab:green"), (worst, "tab:red")):
-        rows = [h for h in history if h["trial_id"] == t["trial_id"]]
+        rows = [h for h in history if h["cell_id"] == t["cell_id"]]
         ep = [h["epoch"] for h in rows]
         tag = f"{'best' if t is best else 'worst'} ({_label(t, grid.labels)})"
         for split, style in (("train", "-"), ("val", "--")):
@@ -127,7 +127,7 @@ def curves(grid: Grid, ok: list[dict], history: list[dict], best: dict, out: Pat
         ax.set_title(f"train (solid) vs val (dashed) {what}")
         ax.grid(alpha=0.3)
     a_ax.legend(fontsize=7)
-    fig.suptitle(f"{grid.name}: best and worst trial")
+    fig.suptitle(f"{grid.name}: best and worst cell")
     fig.tight_layout()
     fig.savefig(out / "curves_best_worst.png", dpi=110)
     plt.close(fig)
@@ -154,25 +154,25 @@ def confusion(grid: Grid, test: dict, prepared: Prepared, out: Path) -> str:
     return "confusion_test.png"
 
 
-def plot_all(grid: Grid, trials: list[dict], history: list[dict], verdict: Any, test: dict,
+def plot_all(grid: Grid, cells: list[dict], history: list[dict], verdict: Any, test: dict,
              prepared: Prepared, out: Path) -> list[str]:
     col = grid.objective.best_column
     best = verdict.best
-    chosen = {t["trial_id"] for t in verdict.chosen}
-    ok = [t for t in trials if t["val/acc"] is not None and t[col] is not None]
+    chosen = {t["cell_id"] for t in verdict.chosen}
+    ok = [t for t in cells if t["val/acc"] is not None and t[col] is not None]
     made = [objective_bars(grid, ok, chosen, out)]
     axes = [k for k in grid.labels if k != "seed"]
     if len(axes) == 2:
-        judged = {t["trial_id"] for c in verdict.configs for t in c.trials}
-        cells = [{a: c.trials[0][a] for a in axes} | {
+        judged = {t["cell_id"] for c in verdict.configs for t in c.cells}
+        squares = [{a: c.cells[0][a] for a in axes} | {
             "value": c.value, "tied": c.tied, "chosen": i == 0,
-            "status": c.trials[0]["status"], "epoch": c.trials[0]["epoch"]}
+            "status": c.cells[0]["status"], "epoch": c.cells[0]["epoch"]}
             for i, c in enumerate(verdict.configs)]
-        cells += [{a: t[a] for a in axes} | {"value": None, "tied": None, "chosen": False,
+        squares += [{a: t[a] for a in axes} | {"value": None, "tied": None, "chosen": False,
                                              "status": t["status"], "epoch": t["epoch"]}
-                  for t in trials if t["trial_id"] not in judged]
+                  for t in cells if t["cell_id"] not in judged]
         what = f"{col}, mean over seeds" if verdict.replicates else f"{col} (its best epoch)"
-        made.append(heatmap(grid, axes, cells, out, what))
+        made.append(heatmap(grid, axes, squares, out, what))
     made += [curves(grid, ok, history, best, out), confusion(grid, test, prepared, out)]
     return made
 
@@ -187,7 +187,7 @@ def pipeline_plot(stages: list[dict[str, Any]], png: Path) -> None:
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.legend()
-    ax.set_title("best trial per stage: validation and test accuracy")
+    ax.set_title("best cell per stage: validation and test accuracy")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

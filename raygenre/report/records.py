@@ -1,10 +1,11 @@
-"""From runs to trials: one row per grid trial, each read from the run that stood for it.
+"""From Tune's trials to cells: one row per grid cell, each read from the trial that stood for it.
 
-A run is what Tune ran: one grid trial, or several that differ only in `epochs` (each shorter
-one is the first epochs of the longest). Its record holds its whole metric history and where
-its checkpoints are. A member of e epochs reads the run's first e epochs, is judged at its best
-epoch among them, and is tested at that epoch's checkpoint: the run's best (kept by Tune) when
-the member is the run's longest, or the copy the run kept for it (`members/<run>/epoch_NNNN`).
+A trial is what Tune ran: one cell, or several that differ only in `epochs` (each shorter one
+is the first epochs of the longest). Its record holds its whole metric history and where its
+checkpoints are. A member of e epochs reads the trial's first e epochs, is judged at its best
+epoch among them, and is tested at that epoch's checkpoint: the trial's best (kept by Tune) when
+the member is the trial's longest, or the copy the trial kept for it
+(`members/<trial>/epoch_NNNN`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from raygenre.train import META_FILE, STATE_FILE
 
 
 @dataclass
-class RunRecord:
-    """One finished (or failed) run, as the sweep left it."""
+class TrialRecord:
+    """One finished (or failed) Tune trial, as the sweep left it."""
 
-    run_id: str
-    config: dict[str, Any]  # config values of its longest trial
+    trial_id: str
+    config: dict[str, Any]  # config values of its longest cell
     variant: str | None
-    members: list[int]  # the epoch count of each trial it stands for
+    members: list[int]  # the epoch count of each cell it stands for
     history: list[dict[str, Any]]  # per epoch, from its latest checkpoint
     error: str = ""
     wall_s: float | None = None
@@ -43,8 +44,8 @@ def whole_checkpoints(folder: Location | Path, max_epoch: int | None = None
     """(folder, meta) of each whole `epoch_NNNN` checkpoint under `folder`, oldest first.
 
     Used where checkpoints are not Tune's own: a data-parallel trial's Ray Train run (Train
-    keeps its checkpoints and Tune only sees their paths) and the copies a shared run keeps for
-    its members. Skips a checkpoint whose state file is not the size its meta recorded (a copy
+    keeps its checkpoints and Tune only sees their paths) and the copies a shared trial keeps
+    for its members. Skips a checkpoint whose state file is not the size its meta recorded (a copy
     cut short when ASHA stopped the trial), and epochs after `max_epoch`, the last one Tune saw:
     a worker may finish an epoch after ASHA's stop, and that epoch is not part of the sweep.
     """
@@ -68,32 +69,33 @@ def best_of(found: list[tuple[Location, dict]], objective: Objective) -> Locatio
     return metas[best["epoch"]] if best else None
 
 
-def member_ids(run_id: str, members: list[int]) -> list[str]:
-    """The trial ids of a run's members, as the tables write them: the run's id for a run of
-    one trial, RUN:eN for each of a shared run's (RUN:eN-2, ... for a repeated count)."""
+def member_ids(trial_id: str, members: list[int]) -> list[str]:
+    """The cell ids of a trial's members, as the tables write them: the trial's id for a trial
+    of one cell, TRIAL:eN for each of a shared trial's (TRIAL:eN-2, ... for a repeated count)."""
     if len(members) == 1:
-        return [run_id]
+        return [trial_id]
     ids, seen = [], {}
     for e in members:
         seen[e] = seen.get(e, 0) + 1
-        ids.append(f"{run_id}:e{e}" + (f"-{seen[e]}" if members.count(e) > 1 else ""))
+        ids.append(f"{trial_id}:e{e}" + (f"-{seen[e]}" if members.count(e) > 1 else ""))
     return ids
 
 
-def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
-               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(one row per grid trial, one row per trial and epoch). Private keys (leading `_`) carry
-    the trial's config and its test checkpoint to the report; CSV files leave them out."""
-    trials, history = [], []
+def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(one row per cell, one row per cell and epoch). Private keys (leading `_`) carry the
+    cell's config, its test checkpoint and its trial's record to the report; CSV files leave
+    them out."""
+    cells, history = [], []
     for r in records:
         last = r.history[-1]["epoch"] if r.history else 0
-        for tid, e in zip(member_ids(r.run_id, r.members), r.members, strict=True):
+        for cid, e in zip(member_ids(r.trial_id, r.members), r.members, strict=True):
             config = {**r.config, "epochs": e}
             swept = {k: (r.variant if k == "variant" else config.get(k)) for k in grid.swept}
             upto = min(e, last)
             own = [h for h in r.history if h["epoch"] <= upto]
             for h in own:
-                history.append({"trial_id": tid, **swept, "epoch": h["epoch"],
+                history.append({"cell_id": cid, **swept, "epoch": h["epoch"],
                                 **{m: h.get(m) for m in METRICS}})
             final = own[-1] if own else {}
             best = best_epoch(own, objective.metric, objective.mode)
@@ -103,28 +105,28 @@ def trial_rows(records: list[RunRecord], grid: Grid, objective: Objective
                 checkpoint = r.pins / epoch_dir(best["epoch"]) if best and r.pins else None
             status = ("completed" if upto == e and own else "error" if r.error
                       else "stopped_early")
-            trials.append({
-                "trial_id": tid, "status": status, **swept, "epoch": upto,
+            cells.append({
+                "cell_id": cid, "status": status, **swept, "epoch": upto,
                 **{m: final.get(m) for m in ("val/acc", "val/loss", "train/loss", "train/acc")},
                 "best/val/acc": max((h["val/acc"] for h in own), default=None),
                 objective.best_column: best[objective.metric] if best else None,
                 "best_epoch": best["epoch"] if best else None,
-                "run_id": r.run_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
+                "trial_id": r.trial_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
                 "node": final.get("node", ""),
                 "error": r.error if upto < e or not own else "",
                 # Where its best epoch's weights are: what it is tested at, what to load.
                 "checkpoint": str(checkpoint) if checkpoint is not None else "",
-                "_config": config, "_checkpoint": checkpoint, "_run": r,
+                "_config": config, "_checkpoint": checkpoint, "_trial": r,
             })
-    return trials, history
+    return cells, history
 
 
-def pick_best(trials: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
-    """The sweep's best trial: the best value of the objective over its epochs; on a tie, the
+def pick_best(cells: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
+    """The sweep's best cell: the best value of the objective over its epochs; on a tie, the
     one that ran fewer epochs (the same numbers for less compute), then the grid's order."""
     sign = 1 if objective.mode == "max" else -1
-    ok = [t for t in trials if t[objective.best_column] is not None
-          and not math.isnan(t[objective.best_column])]
+    ok = [c for c in cells if c[objective.best_column] is not None
+          and not math.isnan(c[objective.best_column])]
     if not ok:
         return None
-    return max(ok, key=lambda t: (sign * t[objective.best_column], -t["epoch"]))
+    return max(ok, key=lambda c: (sign * c[objective.best_column], -c["epoch"]))

@@ -1,4 +1,4 @@
-"""trials.csv, history.csv and summary.md of one sweep."""
+"""cells.csv, history.csv and summary.md of one sweep."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SweepFacts:
     data: str  # where the data came from, in words
     run_folder: str
     plan: str  # the printed plan
-    runs: str  # how many runs stood for how many trials
+    trials: str  # how many Tune trials stood for how many cells
     concurrency: int
     wall_s: float
     command: str
@@ -58,23 +58,23 @@ def mean_std(values: list[float]) -> str:
     return f"{t.mean().item():.3f} ± {std:.3f}"
 
 
-def training_share(trials: list[dict[str, Any]], facts: SweepFacts) -> float:
-    """Summed epoch compute of every run over the sweep's wall times its concurrent slots: how
+def training_share(cells: list[dict[str, Any]], facts: SweepFacts) -> float:
+    """Summed epoch compute of every trial over the sweep's wall times its concurrent slots: how
     much of what the sweep held went to training (the rest: starting and stopping trials,
     waiting, Ray's own work)."""
-    per_run: dict[str, float] = {}
-    for t in trials:
-        if t["train_s"] is not None:
-            per_run[t["run_id"]] = max(per_run.get(t["run_id"], 0.0), t["train_s"])
+    per_trial: dict[str, float] = {}
+    for c in cells:
+        if c["train_s"] is not None:
+            per_trial[c["trial_id"]] = max(per_trial.get(c["trial_id"], 0.0), c["train_s"])
     held = facts.wall_s * facts.concurrency
-    return sum(per_run.values()) / held if held else 0.0
+    return sum(per_trial.values()) / held if held else 0.0
 
 
 def asha_line(grid: Grid) -> str:
     if not grid.asha:
-        return "every run in full (no ASHA)"
+        return "every trial in full (no ASHA)"
     return (f"ASHA on `epoch` (grace {grid.grace_period}, reduction {grid.reduction_factor}) "
-            f"over runs")
+            f"over trials")
 
 
 def config_table(verdict: Any, grid: Grid, tests: dict[str, dict]) -> str:
@@ -87,29 +87,29 @@ def config_table(verdict: Any, grid: Grid, tests: dict[str, dict]) -> str:
              "| tied | test/acc | test/track_acc |",
              "|---|" + "---|" * len(keys or [1]) + "---:|---|---:|---|---|---|"]
     for i, c in enumerate(verdict.configs):
-        first = c.trials[0]
-        done = [tests[t["trial_id"]] for t in c.trials if t["trial_id"] in tests]
+        first = c.cells[0]
+        done = [tests[x["cell_id"]] for x in c.cells if x["cell_id"] in tests]
         tied = "winner" if i == 0 else {True: "tied", False: "no", None: "?"}[c.tied]
         test_acc = mean_std([x["test/acc"] for x in done]) if done else "not read"
         track = mean_std([x["test/track_acc"] for x in done]) if done else "not read"
         lines.append(f"| {'★' if i == 0 else ''} | " + " | ".join(
             fmt(first[k]) for k in keys) + (" | all" if not keys else "") + f" | "
-            f"{len(c.trials)} | {describe(c.value, c.lo, c.hi)} | {c.std:.3f} | {tied} | "
+            f"{len(c.cells)} | {describe(c.value, c.lo, c.hi)} | {c.std:.3f} | {tied} | "
             f"{test_acc} | {track} |")
     return "\n".join(lines) + "\n"
 
 
-def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test: dict,
+def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: dict,
                held_out: dict, prepared: Prepared, facts: SweepFacts, plots: list[str],
                tests: dict[str, dict], reads: str) -> str:
     axes = grid.labels
     col = grid.objective.best_column
     best = verdict.best
-    chosen = {t["trial_id"] for t in verdict.chosen}
-    counts = Counter(t["status"] for t in trials)
+    chosen = {c["cell_id"] for c in verdict.chosen}
+    counts = Counter(c["status"] for c in cells)
     split_counts = ", ".join(f"{k} {v}" for k, v in prepared.counts.items())
     status_counts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    share = training_share(trials, facts)
+    share = training_share(cells, facts)
     lines = [f"# {facts.name}", "", grid.description, "",
              f"**{verdict.line(grid.metric)}.**", "",
              f"**Test** ({_test_words(verdict)}): `test/acc` "
@@ -123,9 +123,9 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test:
              f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}"
              + (f", replicates {grid.replicates} (seeds {', '.join(map(str, grid.axes['seed']))})"
                 if verdict.replicates else "")
-             + f"; objective `{grid.metric}` ({grid.mode}, best over each trial's epochs); "
+             + f"; objective `{grid.metric}` ({grid.mode}, best over each cell's epochs); "
              f"{asha_line(grid)}",
-             f"- trials: {len(trials)} ({status_counts}); {facts.runs}",
+             f"- cells: {len(cells)} ({status_counts}); {facts.trials}",
              f"- plan: {facts.plan}",
              f"- wall {facts.wall_s / 60:.1f} min; training share {share:.2f} (summed epoch "
              f"compute / (wall x {facts.concurrency} slots))",
@@ -134,10 +134,10 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test:
     if verdict.replicates:
         lines += ["## Configurations over seeds (★ = chosen on the mean; the interval resamples "
                   "seeds and validation tracks)", "", config_table(verdict, grid, tests)]
-    lines += [f"## Trials (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
-              "| | trial | status | " + " | ".join(axes) + f" | epochs run | {col} | 95% CI | "
+    lines += [f"## Cells (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
+              "| | cell | status | " + " | ".join(axes) + f" | epochs run | {col} | 95% CI | "
               "best epoch | val/track_acc there | final val/acc | val/loss | train/loss | "
-              "train/acc | run |",
+              "train/acc | trial |",
               "|---|---|---|" + "---|" * len(axes) + "---:|---:|---|---:|---:|---:|---:|---:|"
               "---:|---|"]
     sign = 1 if grid.mode == "max" else -1
@@ -145,34 +145,34 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test:
     def order(t: dict) -> float:
         return -sign * t[col] if t[col] is not None else math.inf
 
-    for t in sorted(trials, key=order):
-        mark = "★" if t["trial_id"] in chosen else "≈" if t["tied_with_best"] else ""
-        run = "" if t["run_id"] == t["trial_id"] else t["run_id"]
+    for t in sorted(cells, key=order):
+        mark = "★" if t["cell_id"] in chosen else "≈" if t["tied_with_best"] else ""
+        trial = "" if t["trial_id"] == t["cell_id"] else t["trial_id"]
         ci = (f"[{t[f'{col} ci_lo']:.3f}, {t[f'{col} ci_hi']:.3f}]"
               if t.get(f"{col} ci_lo") is not None else "")
-        lines.append(f"| {mark} | {t['trial_id']} | {t['status']} | "
+        lines.append(f"| {mark} | {t['cell_id']} | {t['status']} | "
                      + " | ".join(fmt(t[a]) for a in axes) + " | "
                      + f"{fmt(t['epoch'])} | {fmt(t[col])} | {ci} | "
                      + " | ".join(fmt(t[k]) for k in ("best_epoch", "judged val/track_acc",
                                                        "val/acc", "val/loss", "train/loss",
                                                        "train/acc"))
-                     + f" | {run} |")
-    if any(t["run_id"] != t["trial_id"] for t in trials):
-        lines += ["", "A trial named `RUN:eN` is the first N epochs of run RUN, read from it "
-                      "(the loop is seeded and its schedule does not read the epoch count, so "
-                      "these are the numbers the trial would give alone)."]
+                     + f" | {trial} |")
+    if any(c["trial_id"] != c["cell_id"] for c in cells):
+        lines += ["", "A cell named `TRIAL:eN` is the first N epochs of Tune trial TRIAL, read "
+                      "from it (the loop is seeded and its schedule does not read the epoch "
+                      "count, so these are the numbers the cell would give alone)."]
     if grid.test == "every" and not verdict.replicates:
-        lines += ["", "## Every trial on the test split (`test: every`: a comparison fixed "
-                  "before the sweep)", "", "| trial | test/acc | test/track_acc |",
+        lines += ["", "## Every cell on the test split (`test: every`: a comparison fixed "
+                  "before the sweep)", "", "| cell | test/acc | test/track_acc |",
                   "|---|---:|---:|"]
         lines += [f"| {k} | {v['test/acc']:.4f} | {v['test/track_acc']:.4f} |"
                   for k, v in tests.items()]
-    errors = [t for t in trials if t["status"] == "error"]
+    errors = [c for c in cells if c["status"] == "error"]
     if errors:
-        lines += ["", "## Errors", ""] + [f"- {t['trial_id']}: {t['error']}" for t in errors]
+        lines += ["", "## Errors", ""] + [f"- {c['cell_id']}: {c['error']}" for c in errors]
     cfg = best["_config"]
-    lines += ["", "## Best trial", "",
-              f"Trial `{best['trial_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
+    lines += ["", "## Best cell", "",
+              f"Cell `{best['cell_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
               f" best epoch {test['epoch']}: {grid.metric} {best[col]:.4f}.", "",
               f"Its test split ({test['n_segments']} segments, {test['n_tracks']} tracks, "
               f"evaluated once at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f},"
@@ -180,7 +180,7 @@ def summary_md(grid: Grid, base: Config, trials: list[dict], verdict: Any, test:
               f"Chance is {1 / len(prepared.genres):.2f}.", "",
               "| genre | test acc |", "|---|---:|"]
     lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
-    lines += ["", "Config of the best trial:", "", "```yaml"]
+    lines += ["", "Config of the best cell:", "", "```yaml"]
     lines += [f"{k}: {fmt(v)}" for k, v in cfg.items()]
     lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
@@ -191,4 +191,4 @@ def _test_words(verdict: Any) -> str:
     if verdict.replicates:
         return (f"the chosen configuration's {len(verdict.chosen)} seeds, each at its best "
                 f"epoch, read once each; mean, interval over seeds and test tracks")
-    return "the chosen trial at its best epoch, read once; interval over test tracks"
+    return "the chosen cell at its best epoch, read once; interval over test tracks"

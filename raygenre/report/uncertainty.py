@@ -5,12 +5,12 @@ The unit resampled is the track, not the segment: a track's six segments share i
 and instruments, so they are not independent draws, and resampling segments would give
 intervals too narrow (by up to the square root of six, were a track's segments alike). Each
 draw keeps every class's share of tracks (stratified, as the split itself is; see
-`Split.draws`), and every trial is scored on the same draws, so a difference between two trials
+`Split.draws`), and every cell is scored on the same draws, so a difference between two cells
 is judged on the same resampled tracks (a paired bootstrap): what varies is the tracks, not
-which draw each trial got.
+which draw each cell got.
 
 Percentile intervals at LEVEL from DRAWS draws, seeded: the same predictions give the same
-intervals on any machine. Two trials are *tied* when the interval of their difference holds 0.
+intervals on any machine. Two cells are *tied* when the interval of their difference holds 0.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from raygenre.votes import track_votes
 
 # 2 000 draws put the Monte Carlo error of a 2.5 % tail near 0.003 in accuracy on a 20-track
-# split, well under one track's 0.05; they cost ~10 ms per trial here.
+# split, well under one track's 0.05; they cost ~10 ms per cell here.
 DRAWS = 2000
 LEVEL = 0.95
 SEED = 2015  # fixed, so the intervals are a function of the predictions alone

@@ -10,7 +10,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from raygenre.paths import ASHA_STATE_NAME
 from raygenre.storage import Location
 
-# Where runs started before the rename kept the state (why renamed: RunPaths.asha_state). Tune
+# Where sweeps started before the rename kept the state (why renamed: RunPaths.asha_state). Tune
 # puts this file back as it was at each resume, so it is read only until the new one exists.
 LEGACY_NAME = "asha_rungs.json"
 
@@ -24,8 +24,8 @@ def read_state(state_file: str) -> dict[str, Any] | None:
     return None
 
 
-def stopped_runs(state_file: str) -> set[str]:
-    """The runs ASHA has stopped (early, or at its last rung)."""
+def stopped_trials(state_file: str) -> set[str]:
+    """The trials ASHA has stopped (early, or at its last rung)."""
     return set((read_state(state_file) or {}).get("stopped", []))
 
 

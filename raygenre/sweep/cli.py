@@ -25,16 +25,16 @@ from raygenre.sweep.engine import execute
 
 EPILOG = """\
 examples:
-  python -m raygenre.grid --list                       the grids, their trials and questions
-  python -m raygenre.grid batch_epoch --smoke          a few 1-2 epoch trials, in minutes
+  python -m raygenre.grid --list                       the grids, their cells and questions
+  python -m raygenre.grid batch_epoch --smoke          a few 1-2 epoch cells, in minutes
   python -m raygenre.grid batch_epoch --data ~/gtzan   your own GTZAN-style folder
   python -m raygenre.grid batch_epoch --resume         continue an interrupted sweep
-  python -m raygenre.grid batch_epoch --logger mlflow  each trial in MLflow (RESULTS/mlflow)
+  python -m raygenre.grid batch_epoch --logger mlflow  each cell in MLflow (RESULTS/mlflow)
   python -m raygenre.grid all --stages cnn,activations two stages of the study's pipeline
 
 exit status:
   0    done (the path of its summary is printed last)
-  1    the run failed: the data cannot be used, or every trial failed (trials.csv says why)
+  1    the run failed: the data cannot be used, or every trial failed (cells.csv says why)
   2    usage: a bad option, an unknown or invalid grid, a run folder this command may not
        use as asked
   130  interrupted (Ctrl-C): nothing is lost; the same command plus --resume continues
@@ -84,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
                         "after it) on the same split; tables aggregate them and the winner is "
                         "the best mean (default: the grid's 'replicates:', 1)")
     p.add_argument("--smoke", action="store_true",
-                   help="shrink the grid to a few 1-2 epoch trials on a small data sample")
+                   help="shrink the grid to a few 1-2 epoch cells on a small data sample")
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="auto: 'cpu' on the built-in data without a GPU, else 'study' "
                         "(the study's exact 201x552 spectrogram)")
@@ -103,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
                         "CPUs that go with a GPU, at most 4 per GPU)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
     p.add_argument("--logger", action="append", metavar="mlflow|wandb",
-                   help="also log each trial (its config and per-epoch metrics) to MLflow "
+                   help="also log each cell (its config and per-epoch metrics) to MLflow "
                         "(default store RESULTS/mlflow, or $MLFLOW_TRACKING_URI) or W&B; "
                         "repeat or comma-separate for both (needs the [mlflow] extra, or "
                         "wandb)")
@@ -124,15 +124,16 @@ def options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
 
 
 def grid_listing(names: list[str], grids: str | None = None) -> str:
-    """Each grid: its trials, the runs they take (epoch-prefix trials share one), its question."""
+    """Each grid: its cells, the Tune trials they take (epoch-prefix cells share one), its
+    question."""
     from raygenre.sweep.pipeline import STAGES
 
     rows = []
     for n in names:
         g = load_grid(n, grids=grids)
-        runs = len(g.runs(resolve_base(g, "study", None)))
-        rows.append(f"{n:<16} {g.n_trials:>4} trials {runs:>4} runs  {g.description}")
-    rows.append(f"{'all':<16} {len(STAGES):>4} stages       the study's pipeline "
+        trials = len(g.trial_plans(resolve_base(g, "study", None)))
+        rows.append(f"{n:<16} {g.n_cells:>4} cells  {trials:>4} trials  {g.description}")
+    rows.append(f"{'all':<16} {len(STAGES):>4} stages {'':>13}  the study's pipeline "
                 f"({', '.join(STAGES)}), each stage from the winners before it")
     return "\n".join(rows)
 

@@ -47,7 +47,7 @@ def grid_paths(opts: RunOptions, name: str) -> RunPaths:
 
 
 def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
-    from raygenre.sweep.tuner import run_sweep, set_up
+    from raygenre.sweep.tuner import check_before_start, run_sweep, set_up
 
     grid = load_grid(opts.grid, opts.seed, opts.grids, opts.replicates)
     if opts.smoke:
@@ -59,6 +59,7 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
                                 opts.fresh)
     restoring = run_state.refuse_or_restore(paths, opts.resume, opts.fresh)
     check_data_path(opts.data)
+    check_before_start(grid, opts)
     start_ray(opts.address)
     joined = bool(joined_address(opts.address))
     check_storage(paths.storage, joined)

@@ -1,5 +1,5 @@
 """Before the first trial: what the sweep will cost here, from a few timed batches of each
-distinct model, so a user learns that a run takes hours before it has taken them."""
+distinct model, so a user learns that a sweep takes hours before it has taken them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from raygenre.config import Config
 from raygenre.data import Prepared
-from raygenre.gridfile import Run
+from raygenre.gridfile import TrialPlan
 from raygenre.optim import build_optimizer
 from raygenre.sweep.plan import Plan
 from raygenre.train import build
@@ -21,15 +21,15 @@ LONG_MIN = 60.0  # beyond this, say so and name the cheaper ways
 
 @dataclass(frozen=True)
 class Estimate:
-    run_epochs: int
+    trial_epochs: int
     minutes: float
     samples_per_s: dict[str, float]  # per distinct model and input, training
-    epoch_s: tuple[float, ...]  # each run's seconds per epoch here, in the runs' order
+    epoch_s: tuple[float, ...]  # each trial's seconds per epoch here, in the trials' order
 
     def describe(self, concurrency: int, asha: bool) -> str:
         speeds = ", ".join(f"{k} {v:.0f}" for k, v in self.samples_per_s.items())
         bound = "at most " if asha else ""
-        return (f"estimate: {bound}{self.run_epochs} run-epochs, about {self.minutes:.0f} min "
+        return (f"estimate: {bound}{self.trial_epochs} trial-epochs, about {self.minutes:.0f} min "
                 f"here with {concurrency} at a time (training samples/s per trial, timed on "
                 f"{TIMED_BATCH}-example batches: {speeds})")
 
@@ -76,8 +76,9 @@ def _train_rate(cfg: Config, prepared: Prepared, device: torch.device) -> tuple[
     return TIMED_BATCH / min(times[1:]), _forward_rate(feats, model, x)
 
 
-def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> Estimate | None:
-    """Time each distinct model here and add the runs up; None where this machine cannot
+def estimate(plans: list[TrialPlan], base: Config, prepared: Prepared, plan: Plan
+             ) -> Estimate | None:
+    """Time each distinct model here and add the trials up; None where this machine cannot
     stand in for the trials' (GPU trials, and no GPU in this process)."""
     device = torch.device("cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu")
     if plan.use_gpu and device.type == "cpu":
@@ -87,10 +88,10 @@ def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> E
     try:
         rates: dict[str, tuple[float, float]] = {}
         seconds = 0.0
-        run_epochs = 0
+        trial_epochs = 0
         epoch_s = []
-        for run in runs:
-            cfg = base.replace(**run.longest.deltas)
+        for trial in plans:
+            cfg = base.replace(**trial.longest.deltas)
             key = _key(cfg)
             if key not in rates:
                 rates[key] = _train_rate(cfg, prepared, device)
@@ -99,13 +100,13 @@ def estimate(runs: list[Run], base: Config, prepared: Prepared, plan: Plan) -> E
             per_epoch = (prepared.counts["train"] / plan.workers / train
                          + prepared.counts["val"] / evaluate)
             seconds += cfg.epochs * per_epoch
-            run_epochs += cfg.epochs
+            trial_epochs += cfg.epochs
             epoch_s.append(per_epoch)
     finally:
         torch.set_num_threads(threads)
         if device.type == "cuda":  # the timed models' memory, cached here, is the trials' now
             torch.cuda.empty_cache()
-    return Estimate(run_epochs, seconds / plan.concurrency / 60,
+    return Estimate(trial_epochs, seconds / plan.concurrency / 60,
                     {k: v[0] for k, v in rates.items()}, tuple(epoch_s))
 
 

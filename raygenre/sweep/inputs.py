@@ -93,25 +93,25 @@ def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
                    generated=is_builtin(data))
 
 
-def trial_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:
-    """(swept values, full config) of every trial."""
-    return [(t.as_row(), base.replace(**t.deltas)) for t in grid.grid_trials()]
+def cell_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:
+    """(swept values, full config) of every cell."""
+    return [(c.as_row(), base.replace(**c.deltas)) for c in grid.cells()]
 
 
 def check_batch_sizes(grid: Grid, base: Config, prepared: Prepared) -> None:
     n_train = prepared.counts["train"]
-    for bs in sorted({cfg.batch_size for _, cfg in trial_configs(grid, base)}):
+    for bs in sorted({cfg.batch_size for _, cfg in cell_configs(grid, base)}):
         if bs > n_train:
             raise ConfigError(f"{grid.path}: batch_size {bs} is larger than the training split "
                               f"({n_train} segments); use a smaller batch or more data")
 
 
 def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
-    """Build every trial's input and model without memory (meta device): a shape error shows
-    now, with the trial named, not after an hour of other trials. (Each value's range was
+    """Build every cell's input and model without memory (meta device): a shape error shows
+    now, with the cell named, not after an hour of trials. (Each value's range was
     judged when the grid loaded: config.check_config.)"""
     seen = set()
-    for row, cfg in trial_configs(grid, base):
+    for row, cfg in cell_configs(grid, base):
         key = (cfg.model, feature_key(cfg), cfg.hidden, cfg.cnn_channels, cfg.fc_width,
                cfg.pitch_shift, cfg.spec_augment, cfg.time_crop)
         if key in seen:
@@ -123,23 +123,23 @@ def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
             with torch.device("meta"):
                 model = build_model(cfg, shape, len(prepared.genres))
         except (ValueError, RuntimeError) as e:
-            raise ConfigError(f"{grid.path}: trial {row}: the model cannot be built on this "
+            raise ConfigError(f"{grid.path}: cell {row}: the model cannot be built on this "
                               f"input: {e}") from e
         if cfg.time_crop:  # it trains on shorter windows than it is built (and tested) for
             try:
                 with torch.device("meta"):
                     model(augment(torch.zeros(2, *shape)))
             except RuntimeError as e:
-                raise ConfigError(f"{grid.path}: trial {row}: time_crop {cfg.time_crop} needs "
+                raise ConfigError(f"{grid.path}: cell {row}: time_crop {cfg.time_crop} needs "
                                   f"a model that pools over time (small_cnn, band_linear); "
                                   f"{cfg.model} takes only its full input width: {e}") from e
 
 
 def runtime_facts(grid: Grid, base: Config, prepared: Prepared, threads: int) -> dict[str, Any]:
     """What every trial's loop needs besides its hyperparameters: facts of the data and the
-    machine, and train-split band statistics for each representation a trial normalises."""
+    machine, and train-split band statistics for each representation a cell normalises."""
     wanted = {}
-    for _, cfg in trial_configs(grid, base):
+    for _, cfg in cell_configs(grid, base):
         if cfg.band_norm:
             wanted.setdefault(feature_key(cfg), cfg)
 

@@ -1,15 +1,15 @@
 """Experiment trackers (`--logger mlflow`, `--logger wandb`) and TensorBoard's HParams view:
-one entry per grid trial, as trials.csv has one row per grid trial.
+one entry per cell, as cells.csv has one row per cell.
 
 Ray's own callbacks (`ray.air.integrations.mlflow.MLflowLoggerCallback`,
 `ray.air.integrations.wandb.WandbLoggerCallback`) log one entry per Tune trial, stepped by
-report, with Tune's config. In raygenre a Tune trial is a *run* that can stand for several grid
-trials, its *members*: the first N epochs of it, one per epoch count (`gridfile.unpack`). Logged
-through Ray's callbacks, a run of members 3|5|10 would be one entry with `run/members: [3, 5,
-10]` among its parameters, and the 3- and 5-epoch trials would not be there to compare. So
-`MemberCallback` splits each run's per-epoch results into its members, and each tracker logs
-what trials.csv and history.csv hold: per grid trial, its config flattened (with its own
-`epochs`) and its metrics by epoch, under trials.csv's `trial_id`.
+report, with Tune's config. In raygenre a Tune trial can stand for several cells of the grid,
+its *members*: the first N epochs of it, one per epoch count (`gridfile.unpack`). Logged
+through Ray's callbacks, a trial of members 3|5|10 would be one entry with `cells/members: [3,
+5, 10]` among its parameters, and the 3- and 5-epoch cells would not be there to compare. So
+`MemberCallback` splits each trial's per-epoch results into its members, and each tracker logs
+what cells.csv and history.csv hold: per cell, its config flattened (with its own `epochs`)
+and its metrics by epoch, under cells.csv's `cell_id`.
 
 MLflow is written with `MlflowClient` rather than Ray's `_MLflowLoggerUtil`: the utility sets
 the process-wide tracking URI (a notebook's own MLflow would log there afterwards) and, for a
@@ -20,7 +20,7 @@ read the same.
 Resume. Tune keeps its callbacks with the run (they are pickled in the run folder, and their
 state, `get_state`, in its snapshots), so a resumed sweep logs to where it started, whatever
 `--logger` says then (`check_resume` refuses a different one). An MLflow entry is found again
-by its tags (this sweep's id and the trial id) and epochs it already has are skipped, so a
+by its tags (this sweep's id and the cell id) and epochs it already has are skipped, so a
 resume continues each entry and never duplicates it; W&B resumes its runs by a stable id.
 """
 
@@ -42,17 +42,17 @@ from raygenre.gridfile import best_epoch, unpack
 from raygenre.paths import RunPaths
 from raygenre.report.records import member_ids
 
-LOGGED = (*METRICS, "lr")  # what a run reports per epoch, by trials.csv's names
-# A member's status as trials.csv writes it, and as MLflow ends its run.
+LOGGED = (*METRICS, "lr")  # what a trial reports per epoch, by cells.csv's names
+# A member's status as cells.csv writes it, and as MLflow ends its run.
 MLFLOW_STATUS = {"completed": "FINISHED", "stopped_early": "KILLED", "error": "FAILED"}
 
 
 @dataclass
 class Member:
-    """One grid trial of a run, as it has reported so far."""
+    """One cell of a Tune trial, as it has reported so far."""
 
-    trial_id: str  # trials.csv's: the run's id, or RUN:eN for a shared run's member
-    run_id: str  # Tune's trial id
+    cell_id: str  # cells.csv's: the trial's id, or TRIAL:eN for a shared trial's member
+    trial_id: str  # Tune's trial id
     epochs: int
     params: dict[str, Any]  # its config, flattened, with its own epochs
     history: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> metrics
@@ -62,24 +62,31 @@ class Member:
         """Its history as history.csv rows (what `best_epoch` reads)."""
         return [{"epoch": e, **self.history[e]} for e in sorted(self.history)]
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickled by a sweep started before the words changed (Tune restores callbacks with
+        # their members): its `trial_id` was the cell's id, its `run_id` Tune's.
+        if "run_id" in state:
+            state = {**state, "cell_id": state["trial_id"], "trial_id": state.pop("run_id")}
+        self.__dict__.update(state)
 
-def split_run(run_id: str, config: dict[str, Any]) -> list[Member]:
-    """The grid trials a Tune trial (run) stands for, with trials.csv's ids and configs."""
+
+def split_trial(trial_id: str, config: dict[str, Any]) -> list[Member]:
+    """The cells a Tune trial stands for, with cells.csv's ids and configs."""
     from ray.tune.utils import flatten_dict
 
     flat, variant, epochs = unpack(config)
     out = []
-    for tid, e in zip(member_ids(run_id, epochs), epochs, strict=True):
+    for cid, e in zip(member_ids(trial_id, epochs), epochs, strict=True):
         params = flatten_dict({**({"variant": variant} if variant else {}), **flat,
                                "epochs": e}, delimiter="/")
-        out.append(Member(tid, run_id, e, params))
+        out.append(Member(cid, trial_id, e, params))
     return out
 
 
 class MemberCallback(tune.Callback):
-    """Splits each run's per-epoch results into its members: `member_epoch` for each epoch a
-    member has (a run's epoch 4 is no epoch of its 3-epoch member), `member_end` once when it
-    ends: at its own last epoch, or when the run ends short of it (ASHA, an error)."""
+    """Splits each trial's per-epoch results into its members: `member_epoch` for each epoch a
+    member has (a trial's epoch 4 is no epoch of its 3-epoch member), `member_end` once when it
+    ends: at its own last epoch, or when the trial ends short of it (ASHA, an error)."""
 
     def __init__(self, metric: str, mode: str) -> None:
         self.metric, self.mode = metric, mode
@@ -102,7 +109,7 @@ class MemberCallback(tune.Callback):
 
     def members_of(self, trial: Any) -> list[Member]:
         if trial.trial_id not in self.members:
-            self.members[trial.trial_id] = split_run(trial.trial_id, trial.config)
+            self.members[trial.trial_id] = split_trial(trial.trial_id, trial.config)
         return self.members[trial.trial_id]
 
     def on_trial_result(self, iteration, trials, trial, result, **info):  # noqa: ANN001
@@ -112,31 +119,31 @@ class MemberCallback(tune.Callback):
         metrics = {m: float(result[m]) for m in LOGGED
                    if isinstance(result.get(m), (int, float)) and not isinstance(result[m], bool)}
         for m in self.members_of(trial):
-            # Past its last epoch, or seen before (a run resumed from an earlier checkpoint
+            # Past its last epoch, or seen before (a trial resumed from an earlier checkpoint
             # than its last report repeats epochs).
             if epoch > m.epochs or epoch in m.history:
                 continue
             m.history[epoch] = metrics
-            m.status = None  # a run resumed after an error goes on: so does its member
+            m.status = None  # a trial resumed after an error goes on: so does its member
             self.member_epoch(trial, m, epoch, metrics)
             if epoch == m.epochs:
                 m.status = "completed"
                 self.member_end(trial, m)
 
     def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._end_run(trial, "stopped_early")  # a member not completed by now: ASHA stopped it
+        self._end_trial(trial, "stopped_early")  # a member not completed by now: ASHA stopped it
 
     def on_trial_error(self, iteration, trials, trial, **info):  # noqa: ANN001
-        self._end_run(trial, "error")
+        self._end_trial(trial, "error")
 
-    def _end_run(self, trial: Any, status: str) -> None:
+    def _end_trial(self, trial: Any, status: str) -> None:
         for m in self.members_of(trial):
             if m.status is None:
                 m.status = status
                 self.member_end(trial, m)
 
     def summary(self, member: Member) -> dict[str, float]:
-        """What a member's row in trials.csv sums it up by: its final metrics, and its best
+        """What a member's row in cells.csv sums it up by: its final metrics, and its best
         value of the objective (`best/<metric>`) and the epoch of it."""
         rows = member.rows()
         out = {k: v for k, v in rows[-1].items() if k in METRICS} if rows else {}
@@ -154,9 +161,9 @@ def tracking_uri(results_root: Path) -> str:
 
 
 class MLflowMembers(MemberCallback):
-    """One MLflow run per grid trial, in one experiment per sweep (the grid's name, or
+    """One MLflow run per cell, in one experiment per sweep (the grid's name, or
     $MLFLOW_EXPERIMENT_NAME): its flattened config as parameters, its metrics by epoch
-    (`step` = epoch), its status and trials.csv's ids as tags."""
+    (`step` = epoch), its status and cells.csv's ids as tags."""
 
     def __init__(self, uri: str, experiment: str, tags: dict[str, str], metric: str,
                  mode: str) -> None:
@@ -188,13 +195,13 @@ class MLflowMembers(MemberCallback):
         self.epochs_had: dict[str, int] = {}  # an entry's last epoch logged, once looked up
 
     def _logged_before(self) -> dict[str, str]:
-        """trial id -> MLflow run id of this sweep's entries (some, on a resume)."""
+        """cell id -> MLflow run id of this sweep's entries (some, on a resume)."""
         found, token = {}, None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id], filter_string=f"tags.`raygenre.sweep` = '{self.sweep}'",
                 max_results=1000, page_token=token)
-            found.update({r.data.tags["raygenre.trial_id"]: r.info.run_id for r in page})
+            found.update({r.data.tags["raygenre.cell_id"]: r.info.run_id for r in page})
             token = page.token
             if not token:
                 return found
@@ -202,7 +209,7 @@ class MLflowMembers(MemberCallback):
     def _run(self, member: Member) -> str:
         from mlflow.entities import Param
 
-        run_id = self.run_ids.get(member.trial_id)
+        run_id = self.run_ids.get(member.cell_id)
         if run_id is not None:
             if run_id not in self.epochs_had:  # an entry from before a resume
                 self.epochs_had[run_id] = max(
@@ -210,10 +217,10 @@ class MLflowMembers(MemberCallback):
                      for m in self.client.get_metric_history(run_id, k)), default=0)
                 self.client.update_run(run_id, status="RUNNING")
             return run_id
-        run = self.client.create_run(self.experiment_id, run_name=member.trial_id, tags={
-            **self.tags, "raygenre.sweep": self.sweep, "raygenre.trial_id": member.trial_id,
-            "raygenre.run_id": member.run_id})
-        run_id = self.run_ids[member.trial_id] = run.info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=member.cell_id, tags={
+            **self.tags, "raygenre.sweep": self.sweep, "raygenre.cell_id": member.cell_id,
+            "raygenre.trial_id": member.trial_id})
+        run_id = self.run_ids[member.cell_id] = run.info.run_id
         self.epochs_had[run_id] = 0
         params = [Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v))
                   for k, v in member.params.items()]
@@ -236,8 +243,8 @@ class MLflowMembers(MemberCallback):
     def member_end(self, trial: Any, member: Member) -> None:
         from mlflow.entities import Metric
 
-        # A member that reported nothing (its run failed first) still gets its entry, as it
-        # gets its row in trials.csv.
+        # A member that reported nothing (its trial failed first) still gets its entry, as it
+        # gets its row in cells.csv.
         run_id = self._run(member)
         now = int(time.time() * 1000)
         last = max(member.history, default=0)
@@ -252,11 +259,11 @@ class MLflowMembers(MemberCallback):
 
 
 class WandbMembers(MemberCallback):
-    """One W&B run per grid trial, in the project named by $WANDB_PROJECT or the grid, grouped
+    """One W&B run per cell, in the project named by $WANDB_PROJECT or the grid, grouped
     by sweep: its flattened config, its metrics by epoch (`step` = epoch).
 
-    Several trials run at once, so several W&B runs are open in this one process
-    (reinit="create_new"). Each has a stable id (this sweep's and the trial's), so a resume
+    Several cells train at once, so several W&B runs are open in this one process
+    (reinit="create_new"). Each has a stable id (this sweep's and the cell's), so a resume
     continues it; W&B drops steps it already has."""
 
     def __init__(self, project: str, group: str, folder: str, metric: str, mode: str) -> None:
@@ -271,15 +278,15 @@ class WandbMembers(MemberCallback):
         self.open: dict[str, Any] = {}
 
     def _run(self, member: Member) -> Any:
-        if member.trial_id not in self.open:
+        if member.cell_id not in self.open:
             Path(self.folder).mkdir(parents=True, exist_ok=True)
-            self.open[member.trial_id] = self.wandb.init(
+            self.open[member.cell_id] = self.wandb.init(
                 project=os.environ.get("WANDB_PROJECT") or self.project, group=self.group,
-                name=member.trial_id, config=member.params, dir=self.folder,
-                # W&B ids take no ':' (RUN:eN).
-                id=f"{self.sweep}-{member.trial_id.replace(':', '-')}", resume="allow",
+                name=member.cell_id, config=member.params, dir=self.folder,
+                # W&B ids take no ':' (TRIAL:eN).
+                id=f"{self.sweep}-{member.cell_id.replace(':', '-')}", resume="allow",
                 reinit="create_new")
-        return self.open[member.trial_id]
+        return self.open[member.cell_id]
 
     def member_epoch(self, trial: Any, member: Member, epoch: int,
                      metrics: dict[str, float]) -> None:
@@ -289,7 +296,7 @@ class WandbMembers(MemberCallback):
         run = self._run(member)
         run.summary.update({**self.summary(member), "status": member.status})
         run.finish(exit_code=1 if member.status == "error" else 0)
-        del self.open[member.trial_id]
+        del self.open[member.cell_id]
 
     def on_experiment_end(self, trials, **info):  # noqa: ANN001
         # Runs still open: the sweep was interrupted. Finished here; a resume reopens them.
@@ -318,13 +325,33 @@ def build(names: Sequence[str], paths: RunPaths, grid_name: str, metric: str,
                                   ) from e
             del mlflow.client  # Tune pickles the callback with the run; setup() connects
             callbacks.append(mlflow)
-            lines.append(f"MLflow: experiment {experiment!r} in {uri}, one run per trial")
+            lines.append(f"MLflow: experiment {experiment!r} in {uri}, one run per cell")
         elif name == "wandb":
+            check_wandb_login()
             project = os.environ.get("WANDB_PROJECT") or paths.name.replace("/", "-")
             callbacks.append(WandbMembers(project, paths.name, str(paths.results_root),
                                           metric, mode))
-            lines.append(f"W&B: project {project!r}, one run per trial")
+            lines.append(f"W&B: project {project!r}, one run per cell")
     return callbacks, lines
+
+
+# W&B modes that need no account: local files (`wandb sync` uploads them later), or nothing.
+WANDB_LOCAL_MODES = ("offline", "dryrun", "disabled")
+
+
+def check_wandb_login() -> None:
+    """W&B online needs an API key. Without one, `wandb.init` fails inside Tune's callback at
+    the first epoch, after Ray and the trials have started; found here, before them, it is a
+    usage error that says what to do."""
+    if os.environ.get("WANDB_MODE", "online") in WANDB_LOCAL_MODES:
+        return
+    import wandb
+
+    # No prompt: the sweep may run without a terminal; verify=False: no network call.
+    if not wandb.login(verify=False, prompt=False):
+        raise ConfigError("--logger wandb: no W&B API key found (set WANDB_API_KEY or run "
+                          "`wandb login`); or set WANDB_MODE=offline to log to local files "
+                          "under the results folder and upload them later with `wandb sync`")
 
 
 def record(paths: RunPaths, names: Sequence[str], lines: list[str]) -> None:

@@ -21,7 +21,7 @@ from raygenre.config import ConfigError
 DRIVER_CPU = 0.01
 
 # Trials per GPU when --gpus-per-trial is not given: one per PACK_CPUS of the CPUs that go with
-# a GPU, at most MAX_PER_GPU, and no more than the runs need. A one-process trial kept an H200
+# a GPU, at most MAX_PER_GPU, and no more than the trials need. A one-process trial kept an H200
 # busy only 10-18% of the time (its input feed and per-epoch work are CPU-side): with 16 CPUs
 # per GPU, four trials at once ran 2.25x the trials/hour of one, two 1.62x
 # (results/bench/gpu.md). A g5.xlarge's 4 CPUs per GPU still give one trial per GPU.
@@ -76,14 +76,14 @@ class Plan:
         return f"{self.concurrency} trial(s) at once, each {each}"
 
 
-def _default_gpu_share(shape: Node, gpu_nodes: list[Node], n_runs: int) -> float:
+def _default_gpu_share(shape: Node, gpu_nodes: list[Node], n_trials: int) -> float:
     """A one-process trial's GPU share on node `shape` when none is asked for (PACK_CPUS)."""
     per_gpu = min(MAX_PER_GPU, max(1, math.floor(shape.cpus / shape.gpus / PACK_CPUS)))
     gpus = sum(n.gpus * n.count for n in gpu_nodes)
-    return 1 / max(1, min(per_gpu, math.ceil(n_runs / gpus)))
+    return 1 / max(1, min(per_gpu, math.ceil(n_trials / gpus)))
 
 
-def plan_resources(nodes: list[Node], n_runs: int, workers: int = 1,
+def plan_resources(nodes: list[Node], n_trials: int, workers: int = 1,
                    cpus_per_trial: float | None = None, gpus_per_trial: float | None = None,
                    max_concurrent: int | None = None) -> Plan:
     """Size trials on the largest suitable node shape and count how many fit at once.
@@ -101,7 +101,7 @@ def plan_resources(nodes: list[Node], n_runs: int, workers: int = 1,
         # Trials are sized on the largest GPU node.
         shape = max(gpu_nodes, key=lambda n: (n.gpus, n.cpus)) if gpu_nodes else None
         if gpus_per_trial is None and workers == 1 and shape is not None:
-            gpus_per_trial = _default_gpu_share(shape, gpu_nodes, n_runs)
+            gpus_per_trial = _default_gpu_share(shape, gpu_nodes, n_trials)
         gw = (gpus_per_trial or workers) / workers
         if workers > 1 and (gw < 1 or gw != int(gw)):
             raise ConfigError(f"--gpus-per-trial {gpus_per_trial:g} with {workers} workers per "
@@ -123,7 +123,7 @@ def plan_resources(nodes: list[Node], n_runs: int, workers: int = 1,
             # No GPU node yet, but asked for: an autoscaling cluster may start with none. Trials
             # wait for the GPU nodes their requests make the autoscaler add.
             cw = cpus_per_trial / workers if cpus_per_trial else 1.0
-            fits = n_runs
+            fits = n_trials
     else:
         gw = 0.0
         largest = max(n.cpus for n in nodes)
@@ -134,7 +134,7 @@ def plan_resources(nodes: list[Node], n_runs: int, workers: int = 1,
                               f"{largest:g}); lower --cpus-per-trial")
     if workers > 1:
         cw -= DRIVER_CPU  # the trial's own process shares the first worker's node
-    concurrency = max(1, min(fits, n_runs, max_concurrent or n_runs))
+    concurrency = max(1, min(fits, n_trials, max_concurrent or n_trials))
     return Plan(concurrency, workers, cw, gw, max(1, math.floor(cw + DRIVER_CPU)))
 
 

@@ -1,4 +1,4 @@
-"""Tune's results as run records for the report (which knows nothing of Tune)."""
+"""Tune's results as trial records for the report (which knows nothing of Tune)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from raygenre.gridfile import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths
-from raygenre.report.records import RunRecord, best_of, whole_checkpoints
+from raygenre.report.records import TrialRecord, best_of, whole_checkpoints
 from raygenre.storage import Location
 from raygenre.train import META_FILE
 
@@ -19,37 +19,37 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def run_records(results: Any, paths: RunPaths, objective: Objective,
-                data_parallel: bool) -> list[RunRecord]:
-    """One record per Tune trial (run) of a ResultGrid, in the grid's order."""
+def trial_records(results: Any, paths: RunPaths, objective: Objective,
+                  data_parallel: bool) -> list[TrialRecord]:
+    """One record per Tune trial of a ResultGrid, in the grid's order."""
     records = []
     for r in results:
-        run_id = Path(r.path).name  # trial_dirname: the trial id
+        trial_id = Path(r.path).name  # trial_dirname: the trial id
         flat, variant, members = unpack(r.config)
         seen = (r.metrics or {}).get("epoch")  # the last epoch Tune saw (None if none)
         if data_parallel:
-            found = whole_checkpoints(paths.train_run(run_id), seen)
+            found = whole_checkpoints(paths.train_run(trial_id), seen)
             best = best_of(found, objective)
             history = found[-1][1]["history"] if found else []
             latest = found[-1][0] if found else None
         else:
-            best, latest, history = _tune_checkpoints(r, paths.experiment / run_id, objective)
+            best, latest, history = _tune_checkpoints(r, paths.experiment / trial_id, objective)
         if seen is not None:
             history = [h for h in history if h["epoch"] <= seen]
         error = ""
         if r.error is not None:
             error = (str(r.error).strip().splitlines() or [""])[-1][:300]
-        records.append(RunRecord(
-            run_id=run_id, config=flat, variant=variant, members=members, history=history,
+        records.append(TrialRecord(
+            trial_id=trial_id, config=flat, variant=variant, members=members, history=history,
             error=error, wall_s=(r.metrics or {}).get("time_total_s"), best=best,
-            pins=paths.members(run_id), latest=latest))
+            pins=paths.members(trial_id), latest=latest))
     return records
 
 
 def _tune_checkpoints(result: Any, trial_dir: Location, objective: Objective
                       ) -> tuple[Location | None, Location | None, list[dict[str, Any]]]:
     """(the best checkpoint Tune kept, its latest, the history in the latest) of a one-worker
-    run. Tune kept them by the grid's objective, so its best is the run's best epoch."""
+    trial. Tune kept them by the grid's objective, so its best is the trial's best epoch."""
     if result.checkpoint is None:
         return None, None, []
     latest = trial_dir / Path(result.checkpoint.path).name

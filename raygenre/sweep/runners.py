@@ -6,10 +6,10 @@
   and `ResultGrid` / `ExperimentAnalysis` see them.
 - N workers (`--workers-per-trial N`): the Tune trial starts a Ray Train `TorchTrainer` whose N
   workers run the same loop under DDP (a trial spanning several GPUs or machines). Train keeps
-  those checkpoints in `<run>/_train/<trial_id>/` (Tune only sees their paths).
+  those checkpoints in `<run folder>/_train/<trial_id>/` (Tune only sees their paths).
 
-Each runner hands the loop a seam onto its own reporting, checkpoints and data. A run that
-stands for several trials (epoch-prefix members) also keeps, for each shorter member, the
+Each runner hands the loop a seam onto its own reporting, checkpoints and data. A trial that
+stands for several cells (epoch-prefix members) also keeps, for each shorter member, the
 checkpoint that member would be tested at (`MemberPins`).
 """
 
@@ -35,10 +35,10 @@ from raygenre.train import META_FILE, read_meta, train_loop
 
 
 class MemberPins:
-    """Keeps the test checkpoint of each shorter member of a shared run.
+    """Keeps the test checkpoint of each shorter member of a shared trial.
 
     A member of e epochs is judged and tested at its best epoch among its first e (what it
-    would be if run alone). Tune keeps the run's best and latest checkpoints only, so when an
+    would be if run alone). Tune keeps the trial's best and latest checkpoints only, so when an
     epoch is the best so far and a shorter member's last epoch is still ahead, its checkpoint is
     copied to `<run folder>/members/<trial_id>/epoch_NNNN/`; copies that no member can need
     any more are removed. Stateless: each update reads the history from the checkpoint it is
@@ -76,7 +76,7 @@ def pin_epoch(name: str) -> int | None:
 
 
 def _node() -> str:
-    """Where a trial ran: on a cluster, trials.csv shows how trials spread."""
+    """Where a trial ran: on a cluster, cells.csv shows how trials spread."""
     return ray.get_runtime_context().get_node_id()[:12]
 
 
@@ -177,10 +177,10 @@ def train_worker(config: dict[str, Any]) -> None:
     train_loop(config, TrainSeam(pins))
 
 
-def train_run(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
-              plan: Plan, paths: RunPaths, objective: Objective) -> None:
-    """Tune's trainable: one Tune trial, which raygenre calls a *run* because it may stand for
-    several grid trials (epoch-prefix members sharing its first epochs; `gridfile.unpack`)."""
+def train_trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
+                plan: Plan, paths: RunPaths, objective: Objective) -> None:
+    """Tune's trainable: one Tune trial, which may stand for several cells of the grid
+    (epoch-prefix members sharing its first epochs; `gridfile.unpack`)."""
     hp, _variant, members = unpack(config)
     trial_id = tune.get_context().get_trial_id()
     loop_config = {**hp, **runtime}

@@ -12,46 +12,75 @@ from typing import Any
 from ray import tune
 
 from raygenre import report
-from raygenre.config import PRESETS, Config
+from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.data import Prepared
 from raygenre.errors import Interrupted
-from raygenre.gridfile import Grid, Run, describe_runs, resolve_base, unpack
+from raygenre.gridfile import CELLS_KEY, Grid, TrialPlan, describe_trials, resolve_base, unpack
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, loggers, run_state
-from raygenre.sweep.asha import ResumableASHA, stopped_runs
-from raygenre.sweep.callbacks import PlannedRun, Progress, TensorBoard, quiet_trial_tracebacks
+from raygenre.sweep.asha import ResumableASHA, stopped_trials
+from raygenre.sweep.callbacks import (
+    PlannedTrial,
+    Progress,
+    TensorBoard,
+    quiet_trial_tracebacks,
+)
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, plan_resources
-from raygenre.sweep.records import run_records, trial_dirname
-from raygenre.sweep.runners import train_run
+from raygenre.sweep.records import trial_dirname, trial_records
+from raygenre.sweep.runners import train_trial
 
 
 def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
     """(preset, why): 'cpu' on the built-in data without a GPU, else the study's settings."""
     if asked != "auto":
         return asked, "asked for with --preset"
-    if inputs.is_builtin(data) and not plan.use_gpu:
+    if "cpu" in possible_presets(asked, data) and not plan.use_gpu:
         return "cpu", "built-in data, no GPU; --preset study for the study's 201x552"
     return "study", ("a GPU per trial" if inputs.is_builtin(data) else "your data (--data)") + (
         "; on a CPU, --preset cpu is ~20x cheaper" if not plan.use_gpu else "")
 
 
+def possible_presets(asked: str, data: str | None) -> list[str]:
+    """Every preset `choose_preset` can pick for this command, before the cluster (and so
+    whether trials get a GPU) is known."""
+    if asked != "auto":
+        return [asked]
+    return ["cpu", "study"] if inputs.is_builtin(data) else ["study"]
+
+
+def check_before_start(grid: Grid, opts: RunOptions) -> None:
+    """resolve_base's checks (every key's range, the rules between keys) under each preset
+    this command can get, before Ray starts: a grid that fails under all of them fails now,
+    seconds sooner and with no Ray to stop. One that fails under only one preset is judged in
+    `set_up`, once the cluster says which preset it gets."""
+    errors = []
+    presets = possible_presets(opts.preset, opts.data)
+    for preset in presets:
+        try:
+            resolve_base(grid, preset, opts.seed)
+        except ConfigError as e:
+            errors.append(e)
+    if len(errors) == len(presets):
+        raise errors[0]
+
+
 @dataclass(frozen=True)
 class Setup:
-    """A sweep settled before any trial: its plan, config, runs and data."""
+    """A sweep settled before any trial: its plan, config, Tune trials and data."""
 
     grid: Grid
     plan: Plan
     preset: str
     preset_why: str
     base: Config
-    runs: list[Run]
+    plans: list[TrialPlan]  # what each Tune trial trains
     prepared: Prepared
     carried: dict[str, Any]
     shaped_by: dict[str, Any]  # everything that shapes its numbers (run_state.shaped_by)
-    cost: Estimate | None = None  # what each run's epoch costs here, for the time-left line
+    cost: Estimate | None = None  # what each trial's epoch costs here, for the time-left line
 
 
 def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
@@ -59,8 +88,8 @@ def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
     """Plan, preset, config, data and every check that can fail before a trial starts."""
     carried = carried or {}
     # Runs do not depend on the preset (it changes the input resolution only).
-    n_runs = len(grid.runs(resolve_base(grid, "study", opts.seed, carried)))
-    plan = plan_resources(nodes, n_runs, opts.workers_per_trial, opts.cpus_per_trial,
+    n_trials = len(grid.trial_plans(resolve_base(grid, "study", opts.seed, carried)))
+    plan = plan_resources(nodes, n_trials, opts.workers_per_trial, opts.cpus_per_trial,
                           opts.gpus_per_trial, opts.max_concurrent)
     preset, why = choose_preset(opts.preset, opts.data, plan)
     print(f"[grid] {grid.name}: {grid.description}")
@@ -76,17 +105,17 @@ def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
         n = prepared.counts["train"]
         capped = grid.cap_batch_size(n)
         if capped != grid or base.batch_size > n:
-            before = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
+            before = sorted({base.replace(**t.deltas).batch_size for t in grid.cells()})
             grid, base = capped, base.replace(batch_size=min(base.batch_size, n))
-            after = sorted({base.replace(**t.deltas).batch_size for t in grid.grid_trials()})
+            after = sorted({base.replace(**t.deltas).batch_size for t in grid.cells()})
             print(f"[grid] --smoke: batch sizes capped at the sample's {n} training segments "
                 f"({before} -> {after})")
     inputs.check_batch_sizes(grid, base, prepared)
     inputs.check_models(grid, base, prepared)
-    runs = grid.runs(base)
+    plans = grid.trial_plans(base)
     cost = None
     if not opts.smoke:
-        cost = estimate(runs, base, prepared, plan)
+        cost = estimate(plans, base, prepared, plan)
         if cost is None:
             print("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
         else:
@@ -94,7 +123,7 @@ def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
             if cost.minutes > LONG_MIN:
                 print(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
                     f"{cheaper(preset, plan)}")
-    return Setup(grid, plan, preset, why, base, runs, prepared, carried,
+    return Setup(grid, plan, preset, why, base, plans, prepared, carried,
                  run_state.shaped_by(grid, base, prepared, plan, opts.smoke, carried), cost)
 
 
@@ -103,7 +132,7 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
     """Run a set-up sweep (or resume it) and write its results; returns its best.json.
     `trials_done` is called once every trial has ended and its records are read: what follows
     (test evaluation, tables, plots) needs no Ray."""
-    grid, plan, runs, prepared = setup.grid, setup.plan, setup.runs, setup.prepared
+    grid, plan, plans, prepared = setup.grid, setup.plan, setup.plans, setup.prepared
     if restoring:
         run_state.check_manifest(paths, setup.shaped_by)
         logged_to = loggers.check_resume(paths, opts.logger)
@@ -117,9 +146,10 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
         if cleared:
             print(f"[grid] TensorBoard: {cleared} run(s) of an earlier sweep removed from "
                   f"{paths.tensorboard}")
-    how = f"ASHA on {grid.metric} ({grid.mode}) over runs" if grid.asha else "every run in full"
-    runs_line = describe_runs(runs, grid.n_trials)
-    print(f"[grid] {runs_line}")
+    how = (f"ASHA on {grid.metric} ({grid.mode}) over trials" if grid.asha
+           else "every trial in full")
+    trials_line = describe_trials(plans, grid.n_cells)
+    print(f"[grid] {trials_line}")
     print(f"[grid] {how}; {plan.describe()}")
     if plan.use_gpu and not any(n.gpus for n in nodes):
         print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
@@ -134,7 +164,7 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
           f"starting trials")
     runtime = inputs.runtime_facts(grid, setup.base, prepared, plan.threads)
     trainable = tune.with_resources(
-        tune.with_parameters(train_run, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
+        tune.with_parameters(train_trial, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
                              plan=plan, paths=paths, objective=grid.objective),
         plan.trial_resources())
     # Our progress lines say what the user needs; Tune's own tables would repeat them (and point
@@ -150,28 +180,29 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
         tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, runs),
+        tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, plans),
                            tune_config=_tune_config(grid, setup.base, paths, plan),
-                           run_config=_run_config(grid, paths, plan, planned_runs(setup),
+                           run_config=_run_config(grid, paths, plan, planned_trials(setup),
                                                   trackers))
     results = tuner.fit()
     wall = time.time() - t0
-    # Each run's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
-    # may mark a run it stopped as terminated), and the runs it never started are in no result.
+    # Each trial's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
+    # may mark a trial it stopped as terminated), and the trials it never started are in no
+    # result.
     finished = _finished(results, paths, grid)
-    if finished < len(runs):
+    if finished < len(plans):
         raise Interrupted(
-            f"sweep interrupted: {len(runs) - finished} of {len(runs)} runs unfinished; "
+            f"sweep interrupted: {len(plans) - finished} of {len(plans)} trials unfinished; "
             f"nothing was lost. Resume with the same command plus --resume (in Python: "
             f"resume=True) (run folder {paths.experiment}).")
-    records = run_records(results, paths, grid.objective, plan.data_parallel)
+    records = trial_records(results, paths, grid.objective, plan.data_parallel)
     if trials_done is not None:
         trials_done()
     facts = report.SweepFacts(
         name=paths.name, preset=setup.preset, preset_why=setup.preset_why,
         data=f"`{opts.data}`" if opts.data else "the built-in set",
         data_source=run_state.data_source(opts.data),
-        run_folder=str(paths.experiment), plan=plan.describe(), runs=runs_line,
+        run_folder=str(paths.experiment), plan=plan.describe(), trials=trials_line,
         concurrency=plan.concurrency, wall_s=wall,
         command=opts.recorded_command)
     best = report.write_results(grid, setup.base, records, paths, prepared, facts,
@@ -182,18 +213,18 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
 
 
 def _finished(results: tune.ResultGrid, paths: RunPaths, grid: Grid) -> int:
-    """Runs that ended: failed, ran all their epochs, or were stopped by ASHA (its decisions
+    """Trials that ended: failed, ran all their epochs, or were stopped by ASHA (its decisions
     are kept in the run folder)."""
-    stopped = stopped_runs(str(paths.asha_state)) if grid.asha else set()
+    stopped = stopped_trials(str(paths.asha_state)) if grid.asha else set()
     return sum(r.error is not None or Path(r.path).name in stopped
                or (r.metrics or {}).get("epoch", 0) >= unpack(r.config)[0]["epochs"]
                for r in results)
 
 
-def _param_space(base: Config, runs: list[Run]) -> dict[str, Any]:
-    """The base config, and one grid_search axis over the runs (each a dict of its deltas,
-    variant name and member epochs, merged back by `gridfile.unpack`)."""
-    return {**base.to_dict(), "run": tune.grid_search([r.tune_value() for r in runs])}
+def _param_space(base: Config, plans: list[TrialPlan]) -> dict[str, Any]:
+    """The base config, and one grid_search axis over the trials (each a dict of its cells'
+    deltas, variant name and member epochs, merged back by `gridfile.unpack`)."""
+    return {**base.to_dict(), CELLS_KEY: tune.grid_search([p.tune_value() for p in plans])}
 
 
 def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.TuneConfig:
@@ -202,25 +233,25 @@ def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.
         scheduler = ResumableASHA(str(paths.asha_state), time_attr="epoch",
                                   max_t=grid.max_epochs(base), grace_period=grid.grace_period,
                                   reduction_factor=grid.reduction_factor)
-    # reuse_actors: a finished run's process takes the next run, so torch and Ray are
-    # imported once per slot, not once per run (0.4-0.5 s of fixed cost per trial instead of 3.0,
+    # reuse_actors: a finished trial's process takes the next trial, so torch and Ray are
+    # imported once per slot, not once per trial (0.4-0.5 s of fixed cost per trial instead of 3.0,
     # bench/trial_cost.py). Safe here because the loop sets every global it depends on (seed,
-    # threads, deterministic flags) at its start; tests/test_engine.py checks that runs in a
+    # threads, deterministic flags) at its start; tests/test_engine.py checks that trials in a
     # reused process give the numbers of fresh ones, bit for bit.
     return tune.TuneConfig(metric=grid.metric, mode=grid.mode, scheduler=scheduler,
                            max_concurrent_trials=plan.concurrency,
                            trial_dirname_creator=trial_dirname, reuse_actors=True)
 
 
-def planned_runs(setup: Setup) -> list[PlannedRun]:
-    """Every run of the sweep with its epochs and, where the estimate timed it, its seconds
+def planned_trials(setup: Setup) -> list[PlannedTrial]:
+    """Every trial of the sweep with its epochs and, where the estimate timed it, its seconds
     per epoch here (else 1: the time-left line then weighs all epochs alike)."""
-    costs = setup.cost.epoch_s if setup.cost is not None else (1.0,) * len(setup.runs)
-    return [PlannedRun(r.tune_value(), setup.base.replace(**r.longest.deltas).epochs, c)
-            for r, c in zip(setup.runs, costs, strict=True)]
+    costs = setup.cost.epoch_s if setup.cost is not None else (1.0,) * len(setup.plans)
+    return [PlannedTrial(p.tune_value(), setup.base.replace(**p.longest.deltas).epochs, c)
+            for p, c in zip(setup.plans, costs, strict=True)]
 
 
-def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedRun],
+def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedTrial],
                 trackers: list[tune.Callback]) -> tune.RunConfig:
     return tune.RunConfig(
         name=paths.experiment.name, storage_path=str(paths.experiment.parent),

@@ -1,0 +1,43 @@
+"""Results folders written before cells and trials took Ray's words (2026-12-06), read as now.
+
+Then a grid cell was called a trial (trials.csv, `trial_id`) and a Ray Tune trial a run
+(`run_id`); the numbers are the same. `raygenre.load` and the results index read such a folder
+through these renamings, so a sweep kept from then still opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CELLS_FILE = "cells.csv"
+OLD_CELLS_FILE = "trials.csv"
+OLD_BARS = "val_acc_by_trial.png"  # now val_acc_by_cell.png
+# Old column -> new, in cells.csv and history.csv (the order matters: trial_id is renamed first).
+COLUMNS = {"trial_id": "cell_id", "run_id": "trial_id", "trials": "cells"}
+BEST_KEYS = {"trial_id": "cell_id", "run_id": "trial_id", "chosen_trials": "chosen_cells",
+             "n_trials": "n_cells", "n_runs": "n_trials"}
+
+
+def cells_file(folder: Path) -> Path | None:
+    """A results folder's table of cells: cells.csv, or an old folder's trials.csv."""
+    for name in (CELLS_FILE, OLD_CELLS_FILE):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def is_old(best: dict[str, Any]) -> bool:
+    return "run_id" in best or ("trial_id" in best and "cell_id" not in best)
+
+
+def renamed(mapping: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`mapping` with its old keys under their new names, in one pass (no chain renames)."""
+    return {names.get(k, k): v for k, v in mapping.items()}
+
+
+def columns_of(header: list[str]) -> dict[str, str]:
+    """The renamings for a CSV header (cells.csv, history.csv, configs.csv): none for a file
+    written since, which names cells `cell_id` (its `trial_id` is Tune's) and `cells`."""
+    old = (("trial_id" in header and "cell_id" not in header)
+           or ("trials" in header and "cells" not in header))
+    return COLUMNS if old else {}
