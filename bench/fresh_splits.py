@@ -185,7 +185,10 @@ def load_split(folder: Path, split_seed: int) -> SplitRun:
         probs, labels, tracks = saved[c["cell_id"]]
         if labels != list(split.labels) or tracks != [split.tracks[i] for i in split.track_of]:
             raise ValueError(f"{folder}: cell {c['cell_id']} was tested on other segments")
-        stats.setdefault(c["variant"], []).append(track_stats(np.log(probs), split))
+        # Probabilities are stored to 6 significant digits: a tiny one reads as 0, and its log
+        # (used by the loss only, not by accuracy or the vote) is clipped.
+        logp = np.log(np.maximum(probs, 1e-30))
+        stats.setdefault(c["variant"], []).append(track_stats(logp, split))
         val_acc.setdefault(c["variant"], []).append(float(c["best/val/acc"]))
     return SplitRun(split_seed, split, stats, val_acc, int(res.best["test_reads"]), len(cells),
                     float(res.best["wall_s"]))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from raygenre import ledger
+from raygenre import ledger, legacy
 from raygenre.config import Config
 from raygenre.data import Prepared, split_batches
 from raygenre.errors import NoResults
@@ -54,6 +54,10 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
     """Every file of results/<grid>/; returns best.json's content."""
     out = paths.results
     out.mkdir(parents=True, exist_ok=True)
+    for old in (legacy.OLD_CELLS_FILE, legacy.OLD_BARS):
+        # An earlier sweep's files under their names from before: they would sit beside this
+        # sweep's cells.csv and bars as if they were its own.
+        (out / old).unlink(missing_ok=True)
     objective = grid.objective
     cells, history = cell_rows(records, grid, objective)
     # Tables first: whatever fails later, the sweep's numbers are on disk.
