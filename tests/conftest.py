@@ -70,6 +70,12 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # From an unrelated working directory: grid names must resolve anyway.
     args = ["batch_epoch", "--smoke", "--results", str(base / "results"), "--storage",
             str(base / "runs"), "--cache", str(base / "cache")]
+    # An earlier raygenre's files in the results folder, under their old names: the sweep
+    # removes them (tests/test_grid_e2e.py checks), not leaves them beside its own.
+    old = base / "results" / "batch_epoch-smoke"
+    old.mkdir(parents=True)
+    (old / "trials.csv").write_text("trial_id,run_id\nx,x\n")
+    (old / "val_acc_by_trial.png").write_bytes(b"")
     proc = run_cli(args, cwd=base)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return {"base": base, "args": args, "proc": proc,
