@@ -128,7 +128,7 @@ class Results:
     def best(self) -> dict[str, Any]:
         f = self.path / "best.json"
         best = json.loads(f.read_text()) if f.exists() else {}
-        return legacy.renamed(best, legacy.BEST_KEYS) if legacy.is_old(best) else best
+        return legacy.current_best(best)
 
     @property
     def summary(self) -> str:

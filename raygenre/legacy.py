@@ -26,8 +26,10 @@ def cells_file(folder: Path) -> Path | None:
     return None
 
 
-def is_old(best: dict[str, Any]) -> bool:
-    return "run_id" in best or ("trial_id" in best and "cell_id" not in best)
+def current_best(best: dict[str, Any]) -> dict[str, Any]:
+    """best.json's content under today's keys (an old file's renamed, a new one as it is)."""
+    old = "run_id" in best or ("trial_id" in best and "cell_id" not in best)
+    return renamed(best, BEST_KEYS) if old else best
 
 
 def renamed(mapping: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:

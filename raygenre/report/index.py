@@ -81,9 +81,7 @@ def _tied(text: str) -> str:
 
 def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     """(anchor, HTML section) for one sweep's results folder."""
-    best = json.loads((folder / "best.json").read_text())
-    if legacy.is_old(best):
-        best = legacy.renamed(best, legacy.BEST_KEYS)
+    best = legacy.current_best(json.loads((folder / "best.json").read_text()))
     rel = folder.relative_to(root).as_posix()
     anchor = rel.replace("/", "-")
     metric = best.get("metric", "val/acc")
