@@ -7,15 +7,21 @@ interval of the error ratio of each recipe against the reference (`small_cnn`).
     python bench/fresh_splits.py [--splits 1,2] [--seeds 0] [--data builtin:music]
                                  [--parallel 2] [--out DIR] [--storage DIR] [--smoke]
 
+Results: OUT/split_K/seed_S/best (one sweep's folder), OUT/split_K_seed_S.log (its console).
+
 Why a new tool and not `best --seed K`: the comparison needs several sweeps' test predictions
 paired on the same tracks (each sweep writes them to test_predictions.csv), and a claim is
-only as fresh as its splits, so each split's ledger count is part of the table.
+only as fresh as its splits, so each split's reads are part of the table: the ledger's count
+before the split's first sweep (OUT/reads_before.json keeps it, since the ledger lives in one
+machine's cache) and one read per cell since.
 
-Each split is one `python -m raygenre.grid` sweep of a copy of grids/best.yaml whose `seed`
-axis is `--seeds` (the training seeds) while `--seed K` draws the split; `--parallel` sweeps
-run at once, each one trial at a time (`--max-concurrent 1 --cpus-per-trial 1`), so that the
-long recipe of one split trains beside the short ones of another. Interrupted, it resumes:
-a finished split is read from its results, a started one continues (`--resume`).
+Each (split, training seed) pair is one `python -m raygenre.grid` sweep of a copy of
+grids/best.yaml whose `seed` axis is that one training seed while `--seed K` draws the split:
+a pair per sweep, so a later call adds seeds to a split without running the finished ones
+again. `--parallel` sweeps run at once, each one trial at a time (`--max-concurrent 1
+--cpus-per-trial 1`), so that the long recipe of one sweep trains beside the short ones of
+another. Interrupted, it resumes: a finished sweep is read from its results, a started one
+continues (`--resume`).
 
 The interval: a percentile bootstrap (raygenre.report.uncertainty) that resamples each split's
 test tracks, stratified by class, with the same draws for every recipe (paired), and, with
@@ -58,19 +64,19 @@ REFERENCE = "small_cnn"  # the recipe the README's claim is about
 
 @dataclass
 class SplitRun:
-    """One split's sweep, as its results folder holds it."""
+    """One split's sweeps (one per training seed), as their results folders hold them."""
 
     split_seed: int
     split: Split
     stats: dict[str, list[TrackStats]]  # recipe -> one per training seed, in seed order
     val_acc: dict[str, list[float]]  # recipe -> best val/acc per training seed
-    test_reads: int  # every read of this split's test tracks, this sweep's included
-    tested_here: int  # how many of them this sweep made
-    wall_s: float
+    tested_here: int  # reads these sweeps made: one per cell
+    wall_s: list[float]  # each sweep's wall
 
 
 def derived_grid(seeds: list[int], folder: Path) -> Path:
-    """grids/best.yaml with its `seed` axis replaced by `seeds`; the rest as committed."""
+    """grids/best.yaml with its `seed` axis replaced by `seeds`; the rest as committed. The
+    file keeps the name best.yaml, so that the sweep and its results folder are `best`."""
     spec = yaml.safe_load((REPO / "grids" / f"{GRID}.yaml").read_text())
     spec["grid"] = {**spec.get("grid", {}), "seed": seeds}
     spec["description"] = (f"{spec.get('description', GRID)} (bench/fresh_splits.py: training "
@@ -82,11 +88,16 @@ def derived_grid(seeds: list[int], folder: Path) -> Path:
     return path
 
 
-def sweep_argv(grid: Path, split_seed: int, args: argparse.Namespace) -> list[str]:
-    storage = Path(args.storage) / f"split_{split_seed}"
+def seed_grid(out: Path, seed: int) -> Path:
+    return derived_grid([seed], out / "grids" / f"seed_{seed}")
+
+
+def sweep_argv(split_seed: int, seed: int, args: argparse.Namespace) -> list[str]:
+    grid = seed_grid(Path(args.out), seed)
+    storage = Path(args.storage) / f"split_{split_seed}" / f"seed_{seed}"
     argv = [sys.executable, "-m", "raygenre.grid", str(grid), "--data", args.data,
             "--seed", str(split_seed), "--preset", "cpu",
-            "--results", str(Path(args.out) / f"split_{split_seed}"),
+            "--results", str(Path(args.out) / f"split_{split_seed}" / f"seed_{seed}"),
             "--storage", str(storage), "--max-concurrent", str(args.max_concurrent),
             "--cpus-per-trial", str(args.cpus_per_trial)]
     if args.cache:
@@ -103,8 +114,8 @@ def grid_run_name(args: argparse.Namespace) -> str:
     return GRID + ("-smoke" if args.smoke else "")
 
 
-def results_folder(out: Path, split_seed: int, smoke: bool) -> Path:
-    return out / f"split_{split_seed}" / (GRID + ("-smoke" if smoke else ""))
+def results_folder(out: Path, split_seed: int, seed: int, smoke: bool) -> Path:
+    return out / f"split_{split_seed}" / f"seed_{seed}" / (GRID + ("-smoke" if smoke else ""))
 
 
 def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
@@ -136,62 +147,77 @@ def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
     return seen
 
 
-def run_sweeps(grid: Path, args: argparse.Namespace) -> None:
-    """Every split not yet finished, `--parallel` at a time; each one's console to its log."""
+def run_sweeps(args: argparse.Namespace) -> None:
+    """Every (split, seed) sweep not yet finished, `--parallel` at a time, seed by seed (all
+    splits of the first seed first: an interrupted call leaves whole seeds); each sweep's
+    console to its log."""
     out = Path(args.out)
-    todo = [k for k in args.splits
-            if not (results_folder(out, k, args.smoke) / "best.json").exists()]
-    running: list[tuple[int, subprocess.Popen, float]] = []
+    todo = [(k, s) for s in args.seeds for k in args.splits
+            if not (results_folder(out, k, s, args.smoke) / "best.json").exists()]
+    running: list[tuple[tuple[int, int], subprocess.Popen, float]] = []
     failed: list[str] = []
     while todo or running:
         while todo and len(running) < args.parallel:
-            k = todo.pop(0)
-            argv = sweep_argv(grid, k, args)
-            log = out / f"split_{k}.log"
-            print(f"[fresh] split {k}: {' '.join(argv[1:])} (console: {log})", flush=True)
+            k, s = todo.pop(0)
+            argv = sweep_argv(k, s, args)
+            log = out / f"split_{k}_seed_{s}.log"
+            print(f"[fresh] split {k} seed {s}: {' '.join(argv[1:])} (console: {log})",
+                  flush=True)
             with open(log, "a") as f:
                 proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
-            running.append((k, proc, time.perf_counter()))
+            running.append(((k, s), proc, time.perf_counter()))
         time.sleep(2)
         for item in list(running):
-            k, proc, t0 = item
+            (k, s), proc, t0 = item
             if proc.poll() is None:
                 continue
             running.remove(item)
             took = (time.perf_counter() - t0) / 60
-            print(f"[fresh] split {k}: exit {proc.returncode} after {took:.1f} min", flush=True)
+            print(f"[fresh] split {k} seed {s}: exit {proc.returncode} after {took:.1f} min",
+                  flush=True)
             if proc.returncode != 0:
-                failed.append(f"split {k} (exit {proc.returncode}; see {out}/split_{k}.log)")
+                failed.append(f"split {k} seed {s} (exit {proc.returncode}; see "
+                              f"{out}/split_{k}_seed_{s}.log)")
     if failed:
-        raise SystemExit(f"[fresh] failed: {', '.join(failed)}; the finished splits are kept, "
+        raise SystemExit(f"[fresh] failed: {', '.join(failed)}; the finished sweeps are kept, "
                          f"and a new call resumes the rest")
 
 
-def load_split(folder: Path, split_seed: int) -> SplitRun:
-    """A finished split's cells, test predictions and ledger count (a folder written before
-    cells and trials took Ray's words reads the same, through `raygenre.load`)."""
-    res = raygenre.load(folder)
-    cells = res.cells.to_dict("records")
-    saved = read_test_predictions(folder / TEST_PREDICTIONS)
-    missing = [c["cell_id"] for c in cells if c["cell_id"] not in saved]
-    if missing:
-        raise ValueError(f"{folder}: cells {missing} have no test predictions; the grid "
-                         f"must test every cell (`test: every`)")
-    first = saved[cells[0]["cell_id"]]
-    split = Split.of(first[1], first[2])
+def load_split(folders: list[Path], split_seed: int) -> SplitRun:
+    """A split's finished sweeps (one folder per training seed): their cells and test
+    predictions, every cell checked to be tested on the same segments (a
+    split drawn otherwise on another machine would fail here, not mix). A folder written
+    before cells and trials took Ray's words reads the same, through `raygenre.load`."""
+    split: Split | None = None
     stats: dict[str, list[TrackStats]] = {}
     val_acc: dict[str, list[float]] = {}
-    for c in sorted(cells, key=lambda c: int(c["seed"])):
-        probs, labels, tracks = saved[c["cell_id"]]
-        if labels != list(split.labels) or tracks != [split.tracks[i] for i in split.track_of]:
-            raise ValueError(f"{folder}: cell {c['cell_id']} was tested on other segments")
-        # Probabilities are stored to 6 significant digits: a tiny one reads as 0, and its log
-        # (used by the loss only, not by accuracy or the vote) is clipped.
-        logp = np.log(np.maximum(probs, 1e-30))
-        stats.setdefault(c["variant"], []).append(track_stats(logp, split))
-        val_acc.setdefault(c["variant"], []).append(float(c["best/val/acc"]))
-    return SplitRun(split_seed, split, stats, val_acc, int(res.best["test_reads"]), len(cells),
-                    float(res.best["wall_s"]))
+    tested, walls = 0, []
+    for folder in folders:
+        res = raygenre.load(folder)
+        cells = res.cells.to_dict("records")
+        saved = read_test_predictions(folder / TEST_PREDICTIONS)
+        missing = [c["cell_id"] for c in cells if c["cell_id"] not in saved]
+        if missing:
+            raise ValueError(f"{folder}: cells {missing} have no test predictions; the grid "
+                             f"must test every cell (`test: every`)")
+        if split is None:
+            first = saved[cells[0]["cell_id"]]
+            split = Split.of(first[1], first[2])
+        for c in sorted(cells, key=lambda c: int(c["seed"])):
+            probs, labels, tracks = saved[c["cell_id"]]
+            if labels != list(split.labels) or \
+                    tracks != [split.tracks[i] for i in split.track_of]:
+                raise ValueError(f"{folder}: cell {c['cell_id']} was tested on other segments "
+                                 f"than {folders[0]}'s cells")
+            # Probabilities are stored to 6 significant digits: a tiny one reads as 0, and its
+            # log (used by the loss only, not by accuracy or the vote) is clipped.
+            logp = np.log(np.maximum(probs, 1e-30))
+            stats.setdefault(c["variant"], []).append(track_stats(logp, split))
+            val_acc.setdefault(c["variant"], []).append(float(c["best/val/acc"]))
+        tested += len(cells)
+        walls.append(float(res.best["wall_s"]))
+    assert split is not None, "no folders"
+    return SplitRun(split_seed, split, stats, val_acc, tested, walls)
 
 
 def error_draws(runs: list[SplitRun], recipe: str, stat: str, n: int = DRAWS
@@ -266,19 +292,19 @@ def main() -> None:
                     help="write the table from the finished splits; run nothing")
     args = ap.parse_args()
     args.splits = [int(k) for k in args.splits.split(",")]
-    seeds = [int(s) for s in args.seeds.split(",")]
+    args.seeds = seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    grid = derived_grid(seeds, out / "grids")
-    reads_before = prepare_splits(grid, args)
+    reads_before = prepare_splits(seed_grid(out, seeds[0]), args)
     if not args.report_only:
-        run_sweeps(grid, args)
-    runs = [load_split(results_folder(out, k, args.smoke), k) for k in args.splits]
+        run_sweeps(args)
+    runs = [load_split([results_folder(out, k, s, args.smoke) for s in seeds], k)
+            for k in args.splits]
     rows = compare(runs)
     per_split = [f"- split seed {r.split_seed}: {len(r.split.tracks)} test tracks "
                  f"({len(r.split.labels)} segments); read {reads_before[r.split_seed]} times "
-                 f"before this sweep, {r.test_reads} in all, {r.tested_here} by this sweep "
-                 f"(one per cell); "
-                 f"sweep wall {r.wall_s / 60:.1f} min" for r in runs]
+                 f"before its first sweep, {r.tested_here} by these {len(r.wall_s)} sweep(s) "
+                 f"(one per cell); sweep wall "
+                 + ", ".join(f"{w / 60:.1f}" for w in r.wall_s) + " min" for r in runs]
     body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
             f"`{args.data}`, cpu preset), training seeds {seeds}; each cell tested once at its "
             f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "
