@@ -258,6 +258,8 @@ def compare(runs: list[SplitRun], reference: str = REFERENCE) -> list[dict]:
             row[f"test/{s}"] = (1.0 - err, lo, hi)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = draws / ref_draws
+            # No error by either recipe on a draw: as many errors, a ratio of 1 (not nan).
+            ratio[(draws == 0) & (ref_draws == 0)] = 1.0
             row[f"ratio/{s}"] = (err / ref_err if ref_err else float("inf"), *interval(ratio))
         rows.append(row)
     return rows

@@ -15,7 +15,7 @@ from raygenre.gridfile import Grid, load_grid
 from raygenre.report import held_out_summary
 from raygenre.report.evaluate import predict
 from raygenre.report.records import TrialRecord
-from raygenre.report.uncertainty import Split, track_stats
+from raygenre.report.uncertainty import Split, interval, track_stats
 from raygenre.report.verdict import ReportError, carried_choice, judge
 from raygenre.train import ValPredictions, build, save_checkpoint
 
@@ -75,6 +75,15 @@ def test_the_interval_is_the_stratified_standard_error_not_a_plain_bootstraps() 
     assert abs(draws.std() / se - 1) < 0.06
     assert abs(s.value("acc") - right.mean()) < 1e-12
     assert abs(draws.mean() - right.mean()) < 0.01
+
+
+def test_an_interval_of_ratios_with_infinite_draws_is_not_nan() -> None:
+    """A ratio of errors is infinite on a draw where the reference makes none."""
+    draws = np.array([*np.linspace(1.0, 3.0, 90), *[np.inf] * 10])
+    lo, hi = interval(draws)
+    assert 1.0 <= lo < 1.2 and hi == np.inf
+    finite = np.linspace(1.0, 3.0, 101)
+    assert interval(finite) == pytest.approx(tuple(np.quantile(finite, [0.025, 0.975])))
 
 
 def test_draws_are_seeded_and_keep_each_class_share() -> None:

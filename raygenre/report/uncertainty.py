@@ -120,7 +120,10 @@ def track_stats(logp: np.ndarray | torch.Tensor, split: Split) -> TrackStats:
 
 
 def interval(draws: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    # A ratio's draws can be infinite (a draw on which the reference makes no error): there
+    # the ends are draws themselves, since interpolating towards inf gives nan.
+    method = "linear" if np.isfinite(draws).all() else "inverted_cdf"
+    lo, hi = np.quantile(draws, [(1 - LEVEL) / 2, (1 + LEVEL) / 2], method=method)
     return float(lo), float(hi)
 
 

@@ -1,0 +1,101 @@
+"""bench/fresh_splits.py: a split's sweeps (one per training seed) read together, on the
+committed split-1 sweep (a folder in the words from before cells, read through legacy)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import fresh_splits as fs
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP = REPO / "results" / "fresh_splits" / "split_1" / "seed_0" / "best"
+
+
+def _copy(tmp: Path, name: str) -> Path:
+    return Path(shutil.copytree(SWEEP, tmp / name / "best"))
+
+
+def _rewrite(folder: Path, change) -> None:
+    """Each row of the folder's test_predictions.csv passed through `change(row, header)`."""
+    path = folder / "test_predictions.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *(change(r, header) for r in rows[1:])])
+
+
+def _cell(variant: str) -> str:
+    import raygenre
+
+    cells = raygenre.load(SWEEP).cells
+    return str(cells.loc[cells["variant"] == variant, "cell_id"].item())
+
+
+def test_the_same_seed_twice_changes_no_figure(tmp_path: Path) -> None:
+    one = fs.load_split([SWEEP], 1)
+    two = fs.load_split([SWEEP, _copy(tmp_path, "again")], 1)
+    assert one.tested_here == 3 and two.tested_here == 6 and len(two.wall_s) == 2
+    assert all(len(v) == 2 for v in two.val_acc.values())
+    for a, b in zip(fs.compare([one]), fs.compare([two]), strict=True):
+        assert a["recipe"] == b["recipe"]
+        for key in ("test/acc", "test/track_acc", "ratio/acc", "ratio/track_acc"):
+            assert a[key] == pytest.approx(b[key], abs=1e-12), (a["recipe"], key)
+
+
+def test_a_recipe_is_the_mean_of_its_seeds(tmp_path: Path) -> None:
+    """A second seed on which small_cnn is never wrong halves its errors: its test/acc is the
+    mean of the two seeds', and the others' error ratio against it doubles."""
+    perfect = _copy(tmp_path, "perfect")
+    cell = _cell("small_cnn")
+
+    def one_hot(row: list[str], header: list[str]) -> list[str]:
+        if row[0] != cell:
+            return row
+        return [*row[:4], row[3], *("1" if h == f"p:{row[3]}" else "0" for h in header[5:])]
+
+    _rewrite(perfect, one_hot)
+    before = {r["recipe"]: r for r in fs.compare([fs.load_split([SWEEP], 1)])}
+    after = {r["recipe"]: r for r in fs.compare([fs.load_split([SWEEP, perfect], 1)])}
+    assert after["small_cnn"]["test/acc"][0] == pytest.approx(
+        (before["small_cnn"]["test/acc"][0] + 1.0) / 2, abs=1e-12)
+    for recipe in ("study_cnn1", "band_linear"):
+        assert after[recipe]["test/acc"] == before[recipe]["test/acc"]
+        assert after[recipe]["ratio/acc"][0] == pytest.approx(
+            2 * before[recipe]["ratio/acc"][0], rel=1e-9)
+        # The interval widens with the seeds' spread: seed draws can pick the bad seed twice.
+        lo, hi = after[recipe]["ratio/acc"][1:]
+        assert lo < after[recipe]["ratio/acc"][0] < hi
+
+
+def test_seeds_tested_on_other_segments_are_refused(tmp_path: Path) -> None:
+    other = _copy(tmp_path, "other")
+
+    def rename_first_track(row: list[str], header: list[str]) -> list[str]:
+        return [*row[:2], "madrigal/elsewhere.wav", *row[3:]] if row[1] == "0" else row
+
+    _rewrite(other, rename_first_track)
+    with pytest.raises(ValueError, match=r"other.*was tested on other segments"):
+        fs.load_split([SWEEP, other], 1)
+
+
+def test_each_split_and_seed_is_its_own_sweep(tmp_path: Path) -> None:
+    args = argparse.Namespace(out=str(tmp_path / "out"), storage=str(tmp_path / "runs"),
+                              data="builtin:music", max_concurrent=1, cpus_per_trial=1,
+                              cache=None, smoke=False)
+    argv = fs.sweep_argv(3, 2, args)
+    grid = Path(argv[3])
+    assert yaml.safe_load(grid.read_text())["grid"]["seed"] == [2]
+    assert grid.name == "best.yaml"  # the sweep, and its results folder, are `best`
+    assert argv[argv.index("--seed") + 1] == "3"
+    results = Path(argv[argv.index("--results") + 1])
+    assert results / "best" == fs.results_folder(Path(args.out), 3, 2, False)
+    assert "--resume" not in argv
+    (tmp_path / "runs" / "split_3" / "seed_2" / "best").mkdir(parents=True)
+    assert "--resume" in fs.sweep_argv(3, 2, args)  # an interrupted sweep goes on
