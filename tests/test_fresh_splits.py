@@ -99,3 +99,36 @@ def test_each_split_and_seed_is_its_own_sweep(tmp_path: Path) -> None:
     assert "--resume" not in argv
     (tmp_path / "runs" / "split_3" / "seed_2" / "best").mkdir(parents=True)
     assert "--resume" in fs.sweep_argv(3, 2, args)  # an interrupted sweep goes on
+
+
+@pytest.mark.slow
+def test_the_tool_runs_each_split_and_seed_once_and_refuses_a_read_split(
+        tmp_path: Path) -> None:
+    """`--smoke` end to end on the real-music set: two seeds of one split, each its own sweep;
+    called again, it runs nothing and gives the same table; a new record (another --out) on
+    the now-read split is refused."""
+    import subprocess
+    import sys
+
+    def call(out: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "bench" / "fresh_splits.py"), "--smoke", "--splits", "7",
+             "--seeds", "0,1", "--parallel", "1", "--out", str(tmp_path / out),
+             "--storage", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")],
+            capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+
+    first = call("out")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert first.stdout.count("[fresh] split 7 seed ") == 4  # two launched, two finished
+    for seed in (0, 1):
+        assert (tmp_path / "out" / "split_7" / f"seed_{seed}" / "best-smoke" / "best.json").exists()
+    assert "| recipe | split 7 seed 0 | split 7 seed 1 |" in first.stdout
+    assert "read 0 times before its first sweep, 4 since" in first.stdout  # 2 recipes x 2 seeds
+    again = call("out")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[fresh] split 7 seed " not in again.stdout
+    table = [line for line in first.stdout.splitlines() if line.startswith("| ")]
+    assert table == [line for line in again.stdout.splitlines() if line.startswith("| ")]
+    refused = call("elsewhere")
+    assert refused.returncode != 0
+    assert "split seed 7: its test tracks were read 4 times" in refused.stdout + refused.stderr
