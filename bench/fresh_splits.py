@@ -72,6 +72,7 @@ class SplitRun:
     val_acc: dict[str, list[float]]  # recipe -> best val/acc per training seed
     tested_here: int  # reads these sweeps made: one per cell
     wall_s: list[float]  # each sweep's wall
+    wall_partial: list[bool]  # its wall misses commands before a resume (see `walls`)
 
 
 def derived_grid(seeds: list[int], folder: Path) -> Path:
@@ -191,7 +192,7 @@ def load_split(folders: list[Path], split_seed: int) -> SplitRun:
     split: Split | None = None
     stats: dict[str, list[TrackStats]] = {}
     val_acc: dict[str, list[float]] = {}
-    tested, walls = 0, []
+    tested, walls, partial = 0, [], []
     for folder in folders:
         res = raygenre.load(folder)
         cells = res.cells.to_dict("records")
@@ -216,8 +217,22 @@ def load_split(folders: list[Path], split_seed: int) -> SplitRun:
             val_acc.setdefault(c["variant"], []).append(float(c["best/val/acc"]))
         tested += len(cells)
         walls.append(float(res.best["wall_s"]))
+        # A sweep resumed before walls were kept across commands (raygenre.sweep.clock) has the
+        # last command's wall only: its training share is then unknown (None), or, written by
+        # an older version, above 1, which no real share can be.
+        share = res.best.get("training_share")
+        partial.append(share is None or share > 1)
     assert split is not None, "no folders"
-    return SplitRun(split_seed, split, stats, val_acc, tested, walls)
+    return SplitRun(split_seed, split, stats, val_acc, tested, walls, partial)
+
+
+def walls(run: SplitRun) -> str:
+    text = ", ".join(f"{w / 60:.1f}" + "*" * p for w, p in zip(run.wall_s, run.wall_partial,
+                                                                 strict=True)) + " min"
+    if any(run.wall_partial):
+        text += (" (* the last command of a resumed sweep only: the commands before it ran "
+                 "before walls were kept)")
+    return text
 
 
 def error_draws(runs: list[SplitRun], recipe: str, stat: str, n: int = DRAWS
@@ -315,9 +330,9 @@ def main() -> None:
     rows = compare(runs)
     per_split = [f"- split seed {r.split_seed}: {len(r.split.tracks)} test tracks "
                  f"({len(r.split.labels)} segments); read {reads_before[r.split_seed]} times "
-                 f"before its first sweep, {r.tested_here} since (one per cell); "
-                 f"{len(r.wall_s)} sweep(s), wall "
-                 + ", ".join(f"{w / 60:.1f}" for w in r.wall_s) + " min" for r in runs]
+                 f"before its first sweep, {r.tested_here} since (one per cell, counted from "
+                 f"the results folders); {len(r.wall_s)} sweep(s), wall {walls(r)}"
+                 for r in runs]
     body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
             f"`{args.data}`, cpu preset), training seeds {seeds}; each cell tested once at its "
             f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "

@@ -77,6 +77,12 @@ class RunPaths:
         return self.experiment / ASHA_STATE_NAME
 
     @property
+    def wall_state(self) -> Location:
+        """The wall of each command that ran the sweep (`sweep.clock`); not .json for the
+        reason `asha_state` gives."""
+        return self.experiment / "sweep_wall.state"
+
+    @property
     def results(self) -> Path:
         return self.results_root / self.name
 

@@ -326,6 +326,9 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(smoke_run: dict, tmp_path: Pat
     got = history_by_config(tmp_path / "results" / "batch_epoch-smoke" / "history.csv")
     reference = history_by_config(smoke_run["out"] / "history.csv")
     assert_every_row_equal(got, reference)
+    # The sweep's wall is both commands', the one stopped by Ctrl-C included.
+    summary = (tmp_path / "results" / "batch_epoch-smoke" / "summary.md").read_text()
+    assert "over 2 commands (this one" in summary and "training share 0." in summary
 
 
 def test_checkpoints_keep_the_best_and_the_latest_epoch_only(tmp_path: Path,

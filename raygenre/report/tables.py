@@ -29,9 +29,11 @@ class SweepFacts:
     plan: str  # the printed plan
     trials: str  # how many Tune trials stood for how many cells
     concurrency: int
-    wall_s: float
+    wall_s: float  # every command that ran the sweep (its first and each --resume)
     command: str
     data_source: str = ""  # the data set in one spelling (run_state.data_source)
+    wall_words: str = ""  # the wall in words: over how many commands (sweep.clock)
+    wall_known: bool = True  # False: a command before walls were kept is not in wall_s
 
 
 def fmt(v: Any, digits: int | None = 4) -> str:
@@ -58,16 +60,26 @@ def mean_std(values: list[float]) -> str:
     return f"{t.mean().item():.3f} ± {std:.3f}"
 
 
-def training_share(cells: list[dict[str, Any]], facts: SweepFacts) -> float:
+def training_share(cells: list[dict[str, Any]], facts: SweepFacts) -> float | None:
     """Summed epoch compute of every trial over the sweep's wall times its concurrent slots: how
     much of what the sweep held went to training (the rest: starting and stopping trials,
-    waiting, Ray's own work)."""
+    waiting, Ray's own work). None when part of the wall was not timed: a share over it would
+    be a number, and wrong."""
+    if not facts.wall_known:
+        return None
     per_trial: dict[str, float] = {}
     for c in cells:
         if c["train_s"] is not None:
             per_trial[c["trial_id"]] = max(per_trial.get(c["trial_id"], 0.0), c["train_s"])
     held = facts.wall_s * facts.concurrency
     return sum(per_trial.values()) / held if held else 0.0
+
+
+def share_words(share: float | None, concurrency: int) -> str:
+    if share is None:
+        return "training share not known (part of the wall was not timed)"
+    return (f"training share {share:.2f} (summed epoch compute / (wall x {concurrency} "
+            f"slots))")
 
 
 def asha_line(grid: Grid) -> str:
@@ -127,8 +139,8 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
              f"{asha_line(grid)}",
              f"- cells: {len(cells)} ({status_counts}); {facts.trials}",
              f"- plan: {facts.plan}",
-             f"- wall {facts.wall_s / 60:.1f} min; training share {share:.2f} (summed epoch "
-             f"compute / (wall x {facts.concurrency} slots))",
+             f"- wall {facts.wall_words or f'{facts.wall_s / 60:.1f} min'}; "
+             + share_words(share, facts.concurrency),
              f"- run folder: `{facts.run_folder}`",
              f"- intervals: {METHOD}", ""]
     if verdict.replicates:

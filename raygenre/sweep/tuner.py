@@ -26,6 +26,7 @@ from raygenre.sweep.callbacks import (
     TensorBoard,
     quiet_trial_tracebacks,
 )
+from raygenre.sweep.clock import WallClock
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, plan_resources
@@ -174,18 +175,18 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     quiet_trial_tracebacks()
-    t0 = time.time()
-    if restoring:
-        print(f"[grid] resuming {paths.experiment}")
-        tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
-                                   resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, plans),
-                           tune_config=_tune_config(grid, setup.base, paths, plan),
-                           run_config=_run_config(grid, paths, plan, planned_trials(setup),
-                                                  trackers))
-    results = tuner.fit()
-    wall = time.time() - t0
+    with WallClock(paths.wall_state, resumed=restoring) as clock:
+        if restoring:
+            print(f"[grid] resuming {paths.experiment}")
+            tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, plans),
+                               tune_config=_tune_config(grid, setup.base, paths, plan),
+                               run_config=_run_config(grid, paths, plan, planned_trials(setup),
+                                                      trackers))
+        results = tuner.fit()
+    wall = clock.wall()
     # Each trial's own record says whether it ended: Tune's statuses after a Ctrl-C do not (it
     # may mark a trial it stopped as terminated), and the trials it never started are in no
     # result.
@@ -203,12 +204,14 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
         data=f"`{opts.data}`" if opts.data else "the built-in set",
         data_source=run_state.data_source(opts.data),
         run_folder=str(paths.experiment), plan=plan.describe(), trials=trials_line,
-        concurrency=plan.concurrency, wall_s=wall,
-        command=opts.recorded_command)
+        concurrency=plan.concurrency, wall_s=wall.total_s, wall_words=wall.words(),
+        wall_known=not wall.untimed_runs, command=opts.recorded_command)
     best = report.write_results(grid, setup.base, records, paths, prepared, facts,
                                 setup.carried, setup.shaped_by)
-    print(f"[grid] training share {best['training_share']:.2f}: summed epoch compute over "
-          f"{wall / 60:.1f} min of sweep wall x {plan.concurrency} slot(s)")
+    share = best["training_share"]
+    print(f"[grid] training share {share:.2f}: summed epoch compute over {wall.words()} of "
+          f"sweep wall x {plan.concurrency} slot(s)" if share is not None else
+          f"[grid] wall {wall.words()}; training share not known")
     return best
 
 
