@@ -92,3 +92,15 @@ def nearest_centroid_accuracy(feature: dict[str, list[float]]) -> float:
             hits += min(centroids, key=lambda g: abs(centroids[g] - v)) == genre
             total += 1
     return hits / total
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """One S3-protocol server (moto) for the test session; see tests/s3server.py."""
+    from tests import s3server
+
+    server = s3server.start(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
