@@ -241,16 +241,23 @@ def selection(observed: np.ndarray, in_bag: np.ndarray, left_out: np.ndarray,
 
 
 def t_quantile(p: float, df: float) -> float:
-    """Student's t quantile for p > 0.5 at real-valued df > 0, by bisection on its tail
-    P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2) (no scipy in the install)."""
+    """Student's t quantile for p > 0.5 at real-valued df > 0 (no scipy in the install):
+    Newton's method on the two-sided tail P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2), kept
+    inside a bracket that bisection narrows when a step would leave it."""
     tail = 2 * (1 - p)
     lo, hi = 0.0, 1.0
     while _t_tail(hi, df) > tail:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_tail(mid, df) > tail else (lo, mid)
-    return (lo + hi) / 2
+        lo, hi = hi, hi * 2
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    t = (lo + hi) / 2
+    for _ in range(100):
+        f = _t_tail(t, df) - tail
+        lo, hi = (t, hi) if f > 0 else (lo, t)
+        step = f / (2 * norm * (1 + t * t / df) ** (-(df + 1) / 2))  # d tail / dt = -2 pdf
+        t = t + step if lo < t + step < hi else (lo + hi) / 2
+        if abs(step) < 1e-12 * t or hi - lo < 1e-12 * hi:
+            break
+    return t
 
 
 def _t_tail(t: float, df: float) -> float:
