@@ -267,6 +267,12 @@ def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
     p.write_text("description: r\nreplicates: two\n")
     with pytest.raises(ConfigError, match="replicates must be a positive integer, got 'two'"):
         load_grid(str(p))
+    assert (load_grid("best").judge_epoch, load_grid("batch_epoch").judge_epoch) == \
+        ("best", "last")
+    assert g.judge_epoch == "last" and g.objective.column == "last/val/acc"
+    p.write_text("description: r\njudge_epoch: final\n")
+    with pytest.raises(ConfigError, match="'judge_epoch' must be one of last, best"):
+        load_grid(str(p))
     p.write_text("description: r\ntest: all\n")
     with pytest.raises(ConfigError, match="'test' must be one of chosen, every, got 'all'"):
         load_grid(str(p))
