@@ -211,7 +211,7 @@ def selection(observed: np.ndarray, in_bag: np.ndarray, left_out: np.ndarray,
     2018, Machine Learning 107) chooses on the drawn tracks and scores on the others, so the
     score of whatever was chosen carries no selection: on configurations of equal value it is
     unbiased (tests/test_uncertainty.py), where the maximum of the same draws is not. It
-    estimates what choosing this way delivers, on about 40 % of the tracks a draw, so its
+    estimates what choosing this way delivers, on the 40-50 % of tracks a draw leaves out, so its
     interval is wide (conservative), and it is the value of the procedure, not of one
     configuration.
 
