@@ -91,17 +91,50 @@ def unpack(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[int
     return flat, variant, list(members or [flat["epochs"]])
 
 
+# Which epoch of a cell is judged, tested and compared. A cell's `epochs` means "train N
+# epochs", and what that gives is the model after its last epoch: judged there, a 3-epoch cell
+# can beat its 10-epoch cell when the data say so, which is the question an epochs axis asks
+# (the study's exercise 6 read validation at the end of each run). 'best' (early stopping: the
+# best validation epoch among the first N) is a choice a grid makes explicitly; it makes the
+# epochs axis non-decreasing by construction and is one more choice made on the validation
+# tracks, so the report re-picks the epoch inside every bootstrap draw (report/verdict.py).
+JUDGE_EPOCH = "last"
+JUDGE_EPOCHS = {"last": "last epoch", "best": "best validation epoch (early stopping)"}
+
+
 @dataclass(frozen=True)
 class Objective:
-    """A grid's one objective: what cells are judged on and checkpoints kept by."""
+    """A grid's one objective: what cells are judged on and checkpoints kept by, and at which
+    of a cell's epochs (`JUDGE_EPOCH`)."""
 
     metric: str
     mode: str
+    epoch: str = JUDGE_EPOCH
 
     @property
     def best_column(self) -> str:
         """Its best value over a cell's epochs, as a table column."""
         return f"best/{self.metric}"
+
+    @property
+    def column(self) -> str:
+        """The judged value's column: `last/<metric>` or `best/<metric>`."""
+        return f"{self.epoch}/{self.metric}"
+
+    @property
+    def words(self) -> str:
+        """The judging rule as the tables name it."""
+        return JUDGE_EPOCHS[self.epoch]
+
+    def judged(self, history: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The epoch of `history` (a cell's epochs) it is judged and tested at: the last, or
+        the best (`best_epoch`); None when that epoch has no finite value (a last epoch that
+        diverged is what training N epochs gave: no earlier epoch stands in for it)."""
+        if self.epoch == "best":
+            return best_epoch(history, self.metric, self.mode)
+        last = history[-1] if history else {}
+        value = last.get(self.metric)
+        return last if value is not None and not math.isnan(value) else None
 
 
 @dataclass(frozen=True)
@@ -135,10 +168,11 @@ class Grid:
     # default: a test figure of a cell not chosen on validation informs no choice), or 'every'
     # (a comparison fixed before the sweep, such as `best`'s three recipes).
     test: str = "chosen"
+    judge_epoch: str = JUDGE_EPOCH  # 'last' or 'best': see JUDGE_EPOCH
 
     @property
     def objective(self) -> Objective:
-        return Objective(self.metric, self.mode)
+        return Objective(self.metric, self.mode, self.judge_epoch)
 
     @property
     def n_cells(self) -> int:
@@ -241,7 +275,7 @@ def describe_trials(plans: list[TrialPlan], n_cells: int) -> str:
 
 
 _GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw", "carry",
-              "asha", "share_prefixes", "replicates", "test"}
+              "asha", "share_prefixes", "replicates", "test", "judge_epoch"}
 TEST_READS = ("chosen", "every")
 
 
@@ -356,6 +390,11 @@ def load_grid(name_or_path: str, seed: int | None = None,
     test = raw.get("test", "chosen")
     if test not in TEST_READS:
         raise ConfigError(f"{path}: 'test' must be one of {', '.join(TEST_READS)}, got {test!r}")
+    judge_at = raw.get("judge_epoch", JUDGE_EPOCH)
+    if judge_at not in JUDGE_EPOCHS:
+        raise ConfigError(f"{path}: 'judge_epoch' must be one of {', '.join(JUDGE_EPOCHS)} "
+                          f"(the last epoch, or early stopping at the best validation epoch), "
+                          f"got {judge_at!r}")
     n_rep = raw.get("replicates", 1) if replicates is None else replicates
     where = "--replicates" if replicates is not None else f"{path}: replicates"
     if not isinstance(n_rep, int) or isinstance(n_rep, bool) or n_rep < 1:
@@ -370,7 +409,7 @@ def load_grid(name_or_path: str, seed: int | None = None,
     grid = Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
                 metric=metric, mode=mode, base=base, axes=axes, variants=variants,
                 carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
-                replicates=n_rep, test=test, **asha)
+                replicates=n_rep, test=test, judge_epoch=judge_at, **asha)
     # Every value is judged here, at load, before any data or Ray: the base with --seed over it,
     # as resolve_base layers them, then each cell (resolve_base judges them again once the
     # preset and keys carried from an earlier stage are in).

@@ -85,7 +85,7 @@ def test_the_checkpoint_is_the_tested_one_and_loads(api_run: dict) -> None:
     row = res.cells.set_index("cell_id").loc[res.best["cell_id"]]
     assert res.checkpoint() == res.best["checkpoint"] == row["checkpoint"]
     assert Path(res.checkpoint()).is_dir()
-    assert meta["metrics"]["epoch"] == res.best["epoch"] == row["best_epoch"]
+    assert meta["metrics"]["epoch"] == res.best["epoch"] == row["judged_epoch"]
     features, model = api_run["ns"]["features"], api_run["ns"]["model"]
     x = torch.zeros(2, meta["runtime"]["segment_samples"])
     with torch.no_grad():

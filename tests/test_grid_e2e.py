@@ -52,23 +52,28 @@ def test_smoke_says_how_sure_its_winner_is(smoke_run: dict) -> None:
     the prepared set's ledger."""
     out = smoke_run["out"]
     cells = _rows(out / "cells.csv")
-    for c in cells:
-        lo, hi = float(c["best/val/acc ci_lo"]), float(c["best/val/acc ci_hi"])
-        assert lo <= float(c["best/val/acc"]) <= hi, c
+    for c in cells:  # judged at their last epoch (batch_epoch's judge_epoch)
+        assert c["judged_at"] == "last epoch" and c["judged_epoch"] == c["epoch"]
+        lo, hi = float(c["last/val/acc ci_lo"]), float(c["last/val/acc ci_hi"])
+        assert lo <= float(c["last/val/acc"]) <= hi, c
         assert lo < hi  # a smoke split's one-track classes are resampled together
-        assert float(c["judged val/acc"]) == float(c["best/val/acc"])
+        assert float(c["judged val/acc"]) == float(c["last/val/acc"]) == float(c["val/acc"])
+    assert abs(sum(float(c["p_best"]) for c in cells) - 1) < 1e-9
     best = json.loads((out / "best.json").read_text())
     iv = best["interval"]
     assert iv["low"] <= best["val/acc"] <= iv["high"] and "bootstrap over tracks" in iv["method"]
+    est = best["winner_estimate"]
+    assert est["low"] <= est["value"] <= est["high"] and est["among"] == len(cells)
+    assert best["judge_epoch"] == "last" and 0 < best["p_best"] <= 1
     tied = {c["cell_id"] for c in cells if c["tied_with_best"] == "True"}
     untied = {c["cell_id"] for c in cells if c["tied_with_best"] == "False"}
     assert len(tied) + len(untied) == len(cells) - 1  # every cell but the winner judged
     assert len(best["tied_with"]) == len(tied)
     for c in cells:
         if c["cell_id"] in tied:
-            assert float(c["diff_lo"]) <= 0.0 <= float(c["diff_hi"])
+            assert float(c["gap_lo"]) <= 0.0 <= float(c["gap"])
         elif c["cell_id"] in untied:
-            assert float(c["diff_lo"]) > 0.0
+            assert float(c["gap_lo"]) > 0.0
     lo, hi = best["test/acc interval"]
     assert lo <= best["test/acc"] <= hi
     log = smoke_run["proc"].stdout.splitlines()
@@ -112,17 +117,17 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     cells = {c["cell_id"]: c for c in _rows(out / "cells.csv")}
     row = cells[best["cell_id"]]
     assert row["trial_id"] == best["trial_id"]
-    assert abs(float(row["best/val/acc"]) - best["val/acc"]) < 1e-9
+    assert abs(float(row["last/val/acc"]) - best["val/acc"]) < 1e-9
     longest = max(int(c["epochs"]) for c in cells.values() if c["trial_id"] == row["trial_id"])
     if int(row["epochs"]) == longest:
         analysis = ExperimentAnalysis(str(smoke_run["base"] / "runs" / "batch_epoch-smoke"))
         (trial,) = [t for t in analysis.trials if t.trial_id == best["trial_id"]]
-        ckpt = Path(analysis.get_best_checkpoint(trial, "val/acc", "max").path)
+        ckpt = Path(analysis.get_last_checkpoint(trial).path)  # judged at its last epoch
     else:
         ckpt = Path(row["checkpoint"])
     assert ckpt == Path(best["checkpoint"])
     feats, model, meta = load_checkpoint(ckpt)
-    assert meta["metrics"]["epoch"] == best["epoch"] == int(row["best_epoch"])
+    assert meta["metrics"]["epoch"] == best["epoch"] == int(row["judged_epoch"])
     prepared_dir = next((smoke_run["base"] / "cache" / "prepared").iterdir())
     table = pa.ipc.open_file(prepared_dir / "test.arrow").read_all()
     x = torch.tensor(table.column("x").to_pylist())

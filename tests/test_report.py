@@ -22,7 +22,8 @@ from raygenre.report.records import (
 from raygenre.storage import Location
 from raygenre.train import META_FILE, STATE_FILE
 
-ACC = Objective("val/acc", "max")
+ACC = Objective("val/acc", "max", "best")  # early stopping: the rule these cases test
+LAST = Objective("val/acc", "max", "last")
 
 
 def _ckpt(run: Path, epoch: int, acc: float, state: bytes, recorded: int | None = None) -> None:
@@ -49,7 +50,8 @@ def test_cut_short_and_unseen_checkpoints_are_not_results(tmp_path: Path, as_uri
     assert [d.name for d, _ in whole_checkpoints(run, max_epoch=1)] == ["epoch_0001"]
     assert best_of(whole_checkpoints(run, max_epoch=2), ACC).name == "epoch_0001"
     assert best_of(whole_checkpoints(run), ACC).name == "epoch_0003"
-    assert best_of(whole_checkpoints(run), Objective("val/acc", "min")).name == "epoch_0001"
+    assert best_of(whole_checkpoints(run), Objective("val/acc", "min", "best")).name == \
+        "epoch_0001"
 
 
 def _history(accs: list[float]) -> list[dict]:
@@ -105,6 +107,44 @@ def test_an_error_marks_the_members_it_cut_short() -> None:
     assert none[0]["cell_id"] == none[0]["trial_id"] == "t3"  # a cell alone: its trial's id
 
 
+def test_by_default_a_cell_is_judged_and_tested_at_its_last_epoch() -> None:
+    """`train N epochs` gives the model after epoch N: a 3-epoch cell whose validation falls
+    later beats its own 10-epoch cell, though the 10-epoch one peaked higher on the way (early
+    stopping, judged at the best epoch, would make the longer cell win by construction)."""
+    rec = TrialRecord("t0", {"batch_size": 16, "epochs": 10}, None, [3, 10],
+                      _history([0.5, 0.6, 0.72, 0.8, 0.7, 0.65, 0.62, 0.6, 0.6, 0.61]),
+                      best=Location("/runs/g/t0/checkpoint_000003"),
+                      latest=Location("/runs/g/t0/checkpoint_000009"),
+                      pins=Location("/runs/g/members/t0"))
+    grid = Grid(name="g", path=Path("g.yaml"), description="",
+                axes={"batch_size": [16], "epochs": [3, 10]})
+    assert grid.objective == LAST  # the default
+    cells, _ = cell_rows([rec], grid, LAST)
+    by = {c["epochs"]: c for c in cells}
+    assert {e: (c["judged_epoch"], c["last/val/acc"]) for e, c in by.items()} == {
+        3: (3, 0.72), 10: (10, 0.61)}
+    assert by[10]["best/val/acc"] == 0.8 and by[10]["best_epoch"] == 4  # still shown
+    assert by[3]["_checkpoint"] == Location("/runs/g/members/t0") / "epoch_0003"
+    assert by[10]["_checkpoint"] == rec.latest  # not Tune's best (epoch 4)
+    assert pick_best(cells, LAST)["cell_id"] == "t0:e3"
+    assert all(c["judged_at"] == "last epoch" for c in cells)
+    early, _ = cell_rows([rec], grid, ACC)
+    assert pick_best(early, ACC)["cell_id"] == "t0:e10"  # 0.8 at epoch 4 of 10
+    # A last epoch that diverged is what training gave: the cell has no value.
+    nan = TrialRecord("t1", {"epochs": 3}, None, [3], _history([0.5, 0.6, float("nan")]))
+    assert cell_rows([nan], grid, LAST)[0][0]["last/val/acc"] is None
+
+
+def test_member_pins_keep_each_shorter_members_last_epoch() -> None:
+    from raygenre.sweep.runners import MemberPins
+
+    pins = MemberPins(Location("/nowhere"), [2, 4, 6], LAST)
+    accs = [0.5, 0.6, 0.6, 0.55, 0.7, 0.4]
+    want = [set(), {2}, {2}, {2, 4}, {2, 4}, {2, 4}]
+    for e, keep in enumerate(want, start=1):
+        assert pins.needed(_history(accs[:e])) == keep, e
+
+
 def test_the_best_cell_follows_the_grids_metric_and_prefers_fewer_epochs_on_a_tie() -> None:
     trials = [TrialRecord("a", {"batch_size": 16, "epochs": 6}, None, [2, 4, 6],
                           _history([0.5, 0.7, 0.6, 0.6, 0.65, 0.7])),
@@ -112,7 +152,7 @@ def test_the_best_cell_follows_the_grids_metric_and_prefers_fewer_epochs_on_a_ti
                           _history([0.4, 0.6, 0.69, 0.6, 0.6, 0.6]))]
     cells, _ = cell_rows(trials, _grid(), ACC)
     assert pick_best(cells, ACC)["cell_id"] == "a:e2"  # 0.7 at epoch 2 ties epoch 6's
-    loss = Objective("val/loss", "min")
+    loss = Objective("val/loss", "min", "best")
     cells, _ = cell_rows(trials, _grid("val/loss", "min"), loss)
     best = pick_best(cells, loss)
     assert best["cell_id"] == "a:e2" and best["best/val/loss"] == pytest.approx(0.3)

@@ -36,9 +36,7 @@ from raygenre.report.uncertainty import (
     METHOD,
     Split,
     describe,
-    interval,
-    over_replicates,
-    seed_draws,
+    seed_interval,
     track_stats,
 )
 from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
@@ -73,7 +71,7 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
     write_csv(out / CELLS_FILE, cells)  # now with intervals and ties
     write_csv(out / "configs.csv", [c.row(grid) for c in verdict.configs])
     best = verdict.best
-    tested = ([c for c in cells if c[objective.best_column] is not None]
+    tested = ([c for c in cells if c[objective.column] is not None]
               if grid.test == "every" else verdict.chosen)
     tests = {c["cell_id"]: _evaluate(c, prepared, facts.name) for c in tested}
     write_test_predictions(out / TEST_PREDICTIONS, tests, prepared.genres)
@@ -88,15 +86,21 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
                  "val/acc": _mean([_val_acc_at(c, tests[c["cell_id"]]["epoch"])
                                    for c in verdict.chosen]),
                  "test/acc": held_out["test/acc"], "test/track_acc": held_out["test/track_acc"],
+                 "judge_epoch": grid.judge_epoch, "judged_at": verdict.judged_at,
+                 "p_best": winner.p_best,
                  "interval": {"metric": grid.metric, "low": winner.lo, "high": winner.hi,
                               "level": LEVEL, "method": METHOD,
                               "over": "seeds and validation tracks" if verdict.replicates
                               else "validation tracks"},
+                 # The winner's value with its choice priced in (what the validation figure
+                 # above, chosen as the best of several on the same tracks, is not).
+                 "winner_estimate": (verdict.estimate.as_json() if verdict.estimate
+                                     else None),
                  "test/acc interval": held_out["test/acc interval"],
                  "test/track_acc interval": held_out["test/track_acc interval"],
                  "tied_with": [c.label for c in verdict.tied],
-                 "ties": [{"config": c.label, "diff_low": c.diff_lo, "diff_high": c.diff_hi,
-                           "tied": c.tied} for c in verdict.configs[1:]],
+                 "ties": [{"config": c.label, "gap": c.gap, "gap_low": c.gap_lo,
+                           "p_best": c.p_best, "tied": c.tied} for c in verdict.configs[1:]],
                  "verdict": verdict.line(grid.metric),
                  "replicates": len(verdict.chosen),
                  "chosen_cells": [c["cell_id"] for c in verdict.chosen],
@@ -195,12 +199,13 @@ def held_out_summary(tests: list[dict[str, Any]]) -> dict[str, Any]:
     split = Split.of(tests[0]["_labels"].numpy(), tests[0]["_tracks"])
     weights = split.draws()
     stats = [track_stats(t["_probs"].log(), split) for t in tests]
-    picks = seed_draws(len(stats), len(weights)) if len(stats) > 1 else None
     out: dict[str, Any] = {}
     for name in ("acc", "track_acc"):
         key = f"test/{name}"
         out[key] = _mean([t[key] for t in tests])
-        out[f"{key} interval"] = list(interval(over_replicates(stats, weights, name, picks)))
+        per_seed = np.stack([s.draws(weights, name) for s in stats], axis=1)
+        values = np.array([s.value(name) for s in stats])
+        out[f"{key} interval"] = list(seed_interval(values, per_seed, split.track_df))
     return out
 
 
@@ -211,8 +216,8 @@ def _mean(values: list[float | None]) -> float | None:
 
 def _evaluate(cell: dict[str, Any], prepared: Prepared, sweep: str) -> dict[str, Any]:
     if cell["_checkpoint"] is None:
-        raise NoResults(f"cell {cell['cell_id']}: no checkpoint of its best epoch "
-                        f"({cell['best_epoch']}) was kept")
+        raise NoResults(f"cell {cell['cell_id']}: no checkpoint of its judged epoch "
+                        f"({cell['judged_epoch']}, its {cell['judged_at']}) was kept")
     return evaluate(cell["_checkpoint"], prepared,
                     reader=f"{sweep}: final evaluation of cell {cell['cell_id']}")
 

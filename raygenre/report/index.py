@@ -85,7 +85,9 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     rel = folder.relative_to(root).as_posix()
     anchor = rel.replace("/", "-")
     metric = best.get("metric", "val/acc")
-    col = f"best/{metric}"
+    # The judged column: `last/<metric>` or `best/<metric>` (a best.json from before judging
+    # rules were named judged every cell at its best epoch).
+    col = f"{best.get('judge_epoch', 'best')}/{metric}"
     table = legacy.cells_file(folder).name
     with open(folder / table) as f:
         reader = csv.DictReader(f)
@@ -95,12 +97,13 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
     sign = -1 if best.get("mode", "max") == "max" else 1
     cells.sort(key=lambda t: (_number(t.get(col, "")) is None, sign * (_number(t.get(col, ""))
                                                                       or 0.0)))
-    header = ["cell", "status", *labels, "epochs run", col, "95% CI", "tied with best",
-              "best epoch", "final val/acc"]
+    header = ["cell", "status", *labels, "epochs run", col, "95% CI", "P(best)",
+              "tied with best", "judged epoch", "best epoch", "final val/acc"]
     rows = [[t["cell_id"], t["status"], *(t.get(k, "") for k in labels), t["epoch"],
              _number(t.get(col, "")), _ci(t.get(f"{col} ci_lo", ""), t.get(f"{col} ci_hi", "")),
-             _tied(t.get("tied_with_best", "")), t.get("best_epoch", ""), _number(t["val/acc"])]
-            for t in cells]
+             _number(t.get("p_best", "")), _tied(t.get("tied_with_best", "")),
+             t.get("judged_epoch", t.get("best_epoch", "")), t.get("best_epoch", ""),
+             _number(t["val/acc"])] for t in cells]
     chosen = set(best.get("chosen_cells") or [best["cell_id"]])
     marked = {i for i, t in enumerate(cells) if t["cell_id"] in chosen}
     genres = best.get("per_genre", {})
@@ -123,11 +126,13 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
         mean = next(k for k in configs[0] if k.startswith("mean "))
         parts.append("<p>Per configuration, over seeds (chosen on the mean; the interval "
                      "resamples seeds and validation tracks):</p>" + _table(
-                         ["configuration", "seeds", mean, "95% CI", "std", "tied with best"],
+                         ["configuration", "seeds", mean, "95% CI", "std", "P(best)",
+                          "tied with best"],
                          [[c["config"], c["replicates"], _number(c[mean]),
                            _ci(c["ci_lo"], c["ci_hi"]),
                            _number(c[mean.replace("mean ", "std ")]),
-                           _tied(c["tied_with_best"])] for c in configs], {0}))
+                           _number(c.get("p_best", "")), _tied(c["tied_with_best"])]
+                          for c in configs], {0}))
     parts.append(_table(header, rows, marked))
     if genres:
         parts.append(_table(["genre", "test accuracy"], [[g, a] for g, a in genres.items()]))

@@ -34,9 +34,10 @@ def _axis_values(rows: list[dict], key: str) -> list[Any]:
 
 
 def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> str:
-    """Each cell's judged value (its best epoch's objective, what the winner is chosen on)
-    with its 95 % interval over validation tracks; the chosen cell(s) orange, tied ones green."""
-    col, sign = grid.objective.best_column, (1 if grid.mode == "max" else -1)
+    """Each cell's judged value (the objective at its judged epoch, what the winner is chosen
+    on) with its 95 % interval over validation tracks; the chosen cell(s) orange, tied ones
+    green."""
+    col, sign = grid.objective.column, (1 if grid.mode == "max" else -1)
     ok_sorted = sorted(ok, key=lambda t: -sign * t[col])
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ok_sorted) + 2), 4))
     values = [t[col] for t in ok_sorted]
@@ -51,8 +52,8 @@ def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> s
     ax.set_xticks(range(len(ok_sorted)), [_label(t, grid.labels) for t in ok_sorted],
                   rotation=70, ha="right", fontsize=7)
     ax.set_ylabel(f"{col} (95% CI over val tracks)")
-    ax.set_title(f"{grid.name}: {col} per cell (orange: chosen; green: tied within noise)",
-                 fontsize=9)
+    ax.set_title(f"{grid.name}: {col} per cell, at its {grid.objective.words} (orange: chosen;"
+                 f" green: tied within noise)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "val_acc_by_cell.png", dpi=110)
     plt.close(fig)
@@ -60,7 +61,7 @@ def objective_bars(grid: Grid, ok: list[dict], chosen: set[str], out: Path) -> s
 
 
 def heatmap(grid: Grid, axes: list[str], squares: list[dict], out: Path, what: str) -> str:
-    """The judged value (each configuration's best epoch, or its mean over seeds: what the
+    """The judged value (each configuration's at its judged epoch, or its mean over seeds: the
     winner is chosen on) over a two-axis grid; the chosen square boxed, squares tied with it
     marked '≈'; a cell ASHA stopped says at which epoch. `squares`: one per configuration (its
     cells over seeds), with its axes' values, "value", "tied", "chosen", "status" and "epoch"."""
@@ -77,8 +78,10 @@ def heatmap(grid: Grid, axes: list[str], squares: list[dict], out: Path, what: s
             continue
         vals[i][j] = c["value"]
         mark = " ≈" if c["tied"] else ""
-        notes[i][j] = f"{c['value']:.2f}{mark}" + (f"\nstopped e{c['epoch']}"
-                                                   if c["status"] == "stopped_early" else "")
+        p_best = c.get("p_best")
+        notes[i][j] = (f"{c['value']:.2f}{mark}"
+                       + (f"\nP {p_best:.2f}" if p_best is not None else "")
+                       + (f"\nstopped e{c['epoch']}" if c["status"] == "stopped_early" else ""))
         if c["chosen"]:
             boxes.append((i, j))
     fig, ax = plt.subplots(figsize=(1.3 * len(xs) + 2.5, 0.7 * len(ys) + 2))
@@ -100,7 +103,7 @@ def heatmap(grid: Grid, axes: list[str], squares: list[dict], out: Path, what: s
     fig.colorbar(im, label=what)
     note = "\n(stopped eN: ASHA stopped its trial at epoch N)" if grid.asha else ""
     ax.set_title(f"{grid.name}: {what} by {a} x {b}\nboxed: chosen; ≈: tied with it within "
-                 f"noise{note}", fontsize=8)
+                 f"noise; P: share of bootstrap draws it wins{note}", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "heatmap_val_acc.png", dpi=110)
     plt.close(fig)
@@ -109,7 +112,7 @@ def heatmap(grid: Grid, axes: list[str], squares: list[dict], out: Path, what: s
 
 def curves(grid: Grid, ok: list[dict], history: list[dict], best: dict, out: Path) -> str:
     """Train vs val loss and accuracy of the best and the worst cell."""
-    col, sign = grid.objective.best_column, 1 if grid.mode == "max" else -1
+    col, sign = grid.objective.column, 1 if grid.mode == "max" else -1
     worst = min(ok, key=lambda t: sign * t[col])
     fig, (l_ax, a_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for t, color in ((best, "tab:green"), (worst, "tab:red")):
@@ -156,7 +159,7 @@ def confusion(grid: Grid, test: dict, prepared: Prepared, out: Path) -> str:
 
 def plot_all(grid: Grid, cells: list[dict], history: list[dict], verdict: Any, test: dict,
              prepared: Prepared, out: Path) -> list[str]:
-    col = grid.objective.best_column
+    col = grid.objective.column
     best = verdict.best
     chosen = {t["cell_id"] for t in verdict.chosen}
     ok = [t for t in cells if t["val/acc"] is not None and t[col] is not None]
@@ -165,13 +168,14 @@ def plot_all(grid: Grid, cells: list[dict], history: list[dict], verdict: Any, t
     if len(axes) == 2:
         judged = {t["cell_id"] for c in verdict.configs for t in c.cells}
         squares = [{a: c.cells[0][a] for a in axes} | {
-            "value": c.value, "tied": c.tied, "chosen": i == 0,
+            "value": c.value, "tied": c.tied, "chosen": i == 0, "p_best": c.p_best,
             "status": c.cells[0]["status"], "epoch": c.cells[0]["epoch"]}
             for i, c in enumerate(verdict.configs)]
         squares += [{a: t[a] for a in axes} | {"value": None, "tied": None, "chosen": False,
                                              "status": t["status"], "epoch": t["epoch"]}
                   for t in cells if t["cell_id"] not in judged]
-        what = f"{col}, mean over seeds" if verdict.replicates else f"{col} (its best epoch)"
+        what = (f"{col}, mean over seeds" if verdict.replicates
+                else f"{col} (its {grid.objective.words})")
         made.append(heatmap(grid, axes, squares, out, what))
     made += [curves(grid, ok, history, best, out), confusion(grid, test, prepared, out)]
     return made

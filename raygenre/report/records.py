@@ -2,10 +2,10 @@
 
 A trial is what Tune ran: one cell, or several that differ only in `epochs` (each shorter one
 is the first epochs of the longest). Its record holds its whole metric history and where its
-checkpoints are. A member of e epochs reads the trial's first e epochs, is judged at its best
-epoch among them, and is tested at that epoch's checkpoint: the trial's best (kept by Tune) when
-the member is the trial's longest, or the copy the trial kept for it
-(`members/<trial>/epoch_NNNN`).
+checkpoints are. A member of e epochs reads the trial's first e epochs, is judged at its last
+epoch (or, where the grid says `judge_epoch: best`, its best among them), and is tested at that
+epoch's checkpoint: the trial's latest or best (both kept by Tune) when the member is the
+trial's longest, or the copy the trial kept for it (`members/<trial>/epoch_NNNN`).
 """
 
 from __future__ import annotations
@@ -99,10 +99,12 @@ def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
                                 **{m: h.get(m) for m in METRICS}})
             final = own[-1] if own else {}
             best = best_epoch(own, objective.metric, objective.mode)
+            judged = objective.judged(own)
             if upto == last:
-                checkpoint = r.best
+                checkpoint = r.best if objective.epoch == "best" else r.latest
             else:
-                checkpoint = r.pins / epoch_dir(best["epoch"]) if best and r.pins else None
+                checkpoint = (r.pins / epoch_dir(judged["epoch"]) if judged and r.pins
+                              else None)
             status = ("completed" if upto == e and own else "error" if r.error
                       else "stopped_early")
             cells.append({
@@ -111,10 +113,14 @@ def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
                 "best/val/acc": max((h["val/acc"] for h in own), default=None),
                 objective.best_column: best[objective.metric] if best else None,
                 "best_epoch": best["epoch"] if best else None,
+                # What the cell is judged, compared and tested at (Objective.judged).
+                objective.column: judged[objective.metric] if judged else None,
+                "judged_epoch": judged["epoch"] if judged else None,
+                "judged_at": objective.words,
                 "trial_id": r.trial_id, "wall_s": r.wall_s, "train_s": final.get("train_s"),
                 "node": final.get("node", ""),
                 "error": r.error if upto < e or not own else "",
-                # Where its best epoch's weights are: what it is tested at, what to load.
+                # Where its judged epoch's weights are: what it is tested at, what to load.
                 "checkpoint": str(checkpoint) if checkpoint is not None else "",
                 "_config": config, "_checkpoint": checkpoint, "_trial": r,
             })
@@ -122,11 +128,11 @@ def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
 
 
 def pick_best(cells: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
-    """The sweep's best cell: the best value of the objective over its epochs; on a tie, the
-    one that ran fewer epochs (the same numbers for less compute), then the grid's order."""
+    """The sweep's best cell: the best judged value of the objective; on a tie, the one that
+    ran fewer epochs (the same numbers for less compute), then the grid's order."""
     sign = 1 if objective.mode == "max" else -1
-    ok = [c for c in cells if c[objective.best_column] is not None
-          and not math.isnan(c[objective.best_column])]
+    col = objective.column
+    ok = [c for c in cells if c[col] is not None and not math.isnan(c[col])]
     if not ok:
         return None
-    return max(ok, key=lambda c: (sign * c[objective.best_column], -c["epoch"]))
+    return max(ok, key=lambda c: (sign * c[col], -c["epoch"]))

@@ -91,13 +91,13 @@ def asha_line(grid: Grid) -> str:
 
 def config_table(verdict: Any, grid: Grid, tests: dict[str, dict]) -> str:
     """Markdown: one row per configuration over its replicates, best first: the objective's
-    mean with its interval over seeds and tracks, its spread, whether it is tied with the
-    winner, and the test figures of the replicates that were tested."""
-    col = grid.objective.best_column
+    mean with its interval over seeds and tracks, its spread, its share of draws won, whether
+    it is tied with the winner, and the test figures of the replicates that were tested."""
+    col = grid.objective.column
     keys = [k for k in grid.labels if k != "seed"]
     lines = ["| | " + " | ".join(keys or ["config"]) + f" | seeds | {col} mean [95% CI] | std "
-             "| tied | test/acc | test/track_acc |",
-             "|---|" + "---|" * len(keys or [1]) + "---:|---|---:|---|---|---|"]
+             "| P(best) | tied | test/acc | test/track_acc |",
+             "|---|" + "---|" * len(keys or [1]) + "---:|---|---:|---:|---|---|---|"]
     for i, c in enumerate(verdict.configs):
         first = c.cells[0]
         done = [tests[x["cell_id"]] for x in c.cells if x["cell_id"] in tests]
@@ -106,7 +106,8 @@ def config_table(verdict: Any, grid: Grid, tests: dict[str, dict]) -> str:
         track = mean_std([x["test/track_acc"] for x in done]) if done else "not read"
         lines.append(f"| {'★' if i == 0 else ''} | " + " | ".join(
             fmt(first[k]) for k in keys) + (" | all" if not keys else "") + f" | "
-            f"{len(c.cells)} | {describe(c.value, c.lo, c.hi)} | {c.std:.3f} | {tied} | "
+            f"{len(c.cells)} | {describe(c.value, c.lo, c.hi)} | {c.std:.3f} | "
+            f"{fmt(c.p_best, 2)} | {tied} | "
             f"{test_acc} | {track} |")
     return "\n".join(lines) + "\n"
 
@@ -115,7 +116,7 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
                held_out: dict, prepared: Prepared, facts: SweepFacts, plots: list[str],
                tests: dict[str, dict], reads: str) -> str:
     axes = grid.labels
-    col = grid.objective.best_column
+    col = grid.objective.column
     best = verdict.best
     chosen = {c["cell_id"] for c in verdict.chosen}
     counts = Counter(c["status"] for c in cells)
@@ -135,23 +136,23 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
              f"- preset: `{facts.preset}` ({facts.preset_why}); seed {base.seed}"
              + (f", replicates {grid.replicates} (seeds {', '.join(map(str, grid.axes['seed']))})"
                 if verdict.replicates else "")
-             + f"; objective `{grid.metric}` ({grid.mode}, best over each cell's epochs); "
-             f"{asha_line(grid)}",
+             + f"; objective `{grid.metric}` ({grid.mode}), each cell judged at its "
+             f"{grid.objective.words} (`judge_epoch: {grid.judge_epoch}`); {asha_line(grid)}",
              f"- cells: {len(cells)} ({status_counts}); {facts.trials}",
              f"- plan: {facts.plan}",
              f"- wall {facts.wall_words or f'{facts.wall_s / 60:.1f} min'}; "
              + share_words(share, facts.concurrency),
              f"- run folder: `{facts.run_folder}`",
-             f"- intervals: {METHOD}", ""]
+             f"- intervals: {METHOD}", "", selection_note(verdict, grid), ""]
     if verdict.replicates:
         lines += ["## Configurations over seeds (★ = chosen on the mean; the interval resamples "
                   "seeds and validation tracks)", "", config_table(verdict, grid, tests)]
     lines += [f"## Cells (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
               "| | cell | status | " + " | ".join(axes) + f" | epochs run | {col} | 95% CI | "
-              "best epoch | val/track_acc there | final val/acc | val/loss | train/loss | "
-              "train/acc | trial |",
+              "P(best) | judged epoch | best epoch | val/track_acc there | final val/acc | "
+              "val/loss | train/loss | train/acc | trial |",
               "|---|---|---|" + "---|" * len(axes) + "---:|---:|---|---:|---:|---:|---:|---:|"
-              "---:|---|"]
+              "---:|---:|---:|---|"]
     sign = 1 if grid.mode == "max" else -1
 
     def order(t: dict) -> float:
@@ -164,8 +165,9 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
               if t.get(f"{col} ci_lo") is not None else "")
         lines.append(f"| {mark} | {t['cell_id']} | {t['status']} | "
                      + " | ".join(fmt(t[a]) for a in axes) + " | "
-                     + f"{fmt(t['epoch'])} | {fmt(t[col])} | {ci} | "
-                     + " | ".join(fmt(t[k]) for k in ("best_epoch", "judged val/track_acc",
+                     + f"{fmt(t['epoch'])} | {fmt(t[col])} | {ci} | {fmt(t['p_best'], 2)} | "
+                     + " | ".join(fmt(t[k]) for k in ("judged_epoch", "best_epoch",
+                                                       "judged val/track_acc",
                                                        "val/acc", "val/loss", "train/loss",
                                                        "train/acc"))
                      + f" | {trial} |")
@@ -185,7 +187,8 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
     cfg = best["_config"]
     lines += ["", "## Best cell", "",
               f"Cell `{best['cell_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
-              f" best epoch {test['epoch']}: {grid.metric} {best[col]:.4f}.", "",
+              f" judged at its {grid.objective.words}, epoch {test['epoch']}: {grid.metric} "
+              f"{best[col]:.4f}.", "",
               f"Its test split ({test['n_segments']} segments, {test['n_tracks']} tracks, "
               f"evaluated once at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f},"
               f" `test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
@@ -199,8 +202,23 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
     return "\n".join(lines) + "\n"
 
 
+def selection_note(verdict: Any, grid: Grid) -> str:
+    """Why the winner's validation figure runs high, and what stands for it instead."""
+    e = verdict.estimate
+    if e is None or e.among < 2:
+        return ""
+    return (f"The winner was chosen as the best of {e.among} on these validation tracks, so "
+            f"its own figure runs high (the largest of several noisy values; a test split, "
+            f"which chose nothing, does not share that luck). Choosing again in each of the "
+            f"bootstrap's draws and scoring the draw's choice on the tracks it left out gives "
+            f"{grid.metric} {describe(e.value, e.lo, e.hi)} (Monte Carlo error "
+            f"{e.mc_error:.3f}): what this choice delivers. P(best) is the share of draws a "
+            f"configuration wins: descriptive, not the probability that it is best.")
+
+
 def _test_words(verdict: Any) -> str:
     if verdict.replicates:
-        return (f"the chosen configuration's {len(verdict.chosen)} seeds, each at its best "
-                f"epoch, read once each; mean, interval over seeds and test tracks")
-    return "the chosen cell at its best epoch, read once; interval over test tracks"
+        return (f"the chosen configuration's {len(verdict.chosen)} seeds, each at its "
+                f"{verdict.judged_at}, read once each; mean, interval over seeds (t, seed "
+                f"means) and test tracks")
+    return f"the chosen cell at its {verdict.judged_at}, read once; interval over test tracks"

@@ -10,11 +10,19 @@ is judged on the same resampled tracks (a paired bootstrap): what varies is the 
 which draw each cell got.
 
 Percentile intervals at LEVEL from DRAWS draws, seeded: the same predictions give the same
-intervals on any machine. Two cells are *tied* when the interval of their difference holds 0.
+intervals on any machine.
+
+Choosing is part of what is resampled (`selection`): in every draw the winner is chosen again
+among all configurations on the drawn tracks (and, under early stopping, each cell's epoch
+first), which gives each configuration's share of wins (descriptive), the winner's value
+scored on the tracks that draw left out (not inflated by the choice), and which configurations
+cannot be told from the best. Seed replicates get a t interval over seed means with the
+tracks' variance added (`seed_interval`): 2 or 3 seeds are too few to resample.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +36,12 @@ DRAWS = 2000
 LEVEL = 0.95
 SEED = 2015  # fixed, so the intervals are a function of the predictions alone
 METHOD = (f"percentile bootstrap over tracks, stratified by class (Rao-Wu rescaled), {DRAWS} "
-          f"draws, seed {SEED}, {LEVEL:.0%}; ties: paired bootstrap (the same draws for both), "
-          f"tied when the difference's interval holds 0")
+          f"draws, seed {SEED}, {LEVEL:.0%}; the winner re-chosen in every draw (P(best): the "
+          f"share of draws it wins, descriptive); the winner's value scored on each draw's "
+          f"left-out tracks (bootstrap bias-corrected, Tsamardinos et al. 2018); tied: within "
+          f"the {LEVEL:.0%} bound of the re-chosen winner's lead (multiple comparisons with the "
+          f"best, Hsu 1984); seeds: t interval over seed means plus the tracks' variance "
+          f"(Satterthwaite df)")
 
 # What each bootstrappable metric is, on a split's predictions.
 STATS = {"acc": "segment accuracy", "loss": "mean cross-entropy", "track_acc":
@@ -63,6 +75,12 @@ class Split:
         classes = [np.flatnonzero(self.track_class == c) for c in np.unique(self.track_class)]
         single = [m for m in classes if len(m) == 1]
         return [m for m in classes if len(m) > 1] + ([np.concatenate(single)] if single else [])
+
+    @property
+    def track_df(self) -> int:
+        """Degrees of freedom of a mean over tracks stratified as `strata`: tracks less one per
+        stratum (a one-track class is pooled, not a stratum of its own)."""
+        return sum(len(m) - 1 for m in self.strata())
 
     def draws(self, n: int = DRAWS, seed: int = SEED) -> np.ndarray:
         """(n, tracks) weights, one row per draw: Rao and Wu's rescaled bootstrap in each
@@ -148,3 +166,153 @@ def describe(value: float, lo: float | None, hi: float | None) -> str:
     if lo is None or hi is None:
         return f"{value:.3f}"
     return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def out_of_bag(weights: np.ndarray) -> np.ndarray:
+    """Weights of the tracks each draw left out (1 where a draw's weight is 0). Rao-Wu draws
+    k-1 of a stratum's k tracks, so every stratum of two tracks or more leaves one out at
+    least: no draw's left-out set is empty."""
+    return (weights == 0).astype(np.float64)
+
+
+def pick_epochs(draws: np.ndarray, sign: int) -> np.ndarray:
+    """(draws,) column of `draws` (draws x epochs) that early stopping picks in each draw: the
+    best, the latest on a tie (as `gridfile.best_epoch`)."""
+    flipped = sign * draws[:, ::-1]
+    return draws.shape[1] - 1 - np.argmax(flipped, axis=1)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What re-choosing the winner in every draw gives (`selection`)."""
+
+    p_best: np.ndarray  # (configs,) share of draws each wins
+    winner_draws: np.ndarray  # (draws,) the re-chosen winner's score on the left-out tracks
+    gap: np.ndarray  # (configs,) observed best minus each, better-positive
+    gap_lo: np.ndarray  # (configs,) lower LEVEL bound of it: <= 0 is tied with the best
+
+    @property
+    def held(self) -> np.ndarray:
+        return self.gap_lo <= 0.0
+
+
+def selection(observed: np.ndarray, in_bag: np.ndarray, left_out: np.ndarray,
+              order: np.ndarray | None = None) -> Selection:
+    """The choice of the best configuration, re-run in every draw. Arrays are better-positive
+    (negate a loss): `observed` (configs,) on every track; `in_bag` (draws, configs) on each
+    draw's resampled tracks; `left_out` (draws, configs) on the tracks that draw left out.
+    `order` (configs,) ranks configurations for ties within a draw (the sweep's own rule:
+    fewer epochs, then the grid's order); default: their position.
+
+    The winner's value: the mean over draws of the draw's winner scored on its left-out tracks.
+    The maximum of several noisy values is biased up by about the size of the differences
+    compared (Cawley & Talbot 2010), and so is the winner's own figure and any interval drawn
+    around it on the same tracks. The bootstrap bias-corrected estimate (Tsamardinos et al.
+    2018, Machine Learning 107) chooses on the drawn tracks and scores on the others, so the
+    score of whatever was chosen carries no selection: on configurations of equal value it is
+    unbiased (tests/test_uncertainty.py), where the maximum of the same draws is not. It
+    estimates what choosing this way delivers, on the 40-50 % of tracks a draw leaves out, so its
+    interval is wide (conservative), and it is the value of the procedure, not of one
+    configuration.
+
+    Ties: configuration k is held with the best when its observed gap to the best is within
+    the LEVEL quantile of max_j (D_j - x_j) - (D_k - x_k) over draws, the lead of each draw's
+    re-chosen winner over k once every configuration's draws are centred on its observed value
+    (a bootstrap form of Hsu's multiple comparisons with the best, Ann. Stat. 1984): a
+    configuration as good as the best is held with probability LEVEL, however many others
+    there are. A fixed winner compared pairwise holds truly equal configurations less often
+    the more there are, since its lead was chosen for being large.
+
+    P(best) is the share of draws each configuration wins: descriptive, not the probability
+    that it is truly best (it favours the observed winner and splits among near-duplicates;
+    Hall & Miller 2009)."""
+    n, k = in_bag.shape
+    rank = np.arange(k) if order is None else np.asarray(order)
+    # argmax takes the first maximum: columns in tie order make it the sweep's rule.
+    by_rank = np.argsort(rank, kind="stable")
+    winners = by_rank[np.argmax(in_bag[:, by_rank], axis=1)]
+    p_best = np.bincount(winners, minlength=k) / n
+    winner_draws = left_out[np.arange(n), winners]
+    centred = in_bag - observed
+    lead = centred.max(1, keepdims=True) - centred  # (draws, configs), >= 0
+    q = np.quantile(lead, LEVEL, axis=0)
+    gap = observed.max() - observed
+    return Selection(p_best, winner_draws, gap, gap - q)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile for p > 0.5 at real-valued df > 0 (no scipy in the install):
+    Newton's method on the two-sided tail P(|T| > t) = I_{df/(df+t^2)}(df/2, 1/2), kept
+    inside a bracket that bisection narrows when a step would leave it."""
+    tail = 2 * (1 - p)
+    lo, hi = 0.0, 1.0
+    while _t_tail(hi, df) > tail:
+        lo, hi = hi, hi * 2
+    norm = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    t = (lo + hi) / 2
+    for _ in range(100):
+        f = _t_tail(t, df) - tail
+        lo, hi = (t, hi) if f > 0 else (lo, t)
+        step = f / (2 * norm * (1 + t * t / df) ** (-(df + 1) / 2))  # d tail / dt = -2 pdf
+        t = t + step if lo < t + step < hi else (lo + hi) / 2
+        if abs(step) < 1e-12 * t or hi - lo < 1e-12 * hi:
+            break
+    return t
+
+
+def _t_tail(t: float, df: float) -> float:
+    return _betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b) (Lentz's continued fraction, as in
+    Numerical Recipes' betacf)."""
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                     + a * math.log(x) + b * math.log1p(-x))
+    if x > (a + 1) / (a + b + 2):
+        return 1.0 - _betainc(b, a, 1 - x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 500):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return front * f / a
+
+
+def seed_interval(values: np.ndarray, draws: np.ndarray, track_df: int
+                  ) -> tuple[float, float]:
+    """A LEVEL interval for the mean over R seeds of a statistic measured on the same tracks:
+    `values` (R,) each seed's on every track, `draws` (draws, R) each seed's on the track
+    bootstrap's draws, `track_df` the tracks' degrees of freedom (tracks minus strata).
+
+    Seeds crossed with tracks: Var(mean) ~ s^2(seed values)/R + the track bootstrap's variance
+    of the seed mean (Owen 2007's conservative sum: the seed x track interaction is counted in
+    both), with Satterthwaite's degrees of freedom for the t quantile. A plain bootstrap over R
+    seeds shrinks their variance by (R-1)/R and its percentile interval over 2 or 3 values is
+    [min, max]: it covers far less than LEVEL (tests/test_uncertainty.py shows both)."""
+    r = len(values)
+    mean = float(np.mean(values))
+    v_track = float(np.var(draws.mean(1), ddof=1))
+    if r < 2:
+        lo, hi = interval(draws[:, 0])
+        return lo, hi
+    v_seed = float(np.var(values, ddof=1)) / r
+    total = v_seed + v_track
+    if total == 0:
+        return mean, mean
+    df = total ** 2 / (v_seed ** 2 / (r - 1) + v_track ** 2 / max(track_df, 1))
+    half = t_quantile((1 + LEVEL) / 2, df) * math.sqrt(total)
+    return mean - half, mean + half

@@ -37,11 +37,12 @@ from raygenre.train import META_FILE, read_meta, train_loop
 class MemberPins:
     """Keeps the test checkpoint of each shorter member of a shared trial.
 
-    A member of e epochs is judged and tested at its best epoch among its first e (what it
-    would be if run alone). Tune keeps the trial's best and latest checkpoints only, so when an
-    epoch is the best so far and a shorter member's last epoch is still ahead, its checkpoint is
-    copied to `<run folder>/members/<trial_id>/epoch_NNNN/`; copies that no member can need
-    any more are removed. Stateless: each update reads the history from the checkpoint it is
+    A member of e epochs is judged and tested at its epoch e (or, judged at its best epoch,
+    its best among its first e: what it would be if run alone). Tune keeps the trial's best and
+    latest checkpoints only, so epoch e's checkpoint, or one that is the best so far while a
+    shorter member's last epoch is still ahead, is copied to
+    `<run folder>/members/<trial_id>/epoch_NNNN/`; copies that no member can need any more
+    are removed. Stateless: each update reads the history from the checkpoint it is
     handed, so it is right after a restore too.
     """
 
@@ -54,6 +55,8 @@ class MemberPins:
         """Epochs whose checkpoints some member will be tested at, given the history so far."""
         epoch = history[-1]["epoch"]
         m, mode = self.objective.metric, self.objective.mode
+        if self.objective.epoch != "best":
+            return {b for b in self.boundaries if b <= epoch}
         best = [best_epoch(history, m, mode, b) for b in self.boundaries if b <= epoch]
         if any(b > epoch for b in self.boundaries):
             best.append(best_epoch(history, m, mode))  # may stay the best until then
@@ -172,8 +175,10 @@ def train_worker(config: dict[str, Any]) -> None:
     """A Ray Train worker's function: the loop, with its pins rebuilt from plain values."""
     config = dict(config)
     spec = config.pop("_pins", None)
+    # A spec without "epoch": a trial started when every member was judged at its best epoch.
     pins = (MemberPins(Location(spec["folder"]), spec["members"],
-                       Objective(spec["metric"], spec["mode"])) if spec else None)
+                       Objective(spec["metric"], spec["mode"], spec.get("epoch", "best")))
+            if spec else None)
     train_loop(config, TrainSeam(pins))
 
 
@@ -212,7 +217,7 @@ def _data_parallel(trial_id: str, loop_config: dict[str, Any], pins: MemberPins 
     if pins is not None:
         loop_config = {**loop_config, "_pins": {
             "folder": pins.folder.uri, "members": pins.members, "metric": objective.metric,
-            "mode": objective.mode}}
+            "mode": objective.mode, "epoch": objective.epoch}}
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=loop_config,
