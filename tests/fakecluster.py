@@ -44,7 +44,7 @@ OBJECT_STORE_BYTES = 200 * 1024 * 1024
 
 def scaled_node_types(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """`config`'s node types, resources scaled to this machine and the head type renamed to
-    the fake provider's. Names, GPU counts, custom resources and min workers are kept."""
+    the fake provider's. Names, GPU counts and custom resources are kept."""
     head = config["head_node_type"]
     out = {}
     for name, spec in config["available_node_types"].items():
@@ -53,8 +53,8 @@ def scaled_node_types(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if name == head:
             out[FAKE_HEAD_TYPE] = {"resources": res, "node_config": {}, "max_workers": 0}
         else:
-            out[name] = {"resources": res, "node_config": {},
-                         "min_workers": int(spec.get("min_workers", 0)),
+            # None at start whatever the file says: the trials' requests must bring them.
+            out[name] = {"resources": res, "node_config": {}, "min_workers": 0,
                          "max_workers": min(int(spec.get("max_workers", 0)), MAX_PER_TYPE)}
     return out
 
