@@ -24,6 +24,11 @@ AUTOSCALER_CONFIG = Path("~/ray_bootstrap_config.yaml").expanduser()
 # read from Ray's private constants; tests/test_ray_private.py checks them against those.
 RAY_DEFAULT_PORTS = frozenset({6379, 8265, 52365})
 
+# Set to 1 where a sweep starts, it lets trials that Ray gives a GPU torch cannot see train on
+# the CPU instead of failing (runners.trial_device): for Ray's fake multi-node provider, whose
+# GPU nodes are numbers only (tests/test_autoscaler.py). The sweep passes it to every trial.
+CPU_FOR_MISSING_GPU = "RAYGENRE_CPU_FOR_MISSING_GPU"
+
 
 def joined_address(address: str | None) -> str | None:
     """The Ray address this sweep joins (--address, else RAY_ADDRESS), or None: its own."""
@@ -90,6 +95,11 @@ def start_ray(address: str | None) -> None:
             # address.
             "RAY_ADDRESS": f"{ray.util.get_node_ip_address()}:{port}"}}
         os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    if os.environ.get(CPU_FOR_MISSING_GPU) == "1":
+        runtime_env = runtime_env or {"env_vars": {}}
+        runtime_env["env_vars"][CPU_FOR_MISSING_GPU] = "1"
+        print(f"[ray] {CPU_FOR_MISSING_GPU}=1: a trial given a GPU that torch cannot see "
+              f"trains on the CPU (each such trial says so in its log)")
     try:
         ctx = ray.init(address=joined or "local", include_dashboard=True,
                        dashboard_host="127.0.0.1", configure_logging=True,

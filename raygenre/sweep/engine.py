@@ -65,7 +65,7 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     check_storage(paths.storage, joined)
     nodes = cluster_nodes(joined)
     # Results are written after the trials and need no Ray: a Ray of our own stops meanwhile.
-    run_sweep(set_up(grid, opts, nodes), opts, paths, nodes, restoring,
+    run_sweep(set_up(grid, opts, nodes), opts, paths, restoring,
               trials_done=stop_ray_soon if stop_ray_early else None)
     return paths.results
 

@@ -79,7 +79,7 @@ def run_pipeline(opts: RunOptions) -> Path:
                 why = "; ".join(run_state.differences(stored or {}, setup.shaped_by))
                 print(f"[all] {grid.name}: the results in {done.parent} were made otherwise "
                       f"({why}); running the stage again")
-            best = run_sweep(setup, opts, paths, nodes, _restorable(paths, setup.shaped_by))
+            best = run_sweep(setup, opts, paths, _restorable(paths, setup.shaped_by))
         rows.append(best)
         # A winner tied with others carries the configuration best.json's `carry` chose by
         # its rule (report.verdict.CARRY_RULE); a stage written before that carries its winner.

@@ -56,6 +56,10 @@ class Plan:
     def data_parallel(self) -> bool:
         return self.workers > 1
 
+    def waits_for_gpus(self, alive: list[Node]) -> bool:
+        """Whether GPU trials must wait for GPU nodes an autoscaler has yet to add."""
+        return self.use_gpu and not any(n.gpus for n in alive)
+
     def trial_resources(self) -> dict[str, float]:
         """What the Tune trial itself holds: everything when it runs the loop; next to nothing
         when Train workers do."""

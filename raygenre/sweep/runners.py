@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ray import tune
 from raygenre.gridfile import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
+from raygenre.sweep.cluster import CPU_FOR_MISSING_GPU
 from raygenre.sweep.feed import HeldSplit, torch_batches
 from raygenre.sweep.plan import Plan
 from raygenre.train import META_FILE, read_meta, train_loop
@@ -182,6 +184,24 @@ def train_worker(config: dict[str, Any]) -> None:
     train_loop(config, TrainSeam(pins))
 
 
+def trial_device(trial_id: str, use_gpu: bool) -> torch.device:
+    """Where a one-process trial trains: its GPU when Ray gave it one. A GPU that torch cannot
+    see fails the trial (a GPU node with a broken driver must not train on its CPU unnoticed),
+    unless the sweep allows it (CPU_FOR_MISSING_GPU: Ray's fake GPU nodes in tests); the trial
+    then trains on the CPU and says so in its log."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)
+    seen = f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}"
+    if os.environ.get(CPU_FOR_MISSING_GPU) != "1":
+        raise RuntimeError(f"trial {trial_id} was given a GPU by Ray but torch sees none "
+                           f"({seen}); {CPU_FOR_MISSING_GPU}=1 trains such trials on the CPU")
+    print(f"[trial {trial_id}] given a GPU by Ray ({seen}) but torch sees none: training on "
+          f"the CPU ({CPU_FOR_MISSING_GPU}=1)", file=sys.stderr, flush=True)
+    return torch.device("cpu")
+
+
 def train_trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
                 plan: Plan, paths: RunPaths, objective: Objective) -> None:
     """Tune's trainable: one Tune trial, which may stand for several cells of the grid
@@ -192,13 +212,7 @@ def train_trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dic
     pins = (MemberPins(paths.members(trial_id), members, objective)
             if len(set(members)) > 1 else None)
     if not plan.data_parallel:
-        device = torch.device("cpu")
-        if plan.use_gpu:
-            if not torch.cuda.is_available():
-                raise RuntimeError(f"trial {trial_id} was given a GPU by Ray but torch sees "
-                                   f"none (CUDA_VISIBLE_DEVICES="
-                                   f"{os.environ.get('CUDA_VISIBLE_DEVICES')})")
-            device = torch.device("cuda", 0)
+        device = trial_device(trial_id, plan.use_gpu)
         train_loop(loop_config, TuneSeam({"train": train_ds, "val": val_ds}, device, pins))
         return
     _data_parallel(trial_id, loop_config, pins, train_ds, val_ds, plan, paths, objective)

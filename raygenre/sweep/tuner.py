@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 from ray import tune
 
 from raygenre import report
@@ -29,7 +30,7 @@ from raygenre.sweep.callbacks import (
 from raygenre.sweep.clock import WallClock
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
-from raygenre.sweep.plan import Node, Plan, plan_resources
+from raygenre.sweep.plan import Node, Plan, nodes_from_ray, plan_resources
 from raygenre.sweep.records import trial_dirname, trial_records
 from raygenre.sweep.runners import train_trial
 
@@ -128,8 +129,8 @@ def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
                  run_state.shaped_by(grid, base, prepared, plan, opts.smoke, carried), cost)
 
 
-def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node],
-              restoring: bool, trials_done: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
+              trials_done: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run a set-up sweep (or resume it) and write its results; returns its best.json.
     `trials_done` is called once every trial has ended and its records are read: what follows
     (test evaluation, tables, plots) needs no Ray."""
@@ -152,7 +153,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, nodes: list[Node]
     trials_line = describe_trials(plans, grid.n_cells)
     print(f"[grid] {trials_line}")
     print(f"[grid] {how}; {plan.describe()}")
-    if plan.use_gpu and not any(n.gpus for n in nodes):
+    # The nodes alive: on a `ray up` cluster trials were sized for what it can grow to.
+    if plan.waits_for_gpus(nodes_from_ray(ray.nodes())):
         print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
