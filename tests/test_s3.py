@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -206,6 +207,20 @@ def test_sweep_keeps_runs_and_prepared_data_in_the_bucket(s3: S3Server, s3_sweep
     run = [k for k in keys if k.startswith("ref/runs/s3grid-smoke/")]
     assert any(k.endswith("/tuner.pkl") for k in run), run
     assert sum(k.endswith("/state.pt") for k in run) >= 2, run  # each trial's checkpoint
+    # The plan line's size of a checkpoint is what one weighs in the bucket (within the few KB
+    # of meta.json). Both trials train the same model: one size is stated.
+    stated = re.search(r"\[grid\] checkpoints to the bucket: ([\d.]+) (KB|MB) per trial per "
+                       r"epoch, ~[\d.]+ (KB|MB|GB) in all \(4 epochs over 2 trial\(s\)", out)
+    assert stated, out
+    size = float(stated.group(1)) * {"KB": 1e3, "MB": 1e6}[stated.group(2)]
+    listed = s3.client().list_objects_v2(Bucket=bucket, Prefix="ref/runs/s3grid-smoke/")
+    folders: dict[str, int] = {}
+    for o in listed["Contents"]:
+        if "/checkpoint_" in o["Key"]:
+            folder = o["Key"].rsplit("/", 1)[0]
+            folders[folder] = folders.get(folder, 0) + o["Size"]
+    assert folders and all(abs(n - size) < 0.05 * size for n in folders.values()), (size,
+                                                                                   folders)
 
 
 @pytest.mark.slow

@@ -238,7 +238,8 @@ def checkpoint_traffic(setup: Setup, paths: RunPaths) -> str:
     extra = f", and at least {_bytes(pinned)} of copies kept for shorter cells" if pinned else ""
     return (f"checkpoints to {'the bucket' if paths.storage.bucket else 'the run folder'}: "
             f"{low if low == high else f'{low} to {high}'} per trial per epoch, ~{_bytes(total)} "
-            f"in all ({epochs} epochs over {len(setup.plans)} trial(s){extra})")
+            f"in all ({epochs} epochs over {len(setup.plans)} trial(s){extra}); a resume "
+            f"redoes at most the epoch under way")
 
 
 def _bytes(n: float) -> str:
