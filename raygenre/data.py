@@ -49,7 +49,7 @@ from raygenre.splits import (
     read_groups,
     split_by_group,
 )
-from raygenre.storage import Location
+from raygenre.storage import Location, StorageError
 
 AUDIO_EXTS = (".au", ".wav", ".flac", ".ogg", ".mp3")
 SPLITS = ("train", "val", "test")
@@ -246,16 +246,20 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     leaky = not generated and split is None and groups is None and looks_like_gtzan(tracks)
     if leaky:  # every time, reused or not: it is about the figures this sweep will give
         log(f"[data] WARNING: {GTZAN_WARNING}")
+    remote = shared / "prepared" / key if shared is not None else None
     if (out / "meta.json").exists():
         prepared = _load_meta(out, reused=True)
         log(f"[data] reusing prepared data {out} (same files and settings)")
+        if remote is not None and not (remote / "meta.json").exists():
+            # Prepared here before, without this bucket (or by a run that died before sharing
+            # it): share it now, or every other machine would prepare it again.
+            _share(out, remote, log)
         if leaky and GTZAN_WARNING not in prepared.split:  # prepared before the warning
             prepared = replace(prepared, split=_warned(prepared.split))
         elif not leaky and GTZAN_WARNING in prepared.split:  # a built-in set warned of wrongly
             prepared = replace(prepared, split=prepared.split.replace(
                 f"; warning: {GTZAN_WARNING}", ""))
         return prepared
-    remote = shared / "prepared" / key if shared is not None else None
     if remote is not None and (remote / "meta.json").exists():
         tmp = Path(str(out) + f".tmp{os.getpid()}")
         remote.download(tmp)
@@ -373,11 +377,28 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
             f"lists); file and reason for each in {out / 'data_report.csv'}")
     log(f"[data] split: {how}")
     if remote is not None:
-        # meta.json last: its presence is what tells other machines the folder is complete.
-        for f in sorted(out.iterdir(), key=lambda f: f.name == "meta.json"):
-            (remote / f.name).put_file(f)
-        log(f"[data] prepared data shared at {remote}")
+        _share(out, remote, log)
     return _load_meta(out, reused=False)
+
+
+# What a prepared set is, file by file: what `_share` puts in a bucket. Not the whole folder: a
+# machine's own records beside the set (the test ledger) are not the set and are not shared.
+PREPARED_FILES = (*(f"{s}.arrow" for s in SPLITS), "data_report.csv", "split_table.md",
+                  "meta.json")
+
+
+def _share(out: Path, remote: Location, log: Callable[[str], None]) -> None:
+    """Put the prepared set in `out` into the bucket folder `remote`, meta.json last: its
+    presence is what tells other machines the folder is complete. A bucket that refuses is an
+    error naming --cache; the set stays prepared here."""
+    try:
+        for name in PREPARED_FILES:  # meta.json is last
+            (remote / name).put_file(out / name)
+    except OSError as e:
+        raise StorageError(f"--cache {remote.parent.parent}: cannot put the prepared data in "
+                           f"the bucket ({type(e).__name__}: {e}); it is prepared here, in "
+                           f"{out}, and nothing else was lost") from e
+    log(f"[data] prepared data shared at {remote}")
 
 
 def _sample_each_split(tracks: list[Track], split_of: dict[str, str],

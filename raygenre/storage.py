@@ -126,6 +126,32 @@ class Location:
         except OSError as e:
             raise StorageError(f"{what} {self}: cannot reach it ({type(e).__name__}: {e})") from e
 
+    @property
+    def bucket(self) -> str | None:
+        """The bucket of a bucket URI (None for a path on this machine)."""
+        if self.local_path is not None:
+            return None
+        return self.uri.split("://", 1)[1].split("/", 1)[0]
+
+    def check_writable(self, what: str = "--storage") -> None:
+        """For a bucket: fail now, naming `what` and the bucket, if an object cannot be
+        written there and deleted again (a read-only key, a bucket policy), rather than when
+        the first trial saves a checkpoint or Tune prunes one. A path on this machine is
+        checked where its folder is made."""
+        if self.bucket is None:
+            return
+        probe = self / f".raygenre-write-check-{uuid.uuid4().hex[:8]}"
+        fs, path = probe._fs_path
+        try:
+            with fs.open_output_stream(path) as f:
+                f.write(b"raygenre checks that it may write here; deleted at once\n")
+            fs.delete_file(path)
+        except OSError as e:
+            raise StorageError(
+                f"{what} {self}: cannot write to bucket {self.bucket!r} ({type(e).__name__}: "
+                f"{e}). A sweep writes (and deletes) objects there: give these credentials "
+                f"s3:PutObject and s3:DeleteObject on it, or pass another {what}") from e
+
     def exists(self) -> bool:
         import pyarrow.fs as pafs
 
@@ -220,6 +246,17 @@ class Location:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with open(src, "rb") as f, fs.open_output_stream(path) as g:
             shutil.copyfileobj(f, g, 1 << 20)
+
+
+def check_places(storage: Location, cache: str | None) -> None:
+    """Before Ray starts: --storage can be reached and, if a bucket, written to; so can a
+    --cache bucket (prepared data is put there). Seconds, not a failed first trial."""
+    storage.check_reachable()
+    storage.check_writable("--storage")
+    shared = Location.parse(cache, "--cache") if cache else None
+    if shared is not None and shared.bucket is not None:
+        shared.check_reachable("--cache")
+        shared.check_writable("--cache")
 
 
 def filesystem_type(path: Path) -> str:

@@ -528,6 +528,26 @@ def save_checkpoint(folder: Path, cfg: Config, runtime: dict[str, Any], metrics:
          "state_bytes": (folder / STATE_FILE).stat().st_size}, indent=1))
 
 
+# Optimizer state per parameter value, in parameter-sized tensors: Adam keeps two moments, SGD a
+# momentum buffer when it has momentum.
+def _optimizer_slots(cfg: Config) -> int:
+    return {"adam": 2, "sgd": 1 if cfg.momentum else 0}.get(cfg.optimizer, 2)
+
+
+def checkpoint_bytes(cfg: Config, segment_samples: int, num_classes: int, val_segments: int,
+                     epoch: int) -> int:
+    """About what one epoch's checkpoint (`save_checkpoint` and the predictions) weighs:
+    the judged weights and buffers, the optimizer's state, the trained weights too with ema,
+    and every validation pass so far. The model is built without memory (meta device)."""
+    with torch.device("meta"):
+        model = build_model(cfg, feature_shape(cfg, segment_samples), num_classes)
+    state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = state * (2 if cfg.ema else 1)
+    predictions = epoch * val_segments * num_classes * 4
+    return weights + _optimizer_slots(cfg) * params + predictions
+
+
 def read_meta(folder: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint's meta.json: its config, metrics and history up to its epoch."""
     return json.loads((Path(folder) / META_FILE).read_text())

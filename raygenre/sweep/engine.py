@@ -9,7 +9,7 @@ from raygenre.errors import DataError
 from raygenre.gridfile import load_grid
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
-from raygenre.storage import Location
+from raygenre.storage import Location, check_places
 from raygenre.sweep import run_state
 from raygenre.sweep.cluster import (
     check_storage,
@@ -53,7 +53,7 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     if opts.smoke:
         grid = grid.smoke()
     paths = grid_paths(opts, grid.name)
-    paths.storage.check_reachable()
+    check_places(paths.storage, opts.cache)
     # Refuse before any work if a run exists and the user did not say what to do with it.
     run_state.refuse_other_data(paths, run_state.data_source(opts.data), opts.resume,
                                 opts.fresh)

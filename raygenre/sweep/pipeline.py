@@ -20,7 +20,7 @@ from raygenre.gridfile import load_grid
 from raygenre.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
 from raygenre.report import write_pipeline
-from raygenre.storage import Location, StorageError
+from raygenre.storage import Location, StorageError, check_places
 from raygenre.sweep import run_state
 from raygenre.sweep.cluster import check_storage, cluster_nodes, joined_address, start_ray
 from raygenre.sweep.tuner import run_sweep, set_up
@@ -39,7 +39,7 @@ def run_pipeline(opts: RunOptions) -> Path:
         grids = [g.smoke() for g in grids]
     top = "all" + ("-smoke" if opts.smoke else "")
     storage = Location.parse(opts.storage or default_storage())
-    storage.check_reachable()
+    check_places(storage, opts.cache)
     results_root = opts.results_root
     source = run_state.data_source(opts.data)
     # The pipeline resumes and reuses stages by itself, and redoes one whose data changed: a

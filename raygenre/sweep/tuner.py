@@ -33,6 +33,7 @@ from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, nodes_from_ray, plan_resources
 from raygenre.sweep.records import trial_dirname, trial_records
 from raygenre.sweep.runners import train_trial
+from raygenre.train import checkpoint_bytes
 
 
 def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
@@ -157,6 +158,7 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     if plan.waits_for_gpus(nodes_from_ray(ray.nodes())):
         print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
+    print(f"[grid] {checkpoint_traffic(setup, paths)}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
     for line in logged_to:
         print(f"[grid] {line}")
@@ -215,6 +217,39 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
           f"sweep wall x {plan.concurrency} slot(s)" if share is not None else
           f"[grid] wall {wall.words()}; training share not known")
     return best
+
+
+def checkpoint_traffic(setup: Setup, paths: RunPaths) -> str:
+    """What the trials will write to the run folder (a bucket's traffic and bill): one
+    checkpoint per trial per epoch, its size estimated from each model's parameters and what a
+    checkpoint holds (`train.checkpoint_bytes`: ~0.68 GB for the study's CNN1 at 201x552)."""
+    prepared = setup.prepared
+    n_classes, n_val = len(prepared.genres), prepared.counts["val"]
+    per_pass = n_val * n_classes * 4  # a validation pass's predictions, kept from then on
+    sizes, total, epochs, pinned = [], 0, 0, 0
+    for p in setup.plans:
+        cfg = setup.base.replace(**p.longest.deltas)
+        size0 = checkpoint_bytes(cfg, prepared.segment_samples, n_classes, n_val, 0)
+        sizes.append(size0 + per_pass)
+        total += cfg.epochs * size0 + per_pass * cfg.epochs * (cfg.epochs + 1) // 2
+        epochs += cfg.epochs
+        # A shorter cell sharing the trial keeps a copy of its best epoch (more than one while
+        # that best moves).
+        pinned += sum(size0 + per_pass * m for m in sorted(set(p.members))[:-1])
+    low, high = _bytes(min(sizes)), _bytes(max(sizes))
+    extra = f", and at least {_bytes(pinned)} of copies kept for shorter cells" if pinned else ""
+    return (f"checkpoints to {'the bucket' if paths.storage.bucket else 'the run folder'}: "
+            f"{low if low == high else f'{low} to {high}'} per trial per epoch, ~{_bytes(total)} "
+            f"in all ({epochs} epochs over {len(setup.plans)} trial(s){extra}); a resume "
+            f"redoes at most the epoch under way")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} GB"
 
 
 def _finished(results: tune.ResultGrid, paths: RunPaths, grid: Grid) -> int:
