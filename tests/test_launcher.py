@@ -9,7 +9,8 @@ home: every command Ray's launcher runs over SSH on that address runs inside tha
 nodes' ~/.bashrc names this test's Python as RAYGENRE_PYTHON (the on-prem path of
 cluster-setup.sh: the pinned dependencies are already there, only raygenre is installed).
 
-Slow (about 4 minutes idle): `pytest -m slow`. Needs root (sshd on port 22 of two loopback
+Slow: `pytest -m slow`. Most of its time is `ray up` (the nodes' setup) and the worker's
+start, which the head's autoscaler begins only once the head is up. Needs root (sshd on port 22 of two loopback
 addresses), unshare, sshd and rsync (.ci/run installs them).
 """
 
