@@ -9,9 +9,9 @@ home: every command Ray's launcher runs over SSH on that address runs inside tha
 nodes' ~/.bashrc names this test's Python as RAYGENRE_PYTHON (the on-prem path of
 cluster-setup.sh: the pinned dependencies are already there, only raygenre is installed).
 
-Slow: `pytest -m slow`. Most of its time is `ray up` (the nodes' setup) and the worker's
-start, which the head's autoscaler begins only once the head is up. Needs root (sshd on port 22 of two loopback
-addresses), unshare, sshd and rsync (.ci/run installs them).
+Slow: `pytest -m slow`. Most of its time is `ray up` (the nodes' setup), the worker's start
+(the head's autoscaler begins it once the head is up) and the job. Needs root (sshd on port 22
+of two loopback addresses), unshare, sshd and rsync (.ci/run installs them).
 """
 
 from __future__ import annotations
