@@ -275,6 +275,10 @@ def test_ray_up_job_submit_down(s3, smoke_run: dict, tmp_path: Path) -> None:
         for node in nodes:
             shutil.rmtree(node.dir, ignore_errors=True)
         Path(f"/tmp/cluster-{name}.state").unlink(missing_ok=True)
+        # `ray up` caches the config it launched in /tmp/ray-config-<hash>.
+        for cached in Path("/tmp").glob("ray-config-*"):
+            if name in cached.read_text(errors="replace"):
+                cached.unlink()
     assert not left, left
 
 
