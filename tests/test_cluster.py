@@ -33,12 +33,15 @@ def test_cluster_file_passes_rays_own_validation(name: str) -> None:
     assert config["head_node_type"] in config["available_node_types"]
     # Nothing listens beyond the head's loopback unless asked: the dashboard is port-forwarded.
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
-    # The project itself reaches every node and the pins match pyproject.toml.
+    # The project itself reaches every node; Ray's pin matches pyproject.toml's, and torch's
+    # (a range in pyproject.toml) the exact set CI tests, constraints.txt.
     assert config["file_mounts"].get("~/raygenre") == "."
     pins = " ".join(config["setup_commands"])
     pyproject = (ROOT / "pyproject.toml").read_text()
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
     for pin in ("torch==2.11.0", "torchaudio==2.11.0", "ray[default,data,train,tune]==2.60.0"):
-        assert pin in pins and pin in pyproject, pin
+        assert pin in pins and pin.replace("[default,data,train,tune]", "") in constraints, pin
+    assert "ray[default,data,train,tune]==2.60.0" in pyproject
 
 
 def test_aws_has_spot_with_on_demand_fallback() -> None:
