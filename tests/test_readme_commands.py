@@ -45,10 +45,12 @@ def _commands(title: str) -> list[list[str]]:
 
 def _grid(words: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
     words = [os.path.expanduser(w) if w.startswith("~") else w for w in words]
+    t0 = time.time()
     proc = subprocess.run([sys.executable, "-m", "raygenre.grid", *words], cwd=cwd,
                           env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (words, proc.stdout[-3000:], proc.stderr[-3000:])
+    print(f"[test] {time.time() - t0:.0f} s: {shlex.join(words)}")
     return proc
 
 
@@ -125,7 +127,8 @@ def test_readmes_commands_work_in_order_after_the_quick_start(
 
     check = _grid(mine(own[0]), work, env)
     assert "--smoke" in own[0] and "[results] best" in check.stdout
-    # As written, the full run writes batch_epoch/, beside the check's batch_epoch-smoke/.
+    # As written, the full run writes batch_epoch/, beside the check's batch_epoch-smoke/, and
+    # is GPU work: smoke-sized and, as README says for a CPU, with --preset cpu.
     # Smoke-sized it would take the check's folders, so those go first (the point here is that
     # it does not meet the quick start's, which stay).
     folders = [w for w in own[1] if w in ("--results", "--storage")]
@@ -133,7 +136,7 @@ def test_readmes_commands_work_in_order_after_the_quick_start(
     shutil.rmtree(work / own[1][own[1].index("--results") + 1] / "batch_epoch-smoke")
     shutil.rmtree(Path(os.path.expanduser(own[1][own[1].index("--storage") + 1]))
                   / "batch_epoch-smoke")
-    _grid([*mine(own[1]), "--smoke"], work, env)
+    _grid([*mine(own[1]), "--smoke", "--preset", "cpu"], work, env)
     mine_best = json.loads((work / "results-gtzan" / "batch_epoch-smoke" / "best.json")
                            .read_text())
     assert mine_best["data_source"] == str(gtzan_like)
