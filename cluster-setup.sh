@@ -13,7 +13,8 @@ set -euo pipefail
 
 venv="$HOME/raygenre-venv"
 python="${RAYGENRE_PYTHON:-python3}"
-# The same pins as pyproject.toml (tests/test_cluster.py holds them equal).
+# The set CI tests: Ray pinned as in pyproject.toml, torch and torchaudio as in constraints.txt
+# (pyproject.toml gives them as a range; tests/test_cluster.py holds these equal).
 pins=("torch==2.11.0" "torchaudio==2.11.0" "ray[default,data,train,tune]==2.60.0")
 
 if ! "$python" -c 'import ensurepip' 2>/dev/null; then

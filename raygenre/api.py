@@ -35,7 +35,7 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
         smoke: bool = False, results: str | os.PathLike[str] = DEFAULT_RESULTS,
         storage: str | os.PathLike[str] | None = None,
         cache: str | os.PathLike[str] | None = None, seed: int | None = None,
-        replicates: int | None = None, resume: bool = False, fresh: bool = False,
+        replicates: int | None = None, resume: bool | str = False, fresh: bool = False,
         preset: str = "auto", grids: str | os.PathLike[str] | None = None,
         split: str | os.PathLike[str] | None = None, address: str | None = None,
         workers_per_trial: int = 1, cpus_per_trial: float | None = None,
@@ -48,9 +48,11 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
     GTZAN-style folder, a bucket URI or "builtin:music" (default: the built-in synthetic
     set); `smoke` a few 1-2 epoch cells on a small sample; `results` the folder whose
     <grid>/ (<grid>-smoke/) gets the tables; `storage` Ray's run folder (default
-    ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run, `fresh`
-    deletes the stored one first; `logger` "mlflow" and/or "wandb" (a name, a list, or
-    "mlflow,wandb") also logs each cell there (`docs/cli.md`, `--logger`).
+    ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run
+    (`resume="auto"`: continues it if there is one, else starts it, so one cell serves a first
+    run and a re-run after a disconnect), `fresh` deletes the stored one first;
+    `logger` "mlflow" and/or "wandb" (a name, a list, or "mlflow,wandb") also logs each cell
+    there (`docs/cli.md`, `--logger`).
 
     Ray: started for the sweep and stopped after it, unless this process had already called
     `ray.init()`, in which case that Ray is used and left running.

@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 import torch
-import torchaudio
 
 from raygenre.config import Config
+from raygenre.deps import torchaudio
 from raygenre.errors import DataError
 from raygenre.splits import (
     GROUPS_FILE,

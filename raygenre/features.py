@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torchaudio
 from torch import nn
 
 from raygenre.config import Config
+from raygenre.deps import torchaudio
 
 
 class Waveform(nn.Module):

@@ -48,7 +48,7 @@ class RunOptions:
     cache: str | None = None  # None: paths.default_cache()
     seed: int | None = None
     replicates: int | None = None
-    resume: bool = False
+    resume: bool | str = False  # True, or "auto": continue a run if there is one, else start one
     fresh: bool = False
     preset: str = "auto"
     grids: str | None = None
@@ -86,6 +86,10 @@ class RunOptions:
         if not self.grid:
             raise ConfigError("no grid named: give a grid name, a grid .yaml file or 'all' "
                               "(python -m raygenre.grid --list shows the grids)")
+        if not (isinstance(self.resume, bool) or self.resume == "auto"):
+            raise ConfigError(f"--resume: nothing (continue the run, which must exist) or "
+                              f"'auto' (continue it if it exists, else start one); got "
+                              f"{self.resume!r}")
         if self.resume and self.fresh:
             raise ConfigError("--resume and --fresh contradict each other: pick one")
         if self.stages is not None and self.grid != "all":

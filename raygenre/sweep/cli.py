@@ -29,6 +29,7 @@ examples:
   python -m raygenre.grid batch_epoch --smoke          a few 1-2 epoch cells, in minutes
   python -m raygenre.grid batch_epoch --data ~/gtzan   your own GTZAN-style folder
   python -m raygenre.grid batch_epoch --resume         continue an interrupted sweep
+  python -m raygenre.grid batch_epoch --resume auto    continue it, or start it if none
   python -m raygenre.grid batch_epoch --logger mlflow  each cell in MLflow (RESULTS/mlflow)
   python -m raygenre.grid all --stages cnn,activations two stages of the study's pipeline
 
@@ -88,7 +89,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
                    help="auto: 'cpu' on the built-in data without a GPU, else 'study' "
                         "(the study's exact 201x552 spectrogram)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
+                   help="continue an interrupted sweep; --resume auto: continue it if its run "
+                        "folder exists, else start it (a notebook cell that is re-run after "
+                        "a disconnect); either refuses a run whose config changed")
     p.add_argument("--fresh", action="store_true",
                    help="delete an existing run of this grid in --storage and start over")
     p.add_argument("--address", help="Ray address to connect to (e.g. 'auto'); default: start one")
@@ -142,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     """The command; returns its exit status (see EPILOG)."""
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)  # a usage error exits here, with status 2
+    if args.resume not in (False, True, "auto") and args.name is None:
+        # `--resume batch_epoch`: the optional value took the grid name.
+        args.name, args.resume = args.resume, True
     if args.list:
         try:
             print(grid_listing(list_grids(args.grids), args.grids))

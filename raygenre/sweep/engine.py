@@ -55,9 +55,12 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     paths = grid_paths(opts, grid.name)
     check_places(paths.storage, opts.cache)
     # Refuse before any work if a run exists and the user did not say what to do with it.
-    run_state.refuse_other_data(paths, run_state.data_source(opts.data), opts.resume,
-                                opts.fresh)
-    restoring = run_state.refuse_or_restore(paths, opts.resume, opts.fresh)
+    resume = run_state.resolve_resume(paths, opts.resume)
+    if opts.resume == run_state.AUTO:
+        what = "continuing the run" if resume else "no run yet, starting one"
+        print(f"[grid] --resume auto: {what} in {paths.experiment}")
+    run_state.refuse_other_data(paths, run_state.data_source(opts.data), resume, opts.fresh)
+    restoring = run_state.refuse_or_restore(paths, resume, opts.fresh)
     check_data_path(opts.data)
     check_before_start(grid, opts)
     start_ray(opts.address)

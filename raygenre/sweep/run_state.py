@@ -69,6 +69,23 @@ def _diff(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return out
 
 
+# --resume auto (RunOptions.resume == AUTO): what a notebook cell re-run after a disconnect needs.
+AUTO = "auto"
+
+
+def resolve_resume(paths: RunPaths, resume: bool | str) -> bool:
+    """Whether this command resumes: `--resume auto` continues the run in the folder when
+    there is one and starts one when there is none, like Ray Tune's `Tuner.can_restore`
+    (RAY_NOTES, "Resume and failures"), so the same command serves both. What it continues is
+    held to every check an explicit `--resume` gets: a changed config is refused with the
+    differences listed (`check_manifest`), another data set too (`refuse_other_data`), and a
+    folder Tune cannot restore is refused, not deleted (a disconnect in the seconds between
+    the manifest and Tune's first state leaves one: `--fresh` clears it)."""
+    if resume == AUTO:
+        return paths.experiment.exists()
+    return bool(resume)
+
+
 def refuse_or_restore(paths: RunPaths, resume: bool, fresh: bool) -> bool:
     """Decide, before any work, what to do with a run already in the folder: True to restore.
     Whether the stored run matches this command is checked later (`check_manifest`), once the

@@ -308,4 +308,7 @@ def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedTr
         callbacks=[Progress(planned, plan.concurrency, grid.metric, grid.mode),
                    TensorBoard(paths.tensorboard, grid.labels, grid.metric, grid.mode),
                    *trackers],
+        # Silent (verbose=0), but named: in a notebook Tune would pick its Jupyter reporter,
+        # whose first act is clear_output(), wiping the cell's plan and progress lines.
+        progress_reporter=tune.CLIReporter(),
         verbose=0)
