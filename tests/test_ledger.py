@@ -59,7 +59,8 @@ def test_a_fresh_start_in_new_storage_keeps_the_results_folders_copy(
     (results / "best.json").write_text(json.dumps({"test_ledger": ledger.of(prepared)
                                                    .summary()}))
     shutil.rmtree(tmp_path / "cache")
-    shutil.rmtree(tmp_path / "runs", ignore_errors=True)  # --fresh into a storage that is gone, or another one
+    # --fresh into another storage, the old one gone.
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
     later = ledger.at(_prepare(audio, tmp_path / "cache2"), tmp_path / "runs2")
     assert len(ledger.of(later, results=[results]).reads()) == 1
     assert len(ledger.reads(later)) == 1  # merged into the new places, not only counted
