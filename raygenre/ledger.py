@@ -143,6 +143,9 @@ class Ledger:
         self.key = self.split.key
         self.places = places(self.prepared_path, storage)
         self.results = [Path(r) for r in results]
+        # Each place's reads of a split, listed once per change (a bucket answers each file
+        # with a request): `record` and the copies `reads` makes clear it.
+        self._seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def _dir(self, place: Location, key: str | None = None) -> Location:
         return place / (key or self.key)
@@ -157,6 +160,11 @@ class Ledger:
             f.write_text(json.dumps({"key": self.key, "tracks": self.split.tracks}, indent=1))
 
     def _listed(self, place: Location, key: str) -> dict[str, dict[str, Any]]:
+        if (place.uri, key) not in self._seen:
+            self._seen[place.uri, key] = self._list(place, key)
+        return dict(self._seen[place.uri, key])
+
+    def _list(self, place: Location, key: str) -> dict[str, dict[str, Any]]:
         out = {}
         folder = self._dir(place, key) / "reads"
         for name in folder.listdir():
@@ -199,11 +207,15 @@ class Ledger:
                 self._put_split(place)
             for entry in lacking:
                 self._put(place, entry)
+            if lacking:
+                self._seen.pop((place.uri, self.key), None)
         return sorted(found.values(), key=lambda e: (e.get("time", ""), _entry_id(e)))
 
     def record(self, reader: str, checkpoint: str) -> int:
         """Enter one read of the test split in every place; returns the reads so far."""
-        entry = {"id": f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex}",
+        # The id sorts by time to the nanosecond (reads in one second keep their order) and
+        # is unique across machines and threads (one file per read: no two ever share one).
+        entry = {"id": f"{time.time_ns():020d}-{uuid.uuid4().hex}",
                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reader": reader,
                  "checkpoint": checkpoint, "command": " ".join(sys.argv),
                  "host": socket.gethostname(), "split": self.key,
@@ -211,6 +223,7 @@ class Ledger:
         for place in self.places:
             self._put_split(place)
             self._put(place, entry)
+        self._seen.clear()
         return len(self.reads())
 
     def per_track(self) -> dict[str, int]:

@@ -123,3 +123,26 @@ def test_the_ledger_travels_in_a_bucket(audio: Path, tmp_path: Path, s3,
     assert len(ledger.reads(elsewhere)) == 2
     ledger.record(elsewhere, "read on machine B", "ck")
     assert len(s3.keys(bucket, f"runs/test_ledger/{key}/reads/")) == 3
+
+
+@pytest.mark.slow
+def test_a_sweep_after_the_cache_is_gone_counts_the_earlier_reads(smoke_run: dict,
+                                                                   tmp_path: Path) -> None:
+    """The issue's case: `batch_epoch --smoke` into one --storage, then again with --fresh
+    from another cache (the first one gone, as on another machine): the second summary
+    counts the first sweep's read, and its best.json keeps a copy of every read."""
+    from .conftest import run_cli
+
+    storage = smoke_run["base"] / "runs"
+    before = len(list((storage / ledger.LEDGER_DIR).glob("*/reads/*.json")))
+    assert before >= 1  # the first sweep's read of its chosen cell
+    (audio,) = (smoke_run["base"] / "cache" / "builtin").iterdir()
+    proc = run_cli(["batch_epoch", "--smoke", "--fresh", "--data", str(audio), "--storage",
+                    str(storage), "--cache", str(tmp_path / "other_cache"), "--results",
+                    str(tmp_path / "results")], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    best = json.loads((tmp_path / "results" / "batch_epoch-smoke" / "best.json").read_text())
+    assert best["test_reads"] == best["test_ledger"]["reads"] == before + 1
+    assert len(best["test_ledger"]["entries"]) == before + 1
+    summary = (tmp_path / "results" / "batch_epoch-smoke" / "summary.md").read_text()
+    assert f"this test split has been read {before + 1} times" in summary
