@@ -143,8 +143,9 @@ class Ledger:
         self.key = self.split.key
         self.places = places(self.prepared_path, storage)
         self.results = [Path(r) for r in results]
-        # Each place's reads of a split, listed once per change (a bucket answers each file
-        # with a request): `record` and the copies `reads` makes clear it.
+        # Each place's reads of a split, listed once per question (a bucket answers each file
+        # with a request); every public question starts afresh, since other processes and
+        # other Ledger objects (each `evaluate.predict`) write between two.
         self._seen: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def _dir(self, place: Location, key: str | None = None) -> Location:
@@ -193,6 +194,7 @@ class Ledger:
     def reads(self) -> list[dict[str, Any]]:
         """Every recorded read of this split, oldest first, merged from every place; each
         place is given the reads it lacked, so the next reader of any one finds them all."""
+        self._seen.clear()
         found: dict[str, dict[str, Any]] = {}
         held: list[set[str]] = []
         for place in self.places:
@@ -208,7 +210,7 @@ class Ledger:
             for entry in lacking:
                 self._put(place, entry)
             if lacking:
-                self._seen.pop((place.uri, self.key), None)
+                self._seen[place.uri, self.key] = {_entry_id(e): e for e in found.values()}
         return sorted(found.values(), key=lambda e: (e.get("time", ""), _entry_id(e)))
 
     def record(self, reader: str, checkpoint: str) -> int:
@@ -239,15 +241,15 @@ class Ledger:
 
     def others(self, include_self: bool = False) -> list[tuple[str, TestSplit, int]]:
         """(key, split, reads) of every split kept beside this one that has been read."""
+        n_self = len(self.reads())  # (lists every place afresh)
         keys: set[str] = set()
         for place in self.places:
             keys.update(k for k in place.listdir() if include_self or k != self.key)
         out = []
         for key in sorted(keys):
             if key == self.key:
-                n = len(self.reads())
-                if n:
-                    out.append((key, self.split, n))
+                if n_self:
+                    out.append((key, self.split, n_self))
                 continue
             split, reads = None, {}
             for place in self.places:

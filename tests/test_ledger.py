@@ -146,3 +146,13 @@ def test_a_sweep_after_the_cache_is_gone_counts_the_earlier_reads(smoke_run: dic
     assert len(best["test_ledger"]["entries"]) == before + 1
     summary = (tmp_path / "results" / "batch_epoch-smoke" / "summary.md").read_text()
     assert f"this test split has been read {before + 1} times" in summary
+
+
+def test_a_ledger_counts_reads_entered_since_by_others(audio: Path, tmp_path: Path) -> None:
+    """The report holds one ledger while `evaluate.predict` enters each read through its own
+    (and other processes through theirs): the summary counts them all."""
+    prepared = ledger.at(_prepare(audio, tmp_path / "cache"), tmp_path / "runs")
+    book = ledger.of(prepared)
+    assert book.reads() == []
+    ledger.record(prepared, "the evaluation's read", "ck")
+    assert book.summary()["reads"] == 1 and "has been read once" in book.describe()
