@@ -12,8 +12,11 @@ Results: OUT/split_K/seed_S/best (one sweep's folder), OUT/split_K_seed_S.log (i
 Why a new tool and not `best --seed K`: the comparison needs several sweeps' test predictions
 paired on the same tracks (each sweep writes them to test_predictions.csv), and a claim is
 only as fresh as its splits, so each split's reads are part of the table: the ledger's count
-before the split's first sweep (OUT/reads_before.json keeps it, since the ledger lives in one
-machine's cache) and one read per cell since.
+before the split's first sweep (OUT/reads_before.json keeps it), one read per cell since, and
+every read of the split the ledger knows (raygenre.ledger, keyed by the split's test tracks:
+merged from this machine's cache, each sweep's storage and the copies in the results folders'
+best.json), the same count the last sweep's summary gives. A split sharing test tracks with
+another says how many.
 
 Each (split, training seed) pair is one `python -m raygenre.grid` sweep of a copy of
 grids/best.yaml whose `seed` axis is that one training seed while `--seed K` draws the split:
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import time
@@ -71,6 +75,8 @@ class SplitRun:
     stats: dict[str, list[TrackStats]]  # recipe -> one per training seed, in seed order
     val_acc: dict[str, list[float]]  # recipe -> best val/acc per training seed
     tested_here: int  # reads these sweeps made: one per cell
+    reads: int  # every read of the split the results folders' ledger copies hold
+    reads_how: str  # where that count comes from, in words
     wall_s: list[float]  # each sweep's wall
     wall_partial: list[bool]  # its wall misses commands before a resume (see `walls`)
 
@@ -123,7 +129,8 @@ def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
     """Each split prepared here, one after the other, before any sweep: the set is rendered
     once (parallel sweeps would each render it), and each split's ledger is read before its
     sweep. A split whose test tracks were already read is refused unless this tool's own
-    earlier call read them (its record in OUT/reads_before.json). Returns the reads found."""
+    earlier call read them (its record in OUT/reads_before.json). Returns the reads found.
+    With --report-only nothing is prepared: the record is all it needs."""
     from raygenre import ledger
     from raygenre.gridfile import load_grid, resolve_base
     from raygenre.sweep.inputs import caches, prepare_data
@@ -132,20 +139,76 @@ def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
     record = out / "reads_before.json"
     seen = {int(k): v for k, v in json.loads(record.read_text()).items()} \
         if record.exists() else {}
+    if args.report_only:
+        missing = [k for k in args.splits if k not in seen]
+        if missing:
+            raise SystemExit(f"[fresh] --report-only: splits {missing} are not in {record}; "
+                             f"run them first")
+        return seen
     for k in args.splits:
         base = resolve_base(load_grid(str(grid), k), "cpu", k)
         prepared = prepare_data(args.data, caches(args.cache), base, args.smoke)
-        reads = len(ledger.reads(prepared.path))
+        book = ledger.Ledger(prepared.path, split_storages(args, k),
+                             [results_folder(out, k, s, args.smoke) for s in args.seeds])
+        reads = len(book.reads())
         if k not in seen:
             if reads and not args.allow_read:
                 raise SystemExit(f"[fresh] split seed {k}: its test tracks were read {reads} "
-                                 f"times already ({ledger.ledger_path(prepared.path)}); a "
-                                 f"fresh split needs another seed (or --allow-read)")
+                                 f"times already (ledger split {book.key}); a fresh split "
+                                 f"needs another seed (or --allow-read)")
             seen[k] = reads
             record.write_text(json.dumps(seen, indent=1) + "\n")
-        print(f"[fresh] split {k}: {prepared.path}, test tracks read {seen[k]} times before",
-              flush=True)
+        overlap = "".join(f"; {n} of its {len(book.split.tracks)} test tracks are in split "
+                          f"{key}, read {r} times" for key, n, r in book.overlaps())
+        print(f"[fresh] split {k}: {prepared.path}, test tracks read {seen[k]} times before"
+              f"{overlap}", flush=True)
     return seen
+
+
+def split_storages(args: argparse.Namespace, split_seed: int) -> list[Path]:
+    """Each training seed's --storage for a split (its ledger is kept in each)."""
+    return [Path(args.storage) / f"split_{split_seed}" / f"seed_{s}" for s in args.seeds]
+
+
+def split_reads(folders: list[Path]) -> tuple[int, str]:
+    """Every read of a split that its results folders know: the union of the ledger copies
+    in their best.json (each read once, by its id). A folder written before the ledger was
+    kept by content holds a count and its ledger's file (summary.md names it): each such
+    ledger's largest count, summed over the ledgers (two seeds prepared under two cache keys
+    kept two ledgers of one split)."""
+    entries: dict[str, dict] = {}
+    legacy: dict[str, int] = {}
+    for folder in folders:
+        best = json.loads((folder / "best.json").read_text())
+        copy = best.get("test_ledger")
+        if copy is not None:
+            entries.update({e["id"]: e for e in copy["entries"]})
+            continue
+        m = re.search(r"ledger `([^`]+)`", (folder / "summary.md").read_text())
+        path = m.group(1) if m else str(folder)
+        legacy[path] = max(legacy.get(path, 0), int(best.get("test_reads") or 0))
+    if legacy and entries:
+        raise ValueError(f"{folders}: some results folders keep the ledger by content and "
+                         f"some by cache folder; run the old ones again (--resume) to count "
+                         f"their reads in one ledger")
+    if legacy:
+        return (sum(legacy.values()),
+                f"the largest count of each of its {len(legacy)} old per-cache ledger(s), "
+                f"summed, from the results folders")
+    return len(entries), "the ledger's reads, from the copies in the results folders"
+
+
+def shared_tracks(runs: list[SplitRun]) -> list[str]:
+    """Pairs of splits whose test tracks overlap: a read of one is partly a read of the
+    other."""
+    out = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            n = len(set(a.split.tracks) & set(b.split.tracks))
+            if n:
+                out.append(f"- split seeds {a.split_seed} and {b.split_seed} share {n} of "
+                           f"their {len(b.split.tracks)} test tracks")
+    return out
 
 
 def run_sweeps(args: argparse.Namespace) -> None:
@@ -223,7 +286,8 @@ def load_split(folders: list[Path], split_seed: int) -> SplitRun:
         share = res.best.get("training_share")
         partial.append(share is None or share > 1)
     assert split is not None, "no folders"
-    return SplitRun(split_seed, split, stats, val_acc, tested, walls, partial)
+    reads, how = split_reads(folders)
+    return SplitRun(split_seed, split, stats, val_acc, tested, reads, how, walls, partial)
 
 
 def walls(run: SplitRun) -> str:
@@ -330,9 +394,9 @@ def main() -> None:
     rows = compare(runs)
     per_split = [f"- split seed {r.split_seed}: {len(r.split.tracks)} test tracks "
                  f"({len(r.split.labels)} segments); read {reads_before[r.split_seed]} times "
-                 f"before its first sweep, {r.tested_here} since (one per cell, counted from "
-                 f"the results folders); {len(r.wall_s)} sweep(s), wall {walls(r)}"
-                 for r in runs]
+                 f"before its first sweep, {r.tested_here} by these sweeps' cells (one per "
+                 f"cell), {r.reads} in all ({r.reads_how}); {len(r.wall_s)} sweep(s), wall "
+                 f"{walls(r)}" for r in runs] + shared_tracks(runs)
     body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
             f"`{args.data}`, cpu preset), training seeds {seeds}; each cell tested once at its "
             f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "

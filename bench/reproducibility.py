@@ -50,20 +50,14 @@ def _rows(text: str) -> dict[tuple, dict]:
     return {tuple((k, r[k]) for k in swept): r for r in rows}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--grid", default="batch_epoch")
-    ap.add_argument("--before", default="HEAD", help="git revision of the committed run")
-    ap.add_argument("--after", type=Path, help="results folder of the new run "
-                                                "(default results/<grid>)")
-    ap.add_argument("--metric", default="val/acc")
-    args = ap.parse_args()
-    col = f"best/{args.metric}"
-    after = args.after or REPO / "results" / args.grid
-    old, new = _rows(_committed(args.before, args.grid)), _rows(_written(after))
+def compare(old: dict[tuple, dict], new: dict[tuple, dict], col: str, before: str,
+            after: str) -> tuple[list[str], dict[str, int]]:
+    """The table and its counts: cells identical, moved by 0.05 or more, and the committed
+    value inside the new run's interval; and whether the committed winner is the new one, or
+    tied with it."""
     if set(old) != set(new):
         raise SystemExit(f"the two runs hold other cells: {sorted(set(old) ^ set(new))}")
-    body = [f"`{col}` of each cell: the committed run (`{args.before}`) against the run in "
+    body = [f"`{col}` of each cell: the committed run (`{before}`) against the run in "
             f"`{after}`, with the new run's 95% interval over validation tracks.", "",
             "| cell | before | after [95% CI] | difference | before inside? |",
             "|---|---:|---|---:|---|"]
@@ -92,9 +86,22 @@ def main() -> None:
     # count); the interval column is what a run on another machine may be held to.
     body.append("" if same < n else "Every cell is bit-identical: the two runs shared their "
                 "arithmetic (the same CPU type, build and thread count).")
+    return body, {"cells": n, "identical": same, "moved_0.05": moved, "inside_interval": inside}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--grid", default="batch_epoch")
+    ap.add_argument("--before", default="HEAD", help="git revision of the committed run")
+    ap.add_argument("--after", type=Path, help="results folder of the new run "
+                                                "(default results/<grid>)")
+    ap.add_argument("--metric", default="val/acc")
+    args = ap.parse_args()
+    after = args.after or REPO / "results" / args.grid
+    body, figures = compare(_rows(_committed(args.before, args.grid)), _rows(_written(after)),
+                            f"best/{args.metric}", args.before, str(after))
     report("reproducibility", f"Reproducibility: {args.grid}, a committed run against a new one",
-           body,
-           {"cells": n, "identical": same, "moved_0.05": moved, "inside_interval": inside})
+           body, figures)
 
 
 if __name__ == "__main__":

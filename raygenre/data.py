@@ -192,6 +192,9 @@ class Prepared:
     counts: dict[str, int]  # segments per split
     reused: bool
     split: str = "random by track"  # how tracks were assigned to splits, in words
+    # Storage folders (--storage) that keep this set's test ledger besides the cache
+    # (raygenre.ledger.at); the sweep adds its own.
+    ledger_at: tuple[str, ...] = ()
 
     def split_path(self, split: str) -> Path:
         return self.path / f"{split}.arrow"
@@ -366,7 +369,10 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     (tmp / "split_table.md").write_text(split_table(table))
     meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
             "counts": counts, "settings": settings, "skipped": len(skipped), "split": how,
-            "notes": len(notes)}
+            "notes": len(notes),
+            # The test split by content, the key of its ledger (raygenre.ledger).
+            "test_digests": {t.track_id: digests[t.track_id] for t in usable
+                             if split_of[t.track_id] == "test"}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     try:
         tmp.rename(out)

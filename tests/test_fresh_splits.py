@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -39,6 +41,8 @@ def _cell(variant: str) -> str:
 
 
 def test_the_same_seed_twice_changes_no_figure(tmp_path: Path) -> None:
+    """An invariance: a seed counted twice adds no spread. (Seeds that differ are checked by
+    `test_a_recipe_is_the_mean_of_its_seeds` and `test_two_seeds_give_...`.)"""
     one = fs.load_split([SWEEP], 1)
     two = fs.load_split([SWEEP, _copy(tmp_path, "again")], 1)
     assert one.tested_here == 3 and two.tested_here == 6 and len(two.wall_s) == 2
@@ -69,9 +73,37 @@ def test_a_recipe_is_the_mean_of_its_seeds(tmp_path: Path) -> None:
         assert after[recipe]["test/acc"] == before[recipe]["test/acc"]
         assert after[recipe]["ratio/acc"][0] == pytest.approx(
             2 * before[recipe]["ratio/acc"][0], rel=1e-9)
-        # The interval widens with the seeds' spread: seed draws can pick the bad seed twice.
-        lo, hi = after[recipe]["ratio/acc"][1:]
-        assert lo < after[recipe]["ratio/acc"][0] < hi
+    # The interval widens with the seeds' spread: seed draws can pick the perfect seed twice
+    # (no small_cnn error, a huge ratio). Without seed draws the ratio would only double,
+    # interval and all, leaving its width relative to the value as with one seed twice.
+    twice = {r["recipe"]: r for r in fs.compare([fs.load_split([SWEEP, _copy(tmp_path, "b")],
+                                                               1)])}
+    for recipe in ("study_cnn1", "band_linear"):
+        point, lo, hi = after[recipe]["ratio/acc"]
+        same, same_lo, same_hi = twice[recipe]["ratio/acc"]
+        assert lo < point < hi
+        assert (hi - lo) / point > 1.5 * (same_hi - same_lo) / same
+
+
+def test_two_seeds_give_the_mean_of_each_seeds_own_accuracy() -> None:
+    """Two real training seeds (split 1's committed sweeps): each recipe's point is the mean
+    of the seeds' segment accuracies, counted here from the predictions files alone."""
+    folders = [SWEEP, SWEEP.parent.parent / "seed_1" / "best"]
+    own: dict[str, list[float]] = {}
+    for folder in folders:
+        import raygenre
+
+        variant = {str(c["cell_id"]): c["variant"]
+                   for c in raygenre.load(folder).cells.to_dict("records")}
+        for cell, (probs, labels, _) in fs.read_test_predictions(
+                folder / "test_predictions.csv").items():
+            own.setdefault(variant[cell], []).append(
+                float(np.mean(probs.argmax(1) == np.asarray(labels))))
+    rows = {r["recipe"]: r for r in fs.compare([fs.load_split(folders, 1)])}
+    assert set(rows) == set(own)
+    for recipe, accs in own.items():
+        assert len(accs) == 2 and accs[0] != accs[1]  # two seeds that differ
+        assert rows[recipe]["test/acc"][0] == pytest.approx(sum(accs) / 2, abs=1e-12)
 
 
 def test_seeds_tested_on_other_segments_are_refused(tmp_path: Path) -> None:
@@ -123,7 +155,9 @@ def test_the_tool_runs_each_split_and_seed_once_and_refuses_a_read_split(
     for seed in (0, 1):
         assert (tmp_path / "out" / "split_7" / f"seed_{seed}" / "best-smoke" / "best.json").exists()
     assert "| recipe | split 7 seed 0 | split 7 seed 1 |" in first.stdout
-    assert "read 0 times before its first sweep, 4 since" in first.stdout  # 2 recipes x 2 seeds
+    # 2 recipes x 2 seeds, and the ledger holds no other read of the split
+    assert ("read 0 times before its first sweep, 4 by these sweeps' cells (one per cell), "
+            "4 in all") in first.stdout
     again = call("out")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "[fresh] split 7 seed " not in again.stdout
@@ -132,3 +166,41 @@ def test_the_tool_runs_each_split_and_seed_once_and_refuses_a_read_split(
     refused = call("elsewhere")
     assert refused.returncode != 0
     assert "split seed 7: its test tracks were read 4 times" in refused.stdout + refused.stderr
+
+
+def test_old_results_folders_count_each_old_ledger_once() -> None:
+    """Before the ledger was keyed by content, split 1's two seeds were prepared under two
+    cache keys (two ledgers: 3 and 6 reads); split 3's shared one (its seeds' summaries say
+    6 and 3, one ledger read as it grew)."""
+    base = REPO / "results" / "fresh_splits"
+    assert fs.split_reads([base / "split_1" / f"seed_{s}" / "best" for s in (0, 1)])[0] == 9
+    assert fs.split_reads([base / "split_3" / f"seed_{s}" / "best" for s in (0, 1)])[0] == 6
+
+
+def test_the_tool_and_every_summary_give_one_count_per_split(builtin_small: Path,
+                                                             tmp_path: Path) -> None:
+    """Two training seeds of one split, each its own storage (as `sweep_argv` sets them),
+    on one machine's cache: the later sweep's best.json, the tool's count and the ledger
+    agree, though the first sweep's storage and folder never saw the later reads."""
+    from raygenre import ledger
+    from raygenre.config import Config
+    from raygenre.data import prepare
+
+    prepared = prepare(builtin_small, tmp_path / "cache", Config(), log=lambda _: None)
+    folders = []
+    for seed in (0, 1):
+        book = ledger.of(ledger.at(prepared, tmp_path / "runs" / f"seed_{seed}"))
+        for cell in range(3):
+            book.record(f"best: final evaluation of cell {seed}_{cell}", "ck")
+        folder = tmp_path / "out" / f"seed_{seed}" / "best"
+        folder.mkdir(parents=True)
+        (folder / "best.json").write_text(json.dumps({"test_ledger": book.summary(),
+                                                      "test_reads": len(book.reads())}))
+        folders.append(folder)
+    summaries = [json.loads((f / "best.json").read_text())["test_ledger"]["reads"]
+                 for f in folders]
+    assert summaries == [3, 6]
+    assert fs.split_reads(folders)[0] == 6 == len(ledger.reads(prepared))
+    # The cache gone (the tool run on another machine): the folders' copies still give 6.
+    shutil.rmtree(tmp_path / "cache")
+    assert fs.split_reads(folders)[0] == 6

@@ -82,10 +82,14 @@ def test_smoke_says_how_sure_its_winner_is(smoke_run: dict) -> None:
     assert ("tied within noise: " in verdict) == bool(tied)
     summary = (out / "summary.md").read_text()
     assert best["verdict"] in summary and "this test split has been read" in summary
-    prepared_dir = next((smoke_run["base"] / "cache" / "prepared").iterdir())
-    reads = [json.loads(line) for line in (prepared_dir / "test_reads.jsonl").open()]
-    assert {"reader": f"batch_epoch-smoke: final evaluation of cell {best['cell_id']}",
-            "checkpoint": best["checkpoint"]}.items() <= reads[0].items()
+    # The read is in the ledger in the cache and beside the run folders, and copied into
+    # best.json.
+    for place in (smoke_run["base"] / "cache", smoke_run["base"] / "runs"):
+        reads = sorted((json.loads(f.read_text()) for f in
+                        (place / "test_ledger").glob("*/reads/*.json")), key=lambda e: e["id"])
+        assert {"reader": f"batch_epoch-smoke: final evaluation of cell {best['cell_id']}",
+                "checkpoint": best["checkpoint"]}.items() <= reads[0].items()
+    assert best["test_ledger"]["entries"][0]["id"] == reads[0]["id"]
 
 
 def test_smoke_training_loss_goes_down(smoke_run: dict) -> None:

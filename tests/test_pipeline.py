@@ -45,9 +45,8 @@ def test_every_grid_runs_under_smoke(name: str, tmp_path: Path, smoke_run: dict)
 
 
 def _ledger_readers(smoke_run: dict) -> list[str]:
-    return [json.loads(line)["reader"] for f in
-            (smoke_run["base"] / "cache" / "prepared").glob("*/test_reads.jsonl")
-            for line in f.read_text().splitlines()]
+    return [json.loads(f.read_text())["reader"] for f in
+            (smoke_run["base"] / "cache" / "test_ledger").glob("*/reads/*.json")]
 
 
 def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,

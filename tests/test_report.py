@@ -177,10 +177,19 @@ def test_track_vote_takes_the_majority_and_breaks_ties_by_probability() -> None:
     assert (out["n_segments"], out["n_tracks"]) == (6, 3)
 
 
-def test_heatmap_over_a_list_valued_axis(tmp_path: Path) -> None:
+def test_heatmap_over_a_list_valued_axis(tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`hidden` x `lr`: list values are not hashable; the plot must still be drawn, with a
-    stopped trial, an errored one and a missing cell said as such."""
+    stopped trial, an errored one and a missing cell said as such; the chosen square boxed,
+    the square tied with it marked (found in the figure's patches and texts, not pixels)."""
+    from matplotlib.patches import Rectangle
+
+    from raygenre.report import plots
     from raygenre.report.plots import heatmap
+    from raygenre.report.tables import fmt
+
+    figures: list = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)  # kept open to be read
 
     grid = Grid(name="g", path=Path("g.yaml"), description="",
                 axes={"hidden": [[16], [64, 64]], "lr": [0.01, 0.001]})
@@ -195,6 +204,16 @@ def test_heatmap_over_a_list_valued_axis(tmp_path: Path) -> None:
     assert heatmap(grid, ["hidden", "lr"], cells, tmp_path, "best/val/acc") == \
         "heatmap_val_acc.png"
     assert (tmp_path / "heatmap_val_acc.png").stat().st_size > 5_000
+    (ax, *_), where = figures[0].axes, {}
+    for axis, ticks in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+        where.update({(axis, t.get_text()): k for k, t in enumerate(ticks)})
+    square = {fmt(v): (where["x", fmt(v)], where["y", fmt([16])]) for v in (0.01, 0.001)}
+    boxes = [(p.get_x() + 0.5, p.get_y() + 0.5) for p in ax.patches
+             if isinstance(p, Rectangle) and not p.get_fill()]
+    assert boxes == [square[fmt(0.01)]]  # the chosen square, and no other
+    assert [t.get_position() for t in ax.texts if "≈" in t.get_text()] == [square[fmt(0.001)]]
+    monkeypatch.undo()
+    plots.plt.close(figures[0])
 
 
 def test_member_pins_keep_what_a_shorter_member_will_be_tested_at() -> None:

@@ -205,8 +205,8 @@ def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
 
 
 def _ledger(cache: Path) -> list[str]:
-    return [json.loads(line)["reader"] for f in (cache / "prepared").glob("*/test_reads.jsonl")
-            for line in f.read_text().splitlines()]
+    return [json.loads(f.read_text())["reader"]
+            for f in (cache / "test_ledger").glob("*/reads/*.json")]
 
 
 def _aggregates(out: Path) -> tuple[list[dict], dict]:

@@ -243,8 +243,9 @@ def test_the_test_split_is_read_only_by_a_named_reader_and_each_read_is_entered(
     assert [r["reader"] for r in reads] == ["a test's first read", "a test's second read"]
     assert reads[0]["checkpoint"] == str(ck)
     assert "read 2 times" in ledger.describe(prepared.path)
-    ledger.ledger_path(prepared.path).write_text("{not json\n")
-    with pytest.raises(ValueError, match=r"test_reads.jsonl:1: not a ledger line"):
+    first = next((tmp_path / "cache" / "test_ledger").glob("*/reads/*.json"))
+    first.write_text("{not json\n")
+    with pytest.raises(ValueError, match=rf"{first.name}: not a ledger entry"):
         ledger.reads(prepared.path)
 
 

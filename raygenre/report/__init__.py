@@ -57,6 +57,10 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
         # sweep's cells.csv and bars as if they were its own.
         (out / old).unlink(missing_ok=True)
     objective = grid.objective
+    # This folder's best.json from before (a --fresh start, another storage) keeps a copy of
+    # the reads: merged, so they are not lost with the run folder or the cache.
+    test_ledger = ledger.of(prepared, results=[out])
+    test_ledger.reads()
     cells, history = cell_rows(records, grid, objective)
     # Tables first: whatever fails later, the sweep's numbers are on disk.
     write_csv(out / CELLS_FILE, cells)
@@ -105,7 +109,8 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
                  "replicates": len(verdict.chosen),
                  "chosen_cells": [c["cell_id"] for c in verdict.chosen],
                  "carry": carry,
-                 "test_reads": len(ledger.reads(prepared.path)),
+                 "test_reads": len(test_ledger.reads()),
+                 "test_ledger": test_ledger.summary(),
                  "epoch": test["epoch"], "checkpoint": test["checkpoint"],
                  "swept": {k: best[k] for k in grid.labels},
                  "base": base.to_dict(), "carried": carried, "n_cells": len(cells),
@@ -120,14 +125,14 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
     plots = plot_all(grid, cells, history, verdict, test, prepared, out)
     (out / "summary.md").write_text(
         summary_md(grid, base, cells, verdict, test, held_out, prepared, facts, plots, tests,
-                   ledger.describe(prepared.path)))
+                   test_ledger.describe()))
     write_index(paths.results_root)
     print(f"[results] {verdict.line(grid.metric)}")
     what = (f"mean of {len(chosen)} seeds, " if verdict.replicates else "")
     print(f"[results] test ({what}read once per cell): test/acc "
           f"{describe(held_out['test/acc'], *held_out['test/acc interval'])}, test/track_acc "
           f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}; "
-          f"{ledger.describe(prepared.path)}")
+          f"{test_ledger.describe()}")
     return best_json
 
 

@@ -64,12 +64,13 @@ def predict(checkpoint: Location | Path, prepared: Prepared, split: str = "test"
     `eval_device()`), in the trial's own arithmetic (precision, TF32).
 
     The one reader of the test split: a read names its `reader` (what and why) and is entered
-    in the set's ledger (raygenre.ledger) before any prediction is made."""
+    in the split's ledger (raygenre.ledger: the cache's, and the storage's where the sweep
+    handed the set with one) before any prediction is made."""
     if split == "test":
         if not reader:
             raise ValueError("reading the test split needs a reader (what reads it and why): "
                              "every read is entered in the set's ledger")
-        ledger.record(prepared.path, reader, str(checkpoint))
+        ledger.record(prepared, reader, str(checkpoint))
     device = torch.device(device) if device is not None else eval_device()
     with checkpoint_scratch() as d:
         checkpoint = Location.parse(checkpoint, "checkpoint")

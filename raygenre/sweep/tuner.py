@@ -12,7 +12,7 @@ from typing import Any
 import ray
 from ray import tune
 
-from raygenre import report
+from raygenre import ledger, report
 from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.data import Prepared
 from raygenre.errors import Interrupted
@@ -136,6 +136,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     `trials_done` is called once every trial has ended and its records are read: what follows
     (test evaluation, tables, plots) needs no Ray."""
     grid, plan, plans, prepared = setup.grid, setup.plan, setup.plans, setup.prepared
+    # The test ledger also lives beside the run folders: it travels with the storage.
+    prepared = ledger.at(prepared, paths.storage)
     if restoring:
         run_state.check_manifest(paths, setup.shaped_by)
         logged_to = loggers.check_resume(paths, opts.logger)
