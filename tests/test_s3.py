@@ -24,7 +24,7 @@ import pytest
 
 from raygenre.config import Config
 from raygenre.data import PREPARED_FILES, prepare
-from raygenre.ledger import LEDGER_FILE
+from raygenre.ledger import LEGACY_FILE
 
 from .conftest import history_by_config, write_clip
 from .s3server import WRITES, Fault, FaultProxy, S3Server, with_env
@@ -68,7 +68,8 @@ def test_prepared_data_goes_to_the_bucket_even_when_prepared_here_before(
     bucket = s3.bucket()
     cfg = Config(seed=1)
     here = prepare(root, tmp_path / "here", cfg)  # prepared before any bucket was named
-    (here.path / LEDGER_FILE).write_text('{"reader": "this machine"}\n')  # not the set's
+    # A machine's own record beside the set (an older test ledger) is not the set's.
+    (here.path / LEGACY_FILE).write_text('{"reader": "this machine"}\n')
     logs: list[str] = []
     again = prepare(root, tmp_path / "here", cfg, shared=Location(f"s3://{bucket}/cache"),
                     log=logs.append)
@@ -84,7 +85,7 @@ def test_prepared_data_goes_to_the_bucket_even_when_prepared_here_before(
         "preparing" in m for m in logs), logs
     for name in PREPARED_FILES:
         assert (there.path / name).read_bytes() == (here.path / name).read_bytes(), name
-    assert not (there.path / LEDGER_FILE).exists()
+    assert not (there.path / LEGACY_FILE).exists()
 
 
 def test_bucket_reads_and_writes_are_retried_through_throttling(s3: S3Server,
