@@ -35,10 +35,13 @@ MLP = ("base: {model: mlp, features: waveform, hidden: [16], dropout: 0.2}\n"
 
 def test_the_tested_checkpoint_is_tunes_best_by_the_grids_metric(tmp_path: Path,
                                                                  builtin_small: Path) -> None:
-    """metric: val/loss. The best cell is the lowest val/loss at any epoch, it is tested at
-    that epoch, and Ray's own reader names the same checkpoint (Tune kept it by val/loss)."""
+    """metric: val/loss under early stopping (`judge_epoch: best`, the rule that needs Tune to
+    keep an earlier epoch's checkpoint). The best cell is the lowest val/loss at any epoch, it
+    is tested at that epoch, and Ray's own reader names the same checkpoint (Tune kept it by
+    val/loss)."""
     out = _sweep(tmp_path, builtin_small, "byloss", "description: lowest val/loss\n"
-                 "metric: val/loss\n" + MLP + "grid: {lr: [0.0003, 0.01], epochs: [4]}\n")
+                 "metric: val/loss\njudge_epoch: best\n" + MLP
+                 + "grid: {lr: [0.0003, 0.01], epochs: [4]}\n")
     best = json.loads((out / "best.json").read_text())
     history = _rows(out / "history.csv")
     lowest = min(float(h["val/loss"]) for h in history)
