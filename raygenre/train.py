@@ -538,9 +538,12 @@ def checkpoint_bytes(cfg: Config, segment_samples: int, num_classes: int, val_se
                      epoch: int) -> int:
     """About what one epoch's checkpoint (`save_checkpoint` and the predictions) weighs:
     the judged weights and buffers, the optimizer's state, the trained weights too with ema,
-    and every validation pass so far. The model is built without memory (meta device)."""
+    and every validation pass so far. The model is built without memory (meta device); the
+    feature shape is taken outside it, since feature transforms compute on real tensors as they
+    are built (a mel filterbank checks its own values)."""
+    shape = feature_shape(cfg, segment_samples)
     with torch.device("meta"):
-        model = build_model(cfg, feature_shape(cfg, segment_samples), num_classes)
+        model = build_model(cfg, shape, num_classes)
     state = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     params = sum(p.numel() * p.element_size() for p in model.parameters())
     weights = state * (2 if cfg.ema else 1)

@@ -24,6 +24,7 @@ import pytest
 
 from raygenre.config import Config
 from raygenre.data import PREPARED_FILES, prepare
+from raygenre.features import FEATURES
 from raygenre.ledger import LEGACY_FILE
 
 from .conftest import history_by_config, write_clip
@@ -295,3 +296,14 @@ def test_the_checkpoint_size_the_plan_line_states_is_what_a_checkpoint_weighs(
         written = sum((folder / f).stat().st_size for f in (STATE_FILE, PREDICTIONS_FILE))
         estimate = checkpoint_bytes(cfg, 2048, 3, 24, epoch)
         assert abs(estimate - written) < 0.01 * written, (epoch, estimate, written)
+
+
+@pytest.mark.parametrize("features", sorted(FEATURES))
+def test_checkpoint_size_is_priced_for_every_feature(features: str) -> None:
+    """The plan line prices a checkpoint for every feature in the registry (a mel filterbank
+    built on the meta device failed on logmel: the music_search grid could not start)."""
+    from raygenre.train import checkpoint_bytes
+
+    model = "mlp" if features == "waveform" else "small_cnn"
+    cfg = Config(model=model, features=features, hidden=(16,))
+    assert checkpoint_bytes(cfg, 22_050, 4, 10, 1) > 4 * 10 * 4
