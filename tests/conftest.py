@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import soundfile as sf
 
@@ -104,3 +106,27 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+def kill_tree(*pids: int) -> None:
+    """SIGKILL these processes, every process group one of them leads, and everything they
+    started (their Ray too): a machine lost, as the kill-and-resume tests need it."""
+    procs: dict[int, psutil.Process] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs.update({p.pid: p for p in (root, *root.children(recursive=True))})
+        except psutil.NoSuchProcess:
+            pass
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for p in procs.values():
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(list(procs.values()), timeout=30)

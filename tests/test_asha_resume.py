@@ -23,8 +23,8 @@ import pytest
 from raygenre.paths import ASHA_STATE_NAME
 from raygenre.sweep.asha import stopped_trials
 
-from .conftest import history_by_config, run_cli
-from .test_resume import _kill_tree, _read_until, _rows, _start
+from .conftest import history_by_config, kill_tree, run_cli
+from .test_resume import _read_until, _rows, _start
 
 pytestmark = pytest.mark.slow
 
@@ -134,7 +134,7 @@ def test_resume_keeps_asha_stops_and_gives_the_uninterrupted_results(
     try:
         stopped, at = _freeze_after_asha_stop(proc, experiment, tune_recorded)
     finally:
-        _kill_tree(proc.pid)
+        kill_tree(proc.pid)
     # A frozen process dies on SIGKILL too; nothing wrote the run folder after the freeze.
     assert (_tune_statuses(experiment).get(stopped) == "TERMINATED") == tune_recorded
     before = _checkpoint_files(experiment / stopped)

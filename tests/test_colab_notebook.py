@@ -18,7 +18,7 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-from .conftest import history_by_config, run_cli
+from .conftest import history_by_config, kill_tree, run_cli
 from .test_grid_e2e import assert_every_row_equal
 
 pytestmark = pytest.mark.slow
@@ -44,24 +44,6 @@ def _ours(root_pid: int | None, marker: str) -> list[psutil.Process]:
             procs[p.pid] = p
     procs.pop(os.getpid(), None)
     return list(procs.values())
-
-
-def _kill(procs: list[psutil.Process]) -> None:
-    """SIGKILL, as a vanished VM: each process group led by one of ours, then any left."""
-    pids = {p.pid for p in procs}
-    for p in procs:
-        try:
-            pgid = os.getpgid(p.pid)
-            if pgid in pids:
-                os.killpg(pgid, 9)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
 
 
 def _outputs(nb: nbformat.NotebookNode) -> str:
@@ -101,7 +83,7 @@ def test_a_killed_notebook_run_again_unchanged_finishes_with_the_uninterrupted_n
             assert first.poll() is None, first.stderr.read().decode()[-3000:]
             assert time.time() < deadline, "no checkpoint on 'Drive' in time"
             time.sleep(0.5)
-        _kill(_ours(first.pid, str(ray_tmp)))
+        kill_tree(*(p.pid for p in _ours(first.pid, str(ray_tmp))))
         first.wait(timeout=30)
         results = drive / "results" / "batch_epoch-smoke"
         assert not (results / "summary.md").exists(), "killed too late: the sweep had finished"
@@ -130,5 +112,5 @@ def test_a_killed_notebook_run_again_unchanged_finishes_with_the_uninterrupted_n
                          "--results", str(drive / "results")], cwd=tmp_path)
         assert other.returncode == 2 and "cpus_per_worker" in other.stderr, other.stderr
     finally:
-        _kill(_ours(first.pid if first else None, str(ray_tmp)))
+        kill_tree(*(p.pid for p in _ours(first.pid if first else None, str(ray_tmp))))
         shutil.rmtree(local, ignore_errors=True)

@@ -24,7 +24,7 @@ import pytest
 
 from raygenre.train import scratch_prefix
 
-from .conftest import history_by_config, run_cli
+from .conftest import history_by_config, kill_tree, run_cli
 from .test_grid_e2e import assert_every_row_equal
 
 pytestmark = pytest.mark.slow
@@ -80,18 +80,6 @@ def _finish(proc: subprocess.Popen, timeout: float) -> str:
         lines.append(line)
     proc.wait(timeout=max(1, deadline - time.time()))
     return "".join(lines)
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL a process and everything it started (its Ray instance too): a machine crash."""
-    root = psutil.Process(pid)
-    procs = [root, *root.children(recursive=True)]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
 
 
 def _rows(path: Path) -> list[dict]:
@@ -173,7 +161,7 @@ def test_resume_after_driver_and_ray_were_killed(runner: str, smoke_run: dict,
             str(smoke_run["base"] / "cache")]
     proc = _start(args, tmp_path)
     lines = _read_until(proc, "epoch 1/2")  # a 2-epoch trial is halfway
-    _kill_tree(proc.pid)
+    kill_tree(proc.pid)
     # What Tune had seen when the machine "crashed": trials it saw finish, and the epoch whose
     # report we just read. Those must not be trained again. (An epoch in flight at the kill may
     # be: its checkpoint can be on disk before Ray registered it; it is then redone, with the
@@ -234,7 +222,7 @@ def test_replicates_resumed_give_the_aggregates_of_an_uninterrupted_sweep(
     args = [*common, "--results", str(tmp_path / "res"), "--storage", str(tmp_path / "runs")]
     proc = _start(args, tmp_path)
     _read_until(proc, "epoch 1/2")
-    _kill_tree(proc.pid)
+    kill_tree(proc.pid)
     assert len(_ledger(cache)) == reads + 3
     resumed = run_cli([*args, "--resume"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -10,16 +10,13 @@ run (a module fixture).
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from raygenre.config import Config
@@ -27,7 +24,7 @@ from raygenre.data import PREPARED_FILES, prepare
 from raygenre.features import FEATURES
 from raygenre.ledger import LEGACY_FILE
 
-from .conftest import history_by_config, write_clip
+from .conftest import history_by_config, kill_tree, write_clip
 from .s3server import WRITES, Fault, FaultProxy, S3Server, with_env
 from .test_resume import _read_until
 
@@ -156,25 +153,6 @@ def _sweep_args(grid: Path, bucket: str, prefix: str, data: str, results: Path) 
             str(results)]
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the driver's process group and anything it started (its Ray): a lost head."""
-    try:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=30)
-    proc.wait(timeout=30)
-
-
 def _history(results: Path) -> dict[tuple, dict[str, str]]:
     return history_by_config(results / "s3grid-smoke" / "history.csv")
 
@@ -248,7 +226,8 @@ def test_killed_sweep_resumes_from_the_bucket_on_a_fresh_cache(s3: S3Server, s3_
         try:
             lines = _read_until(proc, " epoch 1/2")
         finally:
-            _kill_group(proc)
+            kill_tree(proc.pid)
+            proc.wait(timeout=30)
         log = "".join(lines)
         assert "[data] reusing prepared data" in log, log
         assert "[data] prepared data shared at s3://" in log, log
