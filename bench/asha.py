@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from _common import report, run_cli, write_grid
 
-from raygenre.gridfile import grid_path
+from raygenre.grid.file import grid_path
 
 
 def sweep(tmp: Path, grid: Path, smoke: bool) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from raygenre.config import PRESETS
-from raygenre.gridfile import load_grid, resolve_base
+from raygenre.grid.file import load_grid, resolve_base
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
 from raygenre.sweep.tuner import checkpoint_traffic

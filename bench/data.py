@@ -1,6 +1,6 @@
 """Data: preparation throughput, the cache's second run, and input against model at train time.
 
-1. Preparation (`raygenre.data.prepare`: decode, resample, cut, write the Arrow files) of the
+1. Preparation (`raygenre.data.sets.prepare`: decode, resample, cut, write the Arrow files) of the
    built-in set into an empty cache, in segments per second; the same again from the cache; and the
    stages timed alone on the same files (decode; resample from 44.1 kHz, as a CD-rate copy of
    your own data needs; spectrogram at both presets, which the trainer computes per batch).
@@ -27,13 +27,13 @@ import torch
 import torchaudio
 from _common import report
 
-from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import _BlockWriter, block_rows, discover, prepare, segment
-from raygenre.features import build_features, feature_shape
-from raygenre.models import build_model
+from raygenre.data import synth
+from raygenre.data.features import build_features, feature_shape
+from raygenre.data.sets import _BlockWriter, block_rows, discover, prepare, segment
 from raygenre.paths import default_cache
 from raygenre.sweep.feed import HeldSplit, ray_dataset, torch_batches
+from raygenre.training.models import build_model
 
 BATCH = 32
 

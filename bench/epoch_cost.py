@@ -30,14 +30,15 @@ from pathlib import Path
 import torch
 from _common import report
 
-from raygenre import synth, train
 from raygenre.config import Config
-from raygenre.data import prepare, read_split, to_tensor
-from raygenre.features import band_stats, build_augment, feature_key
-from raygenre.gridfile import load_grid, resolve_base
-from raygenre.optim import build_optimizer
+from raygenre.data import synth
+from raygenre.data.features import band_stats, build_augment, feature_key
+from raygenre.data.sets import prepare, read_split, to_tensor
+from raygenre.grid.file import load_grid, resolve_base
 from raygenre.paths import default_cache
-from raygenre.train import EVAL_BATCH, HeldFeatures, LocalSeam, build, make_deterministic
+from raygenre.training import loop as train
+from raygenre.training.loop import EVAL_BATCH, HeldFeatures, LocalSeam, build, make_deterministic
+from raygenre.training.optim import build_optimizer
 
 MUSIC_TRAIN, MUSIC_VAL = 1812, 240  # builtin:music's splits, for the per-row scale-up
 

@@ -22,13 +22,13 @@ import numpy as np
 import ray
 import torch
 
-from raygenre import synth
 from raygenre.config import PRESETS, Config
-from raygenre.data import prepare
-from raygenre.features import build_features, feature_shape
-from raygenre.models import build_model
+from raygenre.data import synth
+from raygenre.data.features import build_features, feature_shape
+from raygenre.data.sets import prepare
 from raygenre.paths import default_cache
 from raygenre.sweep.feed import ray_dataset
+from raygenre.training.models import build_model
 
 BATCH = 32
 

@@ -13,7 +13,7 @@ Why a new tool and not `best --seed K`: the comparison needs several sweeps' tes
 paired on the same tracks (each sweep writes them to test_predictions.csv), and a claim is
 only as fresh as its splits, so each split's reads are part of the table: the ledger's count
 before the split's first sweep (OUT/reads_before.json keeps it), one read per cell since, and
-every read of the split the ledger knows (raygenre.ledger, keyed by the split's test tracks:
+every read of the split the ledger knows (raygenre.data.ledger, keyed by the split's test tracks:
 merged from this machine's cache, each sweep's storage and the copies in the results folders'
 best.json), the same count the last sweep's summary gives. A split sharing test tracks with
 another says how many.
@@ -131,8 +131,8 @@ def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
     sweep. A split whose test tracks were already read is refused unless this tool's own
     earlier call read them (its record in OUT/reads_before.json). Returns the reads found.
     With --report-only nothing is prepared: the record is all it needs."""
-    from raygenre import ledger
-    from raygenre.gridfile import load_grid, resolve_base
+    from raygenre.data import ledger
+    from raygenre.grid.file import load_grid, resolve_base
     from raygenre.sweep.inputs import caches, prepare_data
 
     out = Path(args.out)

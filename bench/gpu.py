@@ -103,9 +103,9 @@ def loop_section(state: dict, smoke: bool) -> None:
     import torch
 
     from raygenre.config import Config
-    from raygenre.features import band_stats, build_augment, feature_key
-    from raygenre.optim import build_optimizer
-    from raygenre.train import LocalSeam, build, make_deterministic, run_epoch
+    from raygenre.data.features import band_stats, build_augment, feature_key
+    from raygenre.training.loop import LocalSeam, build, make_deterministic, run_epoch
+    from raygenre.training.optim import build_optimizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = 64 if smoke else 960  # the built-in set's train split
@@ -159,7 +159,7 @@ def loop_section(state: dict, smoke: bool) -> None:
 def determinism_section(state: dict, smoke: bool) -> None:
     import torch
 
-    from raygenre.train import LocalSeam, train_loop
+    from raygenre.training.loop import LocalSeam, train_loop
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n = 64 if smoke else 320

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from _common import PeakRss, cnn1_grid, report, run_cli
 
-from raygenre import synth
+from raygenre.data import synth
 from raygenre.paths import default_cache
 
 ROLES = {"trial": "ImplicitFunc", "raylet": "raylet"}

@@ -9,7 +9,7 @@ process from the command line:
 Reports the wall-time ratio, time to the first epoch and where raygenre's extra time goes.
 That both loops learn the same is checked on validation (the last epoch's val/acc): the plain
 loop does not read the test split, which only `report.evaluate` reads, each read entered in
-the test ledger (raygenre.ledger); raygenre's own final test evaluation is entered there.
+the test ledger (raygenre.data.ledger); raygenre's own final test evaluation is entered there.
 
     python bench/overhead.py [--epochs 8] [--repeat 2]
 """
@@ -34,12 +34,12 @@ def plain(epochs: int) -> None:
     """The plain loop, in this process: prints one line per epoch and a JSON summary."""
     import torch
 
-    from raygenre import synth
     from raygenre.config import PRESETS, Config
-    from raygenre.data import prepare, read_split, to_tensor
-    from raygenre.optim import build_optimizer
+    from raygenre.data import synth
+    from raygenre.data.sets import prepare, read_split, to_tensor
     from raygenre.paths import default_cache
-    from raygenre.train import build, make_deterministic, run_epoch
+    from raygenre.training.loop import build, make_deterministic, run_epoch
+    from raygenre.training.optim import build_optimizer
 
     torch.set_num_threads(1)
     cfg = Config().replace(**PRESETS["cpu"], model="cnn1", features="spectrogram",

@@ -32,8 +32,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from raygenre.data import Prepared, prepare, read_split, to_tensor  # noqa: E402
-from raygenre.gridfile import best_epoch, load_grid, resolve_base  # noqa: E402
+from raygenre.data.sets import Prepared, prepare, read_split, to_tensor  # noqa: E402
+from raygenre.grid.file import best_epoch, load_grid, resolve_base  # noqa: E402
 from raygenre.sweep.inputs import cell_configs, data_root, runtime_facts  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     """One cell in a worker process: train, then score the best epoch's checkpoint on the
     validation split's tracks, and on the test split only where the screen was told to."""
     from raygenre.report.evaluate import evaluate
-    from raygenre.train import LocalSeam, train_loop
+    from raygenre.training.loop import LocalSeam, train_loop
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

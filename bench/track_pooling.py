@@ -6,7 +6,7 @@ probabilities (a product of the segments' opinions). For each trial of a run fol
 is MODEL, the kept checkpoint with the best val/acc (the one the report tests) is scored all
 three ways on the validation split, where a choice between them may be made; nothing is
 trained. The test split is scored only with --show-test, and each such read is entered in the
-prepared set's test ledger (raygenre.ledger).
+prepared set's test ledger (raygenre.data.ledger).
 
     python bench/track_pooling.py RUN_FOLDER PREPARED_FOLDER [--model small_cnn] [--show-test]
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 from _common import report
 
-from raygenre.data import open_prepared
+from raygenre.data.sets import open_prepared
 from raygenre.report.evaluate import predict, scores
-from raygenre.train import read_meta
-from raygenre.votes import track_groups
+from raygenre.training.loop import read_meta
+from raygenre.training.votes import track_groups
 
 WAYS = ("segment", "vote", "mean_prob", "mean_log_prob")
 

@@ -23,8 +23,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raygenre import legacy
-from raygenre.options import DEFAULT_RESULTS, RunOptions
+from raygenre.grid.options import DEFAULT_RESULTS, RunOptions
+from raygenre.report import legacy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,7 +88,7 @@ def run_options(opts: RunOptions) -> Results:
 def load(results_dir: str | os.PathLike[str]) -> Results:
     """What a sweep wrote in `results_dir` (results/<grid>/, as `run` or the command line left
     it). Needs cells.csv (trials.csv in a folder written before 2026-12-06, read with today's
-    names: `raygenre.legacy`); best.json and configs.csv are there once a cell
+    names: `raygenre.report.legacy`); best.json and configs.csv are there once a cell
     reported."""
     path = Path(results_dir).expanduser().resolve()
     if legacy.cells_file(path) is None:
@@ -166,7 +166,7 @@ class Results:
         (22 050 Hz mono, batch x samples); `meta` holds its config, the runtime facts it was
         built with and its epoch's metrics. Reads no data split (no test read is recorded)."""
         from raygenre.storage import Location
-        from raygenre.train import checkpoint_scratch, load_checkpoint
+        from raygenre.training.loop import checkpoint_scratch, load_checkpoint
 
         with checkpoint_scratch() as d:
             where = Location.parse(self.checkpoint(cell_id), "checkpoint")

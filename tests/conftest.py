@@ -12,7 +12,7 @@ import psutil
 import pytest
 import soundfile as sf
 
-from raygenre import synth
+from raygenre.data import synth
 
 
 def write_clip(path: Path, seconds: float, sr: int = 22_050, channels: int = 1,

@@ -16,8 +16,8 @@ import pytest
 import raygenre
 from raygenre.config import ConfigError
 from raygenre.errors import DataError, Interrupted, NoResults
-from raygenre.gridfile import load_grid
-from raygenre.options import RunOptions
+from raygenre.grid.file import load_grid
+from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
 from raygenre.sweep import cli

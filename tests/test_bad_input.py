@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from raygenre.config import Config, ConfigError
-from raygenre.data import DataError, discover, prepare, read_split
-from raygenre.grid import main
+from raygenre.data.sets import DataError, discover, prepare, read_split
+from raygenre.sweep.cli import main
 
 from .conftest import write_clip
 
@@ -149,16 +149,16 @@ def test_a_full_disk_while_preparing_is_a_clear_error_and_leaves_no_partial_copy
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    import raygenre.data
+    import raygenre.data.sets
 
     root = _base(tmp_path / "d")
-    real = raygenre.data._write_splits
+    real = raygenre.data.sets._write_splits
 
     def fills_the_disk(tmp: Path, *a, **k):  # noqa: ANN002, ANN003, ANN202
         real(tmp, *a, **k)  # the partial copy is on disk when the write fails
         raise OSError(errno.ENOSPC, "Error writing bytes to file. No space left on device")
 
-    monkeypatch.setattr(raygenre.data, "_write_splits", fills_the_disk)
+    monkeypatch.setattr(raygenre.data.sets, "_write_splits", fills_the_disk)
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=f"cache folder {cache}.*disk filled up.*--cache"):
         prepare(root, cache, Config())
@@ -240,8 +240,8 @@ def test_empty_grid_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_batch_larger_than_training_split() -> None:
-    from raygenre.data import Prepared
-    from raygenre.gridfile import load_grid
+    from raygenre.data.sets import Prepared
+    from raygenre.grid.file import load_grid
     from raygenre.sweep.inputs import check_batch_sizes
 
     prepared = Prepared(Path("."), ("a", "b"), 10, {"train": 100, "val": 10, "test": 10}, True)
@@ -261,7 +261,7 @@ def test_training_only_knobs_fail_when_the_grid_loads(tmp_path: Path, grid_text:
                                                       error: str) -> None:
     """Knobs only the training loop reads are judged with every other value, at load: before
     any data is prepared, not in the pre-flight build."""
-    from raygenre.gridfile import load_grid
+    from raygenre.grid.file import load_grid
 
     (tmp_path / "g.yaml").write_text(grid_text + "\n")
     with pytest.raises(ConfigError, match=error):
@@ -269,8 +269,8 @@ def test_training_only_knobs_fail_when_the_grid_loads(tmp_path: Path, grid_text:
 
 
 def test_time_crop_on_a_model_that_cannot_pool_fails_before_any_trial(tmp_path: Path) -> None:
-    from raygenre.data import Prepared
-    from raygenre.gridfile import load_grid
+    from raygenre.data.sets import Prepared
+    from raygenre.grid.file import load_grid
     from raygenre.sweep.inputs import check_models
 
     (tmp_path / "g.yaml").write_text("grid: {model: [small_cnn, cnn1]}\n")
@@ -308,8 +308,8 @@ def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> No
         reported = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
     assert "shorter than one 5-s segment" in reported["zz_truncated.wav"]
     # A full run keeps the clear error (its sample is the whole folder: 8 tracks x 4 train).
-    from raygenre.data import Prepared
-    from raygenre.gridfile import load_grid
+    from raygenre.data.sets import Prepared
+    from raygenre.grid.file import load_grid
     from raygenre.sweep.inputs import check_batch_sizes
 
     with pytest.raises(ConfigError, match="batch_size 64 is larger than the training split"):
@@ -322,7 +322,7 @@ def test_a_decoder_bug_is_raised_not_reported_as_a_bad_file(tmp_path: Path,
                                                            ) -> None:
     import soundfile
 
-    from raygenre.data import load_audio
+    from raygenre.data.sets import load_audio
 
     clip = write_clip(tmp_path / "ok.wav", 5.5)
 

@@ -12,7 +12,7 @@ import pytest
 import raygenre
 from raygenre.config import ConfigError
 from raygenre.deps import pair_error
-from raygenre.options import RunOptions
+from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
 from raygenre.sweep import cli

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from raygenre.config import PRESETS, REGISTRY_KEYS, Config, ConfigError, check_config
-from raygenre.gridfile import REGISTRIES, list_grids, load_grid, resolve_base, validate
+from raygenre.grid.file import REGISTRIES, list_grids, load_grid, resolve_base, validate
 
 
 def _grid(tmp_path: Path, text: str) -> Path:

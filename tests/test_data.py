@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from raygenre.config import Config
-from raygenre.data import (
+from raygenre.data.sets import (
     DataError,
     Prepared,
     _BlockWriter,

@@ -89,7 +89,7 @@ DOCS_NOT_MEASURED = {
                    "3.7": "a Python version", "3.12": "a Python version",
                    "0.68": "issue 36's measurement: study-preset CNN1 checkpoints in a bucket",
                    "2.7": "the same measurement (four checkpoints; no file kept)",
-                   "0.679": "arithmetic: raygenre.train.checkpoint_bytes (printed by "
+                   "0.679": "arithmetic: raygenre.training.loop.checkpoint_bytes (printed by "
                             "bench/checkpoint_traffic.py)"},
     "colab.md": {"1.2": "GTZAN's size as distributed (about 1.2 GB), not measured here"},
     "data.md": {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raygenre.data import Prepared
-from raygenre.gridfile import load_grid, resolve_base
+from raygenre.data.sets import Prepared
+from raygenre.grid.file import load_grid, resolve_base
 from raygenre.sweep.estimate import cheaper, estimate
 from raygenre.sweep.plan import Node, plan_resources
 

@@ -182,9 +182,9 @@ def test_the_tool_and_every_summary_give_one_count_per_split(builtin_small: Path
     """Two training seeds of one split, each its own storage (as `sweep_argv` sets them),
     on one machine's cache: the later sweep's best.json, the tool's count and the ledger
     agree, though the first sweep's storage and folder never saw the later reads."""
-    from raygenre import ledger
     from raygenre.config import Config
-    from raygenre.data import prepare
+    from raygenre.data import ledger
+    from raygenre.data.sets import prepare
 
     prepared = prepare(builtin_small, tmp_path / "cache", Config(), log=lambda _: None)
     folders = []

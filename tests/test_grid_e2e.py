@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from raygenre.gridfile import load_grid
+from raygenre.grid.file import load_grid
 
 from .conftest import history_by_config, run_cli
 
@@ -111,7 +111,7 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     import torch
     from ray.tune import ExperimentAnalysis
 
-    from raygenre.train import load_checkpoint
+    from raygenre.training.loop import load_checkpoint
 
     out = smoke_run["out"]
     best = json.loads((out / "best.json").read_text())

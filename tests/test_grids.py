@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from raygenre.config import Config, ConfigError
-from raygenre.features import BandNorm, SpecAugment, band_stats, build_features
-from raygenre.gridfile import Grid, draw, load_grid, resolve_base
-from raygenre.models import build_model, n_params
+from raygenre.data.features import BandNorm, SpecAugment, band_stats, build_features
+from raygenre.grid.file import Grid, draw, load_grid, resolve_base
 from raygenre.sweep.pipeline import STAGES
+from raygenre.training.models import build_model, n_params
 
 
 def test_the_pipeline_stages_are_grid_files_in_the_study_order() -> None:
@@ -105,7 +105,7 @@ def test_spec_augment_masks_some_bins_and_leaves_the_rest() -> None:
 
 
 def test_time_crop_keeps_a_window_of_each_example_at_its_own_offset() -> None:
-    from raygenre.features import TimeCrop
+    from raygenre.data.features import TimeCrop
 
     torch.manual_seed(0)
     frames = torch.arange(108.0)
@@ -177,7 +177,7 @@ def test_a_checkout_that_is_not_installed_finds_its_grid_files(monkeypatch) -> N
     grid names resolve to the checkout's grids/ instead of failing with an import error."""
     import importlib.resources
 
-    from raygenre import gridfile
+    from raygenre.grid import file as gridfile
 
     def missing(name):
         raise ModuleNotFoundError(f"No module named {name!r}")
@@ -186,6 +186,6 @@ def test_a_checkout_that_is_not_installed_finds_its_grid_files(monkeypatch) -> N
     folder = gridfile.builtin_grids()
     assert folder == Path(gridfile.__file__).resolve().parent.parent / "grids"
     assert load_grid("batch_epoch").name == "batch_epoch"
-    monkeypatch.setattr(gridfile, "__file__", "/nonexistent/raygenre/gridfile.py")
+    monkeypatch.setattr(gridfile, "__file__", "/nonexistent/raygenre/grid/file.py")
     with pytest.raises(ConfigError, match="install the package"):
         gridfile.builtin_grids()

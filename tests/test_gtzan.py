@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 from raygenre.config import Config
-from raygenre.data import prepare
-from raygenre.splits import GTZAN_GENRES, GTZAN_WARNING, read_split_lists
+from raygenre.data.sets import prepare
+from raygenre.data.splits import GTZAN_GENRES, GTZAN_WARNING, read_split_lists
 
 from .conftest import write_clip
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from raygenre import ledger
 from raygenre.config import Config
-from raygenre.data import prepare
+from raygenre.data import ledger
+from raygenre.data.sets import prepare
 from raygenre.storage import Location
 
 CFG = Config().replace(model="mlp", features="waveform", hidden=(4,))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.features import FEATURES, build_features, feature_shape
-from raygenre.models import (
+from raygenre.data.features import FEATURES, build_features, feature_shape
+from raygenre.training.models import (
     _POOLS,
     ACTIVATIONS,
     CNN1_CONVS,
@@ -17,7 +17,13 @@ from raygenre.models import (
     conv_stack_shape,
     n_params,
 )
-from raygenre.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, step_scheduler
+from raygenre.training.optim import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    build_optimizer,
+    build_scheduler,
+    step_scheduler,
+)
 
 N = 22_050  # one second keeps these fast; shapes scale the same way
 SMALL = {"n_fft": 126, "hop_length": 512}

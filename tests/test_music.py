@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from raygenre import music
 from raygenre.config import ConfigError
-from raygenre.data import discover
+from raygenre.data import music
+from raygenre.data.sets import discover
 from raygenre.sweep.inputs import data_root
 
 from .conftest import nearest_centroid_accuracy
@@ -339,8 +339,8 @@ def test_no_work_is_split_across_train_val_test(music_full: Path, tmp_path: Path
     one split, for the seed a sweep uses and others; each class keeps near 10 % of its tracks
     in val and in test, at least 2; and no melody is in the set twice."""
     from raygenre.config import Config
-    from raygenre.data import prepare, read_split, split_tracks
-    from raygenre.splits import read_groups, split_by_group
+    from raygenre.data.sets import prepare, read_split, split_tracks
+    from raygenre.data.splits import read_groups, split_by_group
 
     rows = _manifest(music_full)
     work = {r["file"]: r["work"] for r in rows}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from raygenre.gridfile import list_grids, load_grid
+from raygenre.grid.file import list_grids, load_grid
 
 from .conftest import run_cli
 

@@ -10,8 +10,8 @@ import pytest
 
 import raygenre
 from raygenre.config import PRESETS, ConfigError
-from raygenre.gridfile import load_grid
-from raygenre.options import RunOptions
+from raygenre.grid.file import load_grid
+from raygenre.grid.options import RunOptions
 from raygenre.sweep.tuner import check_before_start, possible_presets
 
 

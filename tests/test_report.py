@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raygenre.gridfile import Grid, Objective
+from raygenre.grid.file import Grid, Objective
 from raygenre.report.evaluate import scores, track_votes
 from raygenre.report.records import (
     TrialRecord,
@@ -20,7 +20,7 @@ from raygenre.report.records import (
     whole_checkpoints,
 )
 from raygenre.storage import Location
-from raygenre.train import META_FILE, STATE_FILE
+from raygenre.training.loop import META_FILE, STATE_FILE
 
 ACC = Objective("val/acc", "max", "best")  # early stopping: the rule these cases test
 LAST = Objective("val/acc", "max", "last")
@@ -236,8 +236,8 @@ def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
     on the device asked for; the driver's TF32 flags are as before afterwards; the scores are
     those of a plain forward pass in the same arithmetic."""
     from raygenre.config import PRESETS, Config
-    from raygenre.data import prepare, read_split
-    from raygenre.train import build, save_checkpoint
+    from raygenre.data.sets import prepare, read_split
+    from raygenre.training.loop import build, save_checkpoint
 
     # The module, not the function that raygenre.report re-exports under the same name.
     ev = importlib.import_module("raygenre.report.evaluate")

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from raygenre.config import Config
-from raygenre.data import PREPARED_FILES, prepare
-from raygenre.features import FEATURES
-from raygenre.ledger import LEGACY_FILE
+from raygenre.data.features import FEATURES
+from raygenre.data.ledger import LEGACY_FILE
+from raygenre.data.sets import PREPARED_FILES, prepare
 
 from .conftest import history_by_config, kill_tree, write_clip
 from .s3server import WRITES, Fault, FaultProxy, S3Server, with_env
@@ -262,7 +262,13 @@ def test_the_checkpoint_size_the_plan_line_states_is_what_a_checkpoint_weighs(
     writes, for Adam's two moments, SGD's momentum buffer with a weight average, plain SGD."""
     import torch
 
-    from raygenre.train import PREDICTIONS_FILE, STATE_FILE, LocalSeam, checkpoint_bytes, train_loop
+    from raygenre.training.loop import (
+        PREDICTIONS_FILE,
+        STATE_FILE,
+        LocalSeam,
+        checkpoint_bytes,
+        train_loop,
+    )
 
     g = torch.Generator().manual_seed(0)
     data = {s: (torch.randn(n, 2048, generator=g), torch.randint(0, 3, (n,), generator=g))
@@ -281,7 +287,7 @@ def test_the_checkpoint_size_the_plan_line_states_is_what_a_checkpoint_weighs(
 def test_checkpoint_size_is_priced_for_every_feature(features: str) -> None:
     """The plan line prices a checkpoint for every feature in the registry (a mel filterbank
     built on the meta device failed on logmel: the music_search grid could not start)."""
-    from raygenre.train import checkpoint_bytes
+    from raygenre.training.loop import checkpoint_bytes
 
     model = "mlp" if features == "waveform" else "small_cnn"
     cfg = Config(model=model, features=features, hidden=(16,))

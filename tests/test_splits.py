@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from raygenre.config import Config, ConfigError
-from raygenre.data import discover, prepare, read_split, split_tracks
+from raygenre.data.sets import discover, prepare, read_split, split_tracks
+from raygenre.data.splits import GROUPS_FILE, Track, read_split_lists, split_by_group
 from raygenre.errors import DataError
-from raygenre.splits import GROUPS_FILE, Track, read_split_lists, split_by_group
 
 
 def _report(prepared) -> dict[str, str]:

@@ -10,7 +10,7 @@ import pytest
 
 from raygenre import storage
 from raygenre.config import Config
-from raygenre.data import prepare
+from raygenre.data.sets import prepare
 from raygenre.storage import Location, StorageError, check_shared, mirror
 
 

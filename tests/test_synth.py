@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from raygenre import synth
-from raygenre.data import discover
+from raygenre.data import synth
+from raygenre.data.sets import discover
 
 from .conftest import nearest_centroid_accuracy
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.data import prepare, read_split, split_batches
-from raygenre.gridfile import load_grid
+from raygenre.data.sets import prepare, read_split, split_batches
+from raygenre.grid.file import load_grid
 from raygenre.report.uncertainty import METRIC_STAT
 from raygenre.sweep.feed import _with_track_numbers
-from raygenre.train import PREDICTIONS_FILE, LocalSeam, train_loop
-from raygenre.votes import tally_accuracy, track_tally
+from raygenre.training.loop import PREDICTIONS_FILE, LocalSeam, train_loop
+from raygenre.training.votes import tally_accuracy, track_tally
 
 from .conftest import write_clip
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from raygenre import ledger
 from raygenre.config import PRESETS, Config
-from raygenre.data import prepare, read_split, to_tensor
-from raygenre.train import build, save_checkpoint
+from raygenre.data import ledger
+from raygenre.data.sets import prepare, read_split, to_tensor
+from raygenre.training.loop import build, save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 

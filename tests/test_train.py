@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.train import (
+from raygenre.training.loop import (
     EVAL_BATCH,
     META_FILE,
     SCRATCH_PREFIX,
@@ -111,7 +111,7 @@ def test_a_shorter_cell_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler:
     assert same == prefix
     a, b = _weights(short.folder / "epoch_0002"), _weights(long.folder / "epoch_0002")
     assert all(torch.equal(a[k], b[k]) for k in a) == prefix
-    from raygenre.gridfile import reads_epochs
+    from raygenre.grid.file import reads_epochs
 
     assert reads_epochs(Config(scheduler=scheduler)) == (not prefix)
 
@@ -130,7 +130,7 @@ class _Probe(torch.nn.Module):
 
 
 def test_spec_augment_masks_training_batches_only() -> None:
-    from raygenre.features import SpecAugment
+    from raygenre.data.features import SpecAugment
 
     torch.manual_seed(0)
     probe = _Probe()
@@ -191,7 +191,7 @@ def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
 
 
 def test_weight_average_follows_the_weights_and_copies_integer_buffers() -> None:
-    from raygenre.train import WeightAverage
+    from raygenre.training.loop import WeightAverage
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     avg = WeightAverage(net, 0.75)
@@ -229,7 +229,7 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
     # kill -9 or the out-of-memory killer: its folder outlives it.
     child = subprocess.run(
         [sys.executable, "-c", "import os, signal, tempfile; "
-         "from raygenre.train import scratch_prefix; "
+         "from raygenre.training.loop import scratch_prefix; "
          f"d = tempfile.mkdtemp(prefix=scratch_prefix(), dir={str(tmp_path)!r}); "
          "open(os.path.join(d, 'state.pt'), 'wb').write(b'0' * 1000); "
          "os.kill(os.getpid(), signal.SIGKILL)"], check=False)
@@ -263,7 +263,7 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
 @pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
                     reason="giving a folder to another user takes root")
 def test_another_users_orphaned_scratch_is_left_to_them(tmp_path) -> None:
-    from raygenre.train import remove_orphaned_scratch
+    from raygenre.training.loop import remove_orphaned_scratch
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -288,7 +288,7 @@ def _music_like(n_train: int = 36, n_val: int = 20, samples: int = 44100) -> dic
 def _small_cnn(**kw) -> tuple[Config, dict]:
     """grids/best.yaml's small_cnn recipe (the CPU preset), shrunk to a test's size."""
     from raygenre.config import PRESETS
-    from raygenre.features import band_stats, feature_key
+    from raygenre.data.features import band_stats, feature_key
 
     cfg = Config().replace(**PRESETS["cpu"]).replace(**{
         "model": "small_cnn", "features": "semitone", "pitch_shift": 2, "band_norm": True,
@@ -307,7 +307,7 @@ def test_held_features_are_the_per_batch_features_bit_for_bit(features: str,
     """Every batch the loop reads from held features is, bit for bit, what computing the batch
     from its waveforms gives: shuffled train batches of 8 (30 rows: the pass's tail is topped
     up to 8, each epoch's short last batch is computed) and validation's own batches."""
-    from raygenre.train import HeldFeatures
+    from raygenre.training.loop import HeldFeatures
 
     cfg, rt = _small_cnn(features=features, pitch_shift=0)
     feats, _ = build(cfg, rt)
@@ -357,7 +357,7 @@ def test_a_loop_on_held_features_gives_the_per_batch_loops_numbers_and_resumes_e
     label smoothing, cosine), 3 epochs three ways: features computed every batch (the loop
     before #26: no memory for held features), held, and held but killed after epoch 1 and
     resumed. Same metrics, same validation predictions, same weights, bit for bit."""
-    from raygenre import train
+    from raygenre.training import loop as train
 
     cfg, rt = _small_cnn()
     config = {**cfg.to_dict(), **rt}
@@ -396,8 +396,8 @@ def test_a_loop_on_held_features_gives_the_per_batch_loops_numbers_and_resumes_e
 
 def test_features_are_held_only_where_fixed_per_segment_numbered_and_within_budget(
         monkeypatch) -> None:
-    from raygenre import train
-    from raygenre.train import hold_features
+    from raygenre.training import loop as train
+    from raygenre.training.loop import hold_features
 
     data = _music_like()
     splits = {"train": (8, True), "val": (EVAL_BATCH, False)}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from raygenre import ledger
 from raygenre.config import Config, ConfigError
-from raygenre.data import prepare
-from raygenre.gridfile import Grid, load_grid
+from raygenre.data import ledger
+from raygenre.data.sets import prepare
+from raygenre.grid.file import Grid, load_grid
 from raygenre.report import held_out_summary
 from raygenre.report.evaluate import predict
 from raygenre.report.records import TrialRecord
@@ -30,7 +30,7 @@ from raygenre.report.uncertainty import (
     track_stats,
 )
 from raygenre.report.verdict import ReportError, carried_choice, judge
-from raygenre.train import ValPredictions, build, save_checkpoint
+from raygenre.training.loop import ValPredictions, build, save_checkpoint
 
 CLASSES, TRACKS, SEGMENTS = 10, 6, 6
 

@@ -2,6 +2,8 @@
 
 The report knows nothing of Ray: it reads trial records (records.py) that the sweep builds from
 Tune's results, and checkpoint folders through `Location`.
+May import: raygenre.config, .errors, .storage, .paths, raygenre.data, raygenre.training,
+raygenre.grid. Never sweep/ and never Ray (a results folder is read on machines without Ray).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from raygenre import ledger, legacy
 from raygenre.config import Config
-from raygenre.data import Prepared, split_batches
+from raygenre.data import ledger
+from raygenre.data.sets import Prepared, split_batches
 from raygenre.errors import NoResults
-from raygenre.gridfile import Grid
+from raygenre.grid.file import Grid
 from raygenre.paths import RunPaths
+from raygenre.report import legacy
 from raygenre.report.evaluate import evaluate
 from raygenre.report.index import write_index
 from raygenre.report.plots import pipeline_plot, plot_all
@@ -40,7 +43,7 @@ from raygenre.report.uncertainty import (
     track_stats,
 )
 from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
-from raygenre.train import PREDICTIONS_FILE, ValPredictions
+from raygenre.training.loop import PREDICTIONS_FILE, ValPredictions
 
 __all__ = ["CELLS_FILE", "TEST_PREDICTIONS", "NoResults", "SweepFacts", "TrialRecord", "evaluate",
            "read_test_predictions", "write_index", "write_pipeline", "write_results"]

@@ -9,11 +9,11 @@ from typing import Any
 
 import torch
 
-from raygenre import ledger
-from raygenre.data import Prepared, split_batches, to_tensor
+from raygenre.data import ledger
+from raygenre.data.sets import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
-from raygenre.train import autocast, checkpoint_scratch, load_checkpoint
-from raygenre.votes import track_votes
+from raygenre.training.loop import autocast, checkpoint_scratch, load_checkpoint
+from raygenre.training.votes import track_votes
 
 
 def scores(probs: torch.Tensor, labels: torch.Tensor, tracks: list[str], genres: list[str],
@@ -64,7 +64,7 @@ def predict(checkpoint: Location | Path, prepared: Prepared, split: str = "test"
     `eval_device()`), in the trial's own arithmetic (precision, TF32).
 
     The one reader of the test split: a read names its `reader` (what and why) and is entered
-    in the split's ledger (raygenre.ledger: the cache's, and the storage's where the sweep
+    in the split's ledger (raygenre.data.ledger: the cache's, and the storage's where the sweep
     handed the set with one) before any prediction is made."""
     if split == "test":
         if not reader:

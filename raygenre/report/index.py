@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from raygenre import legacy
+from raygenre.report import legacy
 from raygenre.report.tables import fmt
 
 STYLE = """

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from raygenre.config import METRICS
-from raygenre.gridfile import Grid, Objective, best_epoch
+from raygenre.grid.file import Grid, Objective, best_epoch
 from raygenre.paths import epoch_dir
 from raygenre.storage import Location
-from raygenre.train import META_FILE, STATE_FILE
+from raygenre.training.loop import META_FILE, STATE_FILE
 
 
 @dataclass

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from raygenre.config import Config
-from raygenre.data import Prepared
-from raygenre.gridfile import Grid
+from raygenre.data.sets import Prepared
+from raygenre.grid.file import Grid
 from raygenre.report.uncertainty import METHOD, describe
 
 

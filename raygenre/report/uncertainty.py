@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from raygenre.votes import track_votes
+from raygenre.training.votes import track_votes
 
 # 2 000 draws put the Monte Carlo error of a 2.5 % tail near 0.003 in accuracy on a 20-track
 # split, well under one track's 0.05; they cost ~10 ms per cell here.

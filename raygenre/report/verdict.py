@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from raygenre.gridfile import Grid
+from raygenre.grid.file import Grid
 from raygenre.report.records import TrialRecord, pick_best
 from raygenre.report.tables import fmt
 from raygenre.report.uncertainty import (
@@ -32,7 +32,7 @@ from raygenre.report.uncertainty import (
     selection,
     track_stats,
 )
-from raygenre.train import ValPredictions
+from raygenre.training.loop import ValPredictions
 
 REPLICATE_KEY = "seed"  # configurations that differ only in it are replicates of one
 

@@ -1,4 +1,5 @@
 """The sweep: everything that knows about Ray: Tune, Ray Data and (data-parallel trials) Train.
+May import every other package of raygenre; it is the only one that imports Ray.
 
 cli (the command) -> pipeline (`all`) -> tuner (one sweep: data, checks, Tuner.fit)
   plan: how many trials at once, each how big, from the nodes Ray reports

@@ -12,7 +12,7 @@ from typing import Any
 from ray import tune
 
 from raygenre.config import METRICS
-from raygenre.gridfile import packed_cells, unpack
+from raygenre.grid.file import packed_cells, unpack
 from raygenre.sweep.loggers import Member, MemberCallback
 
 

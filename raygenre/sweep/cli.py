@@ -18,8 +18,8 @@ from typing import NoReturn
 
 from raygenre.config import PRESETS, ConfigError
 from raygenre.errors import DataError, Interrupted, NoResults
-from raygenre.gridfile import list_grids, load_grid, resolve_base
-from raygenre.options import RunOptions
+from raygenre.grid.file import list_grids, load_grid, resolve_base
+from raygenre.grid.options import RunOptions
 from raygenre.paths import default_cache, default_storage
 from raygenre.sweep.engine import execute
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from raygenre.errors import DataError
-from raygenre.gridfile import load_grid
-from raygenre.options import RunOptions
+from raygenre.grid.file import load_grid
+from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
 from raygenre.storage import Location, check_places
 from raygenre.sweep import run_state

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import torch
 
 from raygenre.config import Config
-from raygenre.data import Prepared
-from raygenre.gridfile import TrialPlan
-from raygenre.optim import build_optimizer
+from raygenre.data.sets import Prepared
+from raygenre.grid.file import TrialPlan
 from raygenre.sweep.plan import Plan
-from raygenre.train import build
+from raygenre.training.loop import build
+from raygenre.training.optim import build_optimizer
 
 TIMED_BATCH = 8  # small: at the study's 201x552 a CNN1 batch of 32 takes seconds on a CPU
 LONG_MIN = 60.0  # beyond this, say so and name the cheaper ways

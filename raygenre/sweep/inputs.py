@@ -10,15 +10,15 @@ from typing import Any
 
 import torch
 
-from raygenre import synth
 from raygenre.config import Config, ConfigError
-from raygenre.data import Prepared, prepare, split_batches, to_tensor
-from raygenre.features import band_stats, build_augment, feature_key, feature_shape
-from raygenre.gridfile import Grid
-from raygenre.models import build_model
+from raygenre.data import synth
+from raygenre.data.features import band_stats, build_augment, feature_key, feature_shape
+from raygenre.data.sets import Prepared, prepare, split_batches, to_tensor
+from raygenre.data.splits import read_split_lists
+from raygenre.grid.file import Grid
 from raygenre.paths import default_cache
-from raygenre.splits import read_split_lists
 from raygenre.storage import Location, local_mirror_dir, mirror
+from raygenre.training.models import build_model
 
 # Smoke runs: a deterministic sample small enough for tests (2 train tracks per genre, 2 segments
 # each), still through every stage.
@@ -56,7 +56,7 @@ def data_root(data: str | None, cache: Path) -> Path:
         raise ConfigError(f"--data {data}: unknown built-in set; choose one of "
                           f"{', '.join(BUILTIN_SETS)}")
     if data == "builtin:music":
-        from raygenre import music
+        from raygenre.data import music
 
         try:
             root = music.ensure_builtin(cache)

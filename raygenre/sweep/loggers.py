@@ -38,7 +38,7 @@ from typing import Any
 from ray import tune
 
 from raygenre.config import METRICS, ConfigError
-from raygenre.gridfile import best_epoch, unpack
+from raygenre.grid.file import best_epoch, unpack
 from raygenre.paths import RunPaths
 from raygenre.report.records import member_ids
 

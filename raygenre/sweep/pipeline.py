@@ -16,8 +16,8 @@ from typing import Any
 from ray import tune
 
 from raygenre.config import ConfigError
-from raygenre.gridfile import load_grid
-from raygenre.options import RunOptions
+from raygenre.grid.file import load_grid
+from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths, default_storage
 from raygenre.report import write_pipeline
 from raygenre.storage import Location, StorageError, check_places

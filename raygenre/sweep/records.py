@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raygenre.gridfile import Objective, best_epoch, unpack
+from raygenre.grid.file import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths
 from raygenre.report.records import TrialRecord, best_of, whole_checkpoints
 from raygenre.storage import Location
-from raygenre.train import META_FILE
+from raygenre.training.loop import META_FILE
 
 
 def trial_dirname(trial: Any) -> str:

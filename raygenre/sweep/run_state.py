@@ -14,8 +14,8 @@ import shutil
 from typing import Any
 
 from raygenre.config import Config, ConfigError
-from raygenre.data import Prepared
-from raygenre.gridfile import Grid
+from raygenre.data.sets import Prepared
+from raygenre.grid.file import Grid
 from raygenre.paths import RunPaths
 from raygenre.storage import Location, StorageError
 from raygenre.sweep.inputs import BUILTIN_SETS

@@ -27,13 +27,13 @@ import ray
 import torch
 from ray import tune
 
-from raygenre.gridfile import Objective, best_epoch, unpack
+from raygenre.grid.file import Objective, best_epoch, unpack
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
 from raygenre.sweep.cluster import CPU_FOR_MISSING_GPU
 from raygenre.sweep.feed import HeldSplit, torch_batches
 from raygenre.sweep.plan import Plan
-from raygenre.train import META_FILE, read_meta, train_loop
+from raygenre.training.loop import META_FILE, read_meta, train_loop
 
 
 class MemberPins:

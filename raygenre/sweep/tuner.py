@@ -12,12 +12,13 @@ from typing import Any
 import ray
 from ray import tune
 
-from raygenre import ledger, report
+from raygenre import report
 from raygenre.config import PRESETS, Config, ConfigError
-from raygenre.data import Prepared
+from raygenre.data import ledger
+from raygenre.data.sets import Prepared
 from raygenre.errors import Interrupted
-from raygenre.gridfile import CELLS_KEY, Grid, TrialPlan, describe_trials, resolve_base, unpack
-from raygenre.options import RunOptions
+from raygenre.grid.file import CELLS_KEY, Grid, TrialPlan, describe_trials, resolve_base, unpack
+from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, loggers, run_state
 from raygenre.sweep.asha import ResumableASHA, stopped_trials
@@ -33,7 +34,7 @@ from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, nodes_from_ray, plan_resources
 from raygenre.sweep.records import trial_dirname, trial_records
 from raygenre.sweep.runners import train_trial
-from raygenre.train import checkpoint_bytes
+from raygenre.training.loop import checkpoint_bytes
 
 
 def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:

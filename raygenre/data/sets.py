@@ -34,9 +34,7 @@ import soundfile as sf
 import torch
 
 from raygenre.config import Config
-from raygenre.deps import torchaudio
-from raygenre.errors import DataError
-from raygenre.splits import (
+from raygenre.data.splits import (
     GROUPS_FILE,
     GTZAN_WARNING,
     SplitLists,
@@ -49,6 +47,8 @@ from raygenre.splits import (
     read_groups,
     split_by_group,
 )
+from raygenre.deps import torchaudio
+from raygenre.errors import DataError
 from raygenre.storage import Location, StorageError
 
 AUDIO_EXTS = (".au", ".wav", ".flac", ".ogg", ".mp3")
@@ -193,7 +193,7 @@ class Prepared:
     reused: bool
     split: str = "random by track"  # how tracks were assigned to splits, in words
     # Storage folders (--storage) that keep this set's test ledger besides the cache
-    # (raygenre.ledger.at); the sweep adds its own.
+    # (raygenre.data.ledger.at); the sweep adds its own.
     ledger_at: tuple[str, ...] = ()
 
     def split_path(self, split: str) -> Path:
@@ -370,7 +370,7 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
             "counts": counts, "settings": settings, "skipped": len(skipped), "split": how,
             "notes": len(notes),
-            # The test split by content, the key of its ledger (raygenre.ledger).
+            # The test split by content, the key of its ledger (raygenre.data.ledger).
             "test_digests": {t.track_id: digests[t.track_id] for t in usable
                              if split_of[t.track_id] == "test"}}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))

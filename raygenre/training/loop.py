@@ -31,16 +31,16 @@ import torch.distributed as dist
 from torch import nn
 
 from raygenre.config import Config
-from raygenre.features import (
+from raygenre.data.features import (
     PER_SEGMENT,
     build_augment,
     build_features,
     feature_key,
     feature_shape,
 )
-from raygenre.models import build_model
-from raygenre.optim import build_optimizer, build_scheduler, step_scheduler
-from raygenre.votes import tally_accuracy, track_tally
+from raygenre.training.models import build_model
+from raygenre.training.optim import build_optimizer, build_scheduler, step_scheduler
+from raygenre.training.votes import tally_accuracy, track_tally
 
 # Keys a sweep adds to the config that are facts of the data and machine, not hyperparameters.
 RUNTIME_KEYS = ("num_classes", "segment_samples", "threads", "band_stats")

@@ -516,7 +516,7 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_class: int = TRACKS_
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    # What the data preparation reads (raygenre.splits.GROUPS_FILE): one work, one split.
+    # What the data preparation reads (raygenre.data.splits.GROUPS_FILE): one work, one split.
     with open(tmp / "groups.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "group"])
@@ -542,12 +542,12 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_class: int = TRACKS_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m raygenre.music [--cache DIR] [--workers N]`: render the set ahead of time."""
+    """`python -m raygenre.data.music [--cache DIR] [--workers N]`: render the set ahead of time."""
     import argparse
 
     from raygenre.paths import default_cache
 
-    p = argparse.ArgumentParser(prog="python -m raygenre.music", description=__doc__.split(
+    p = argparse.ArgumentParser(prog="python -m raygenre.data.music", description=__doc__.split(
         "\n\n")[0])
     p.add_argument("--cache", default=str(default_cache()))
     p.add_argument("--workers", type=int, help="processes (default: this machine's cores)")

@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from raygenre import features, models, optim
 from raygenre.config import (
     DATA_KEYS,
     FIELDS,
@@ -34,6 +33,8 @@ from raygenre.config import (
     check_config,
     check_deltas,
 )
+from raygenre.data import features
+from raygenre.training import models, optim
 
 
 @dataclass(frozen=True)
