@@ -33,7 +33,9 @@ FAKE_HEAD_NODE_ID = "f" * 51 + "00000"
 # Scaled to this 2-core machine: every fake node is a raylet and its workers here, and a trial
 # holds one CPU, so each node type gets one CPU whatever it declares (GPUs are only numbers to
 # the scheduler and stay as declared). At most two worker nodes of a type and three in all: two
-# trials at once, and a replacement while a killed node is still counted.
+# trials at once, and a replacement while a killed node is still counted (Ray's autoscaler v1
+# keeps a node its provider lists until it has missed heartbeats for
+# AUTOSCALER_HEARTBEAT_TIMEOUT_S, 30 s: autoscaler.py, terminate_unhealthy_nodes).
 NODE_CPUS = 1
 MAX_PER_TYPE = 2
 MAX_WORKERS = 3
@@ -101,6 +103,7 @@ class FakeCluster:
     init: subprocess.Popen
     log: Path
     tmp: Path  # RAY_TMPDIR: its session folder, the driver's staging folder included
+    dashboard: str  # its dashboard's URL, where Ray's state API (ray.util.state) answers
 
     def processes(self) -> list[psutil.Process]:
         """Every process of the cluster (the namespace's, from outside it)."""
@@ -124,38 +127,39 @@ class FakeCluster:
                 return p
         raise AssertionError(f"no process of the fake cluster has pid {ns_pid} in it")
 
-    def trial_nodes(self) -> dict[int, int]:
-        """{pid in the cluster: host pid of its node's raylet} for every trial process (Tune's
-        function trainable, `ImplicitFunc`) alive now."""
-        out = {}
-        for p in self.processes():
-            try:
-                if "ImplicitFunc" not in p.name() + " ".join(p.cmdline()):
-                    continue
-                status = Path(f"/proc/{p.pid}/status").read_text()
-                ns_pid = int(next(line.split()[-1] for line in status.splitlines()
-                                  if line.startswith("NSpid:")))
-                parent = p.parent()
-                while parent is not None and parent.name() != "raylet":
-                    parent = parent.parent()
-            except (psutil.NoSuchProcess, OSError):
-                continue
-            if parent is not None:
-                out[ns_pid] = parent.pid
-        return out
-
     def worker_raylets(self) -> list[psutil.Process]:
         """The raylets of the nodes the autoscaler added (not the head's)."""
-        out = []
+        return list(self.worker_nodes().values())
+
+    def worker_nodes(self) -> dict[str, psutil.Process]:
+        """{Ray node id: raylet} of the nodes the autoscaler added and alive now. The fake
+        provider gives each node it launches a new id (RAY_OVERRIDE_NODE_ID_FOR_TESTING in its
+        raylet's environment, ...00001, ...00002 in launch order; node_provider.py), the id Ray
+        and its state API know it by."""
+        out = {}
         for p in self.processes():
             try:
                 # The head's raylet carries the fake head id; each added node its own.
                 node_id = p.environ().get("RAY_OVERRIDE_NODE_ID_FOR_TESTING")
                 if p.name() == "raylet" and node_id not in (None, FAKE_HEAD_NODE_ID):
-                    out.append(p)
+                    out[node_id] = p
             except psutil.NoSuchProcess:
                 pass
         return out
+
+    def state(self) -> tuple[dict[str, Any], dict[int, Any]]:
+        """What Ray's public state API says now: every node it has known, dead ones included
+        ({node id: NodeState}, with start_time_ms and end_time_ms), and every Tune function
+        trial process it has known ({pid in the cluster: ActorState}, with node_id). Asked of
+        the dashboard over HTTP: this process need not join the cluster."""
+        from ray.util.state import list_actors, list_nodes
+
+        nodes = {n.node_id: n for n in list_nodes(address=self.dashboard, detail=True,
+                                                  limit=1000)}
+        actors = {a.pid: a for a in list_actors(address=self.dashboard, detail=True,
+                                                limit=10000)
+                  if a.class_name == "ImplicitFunc" and a.pid}
+        return nodes, actors
 
     def stop(self) -> None:
         """Kill the namespace's first process (unshare's child): the kernel then kills every
@@ -199,6 +203,7 @@ def start(workdir: Path, cluster_yaml: Path, env: dict[str, str],
               if k not in ("CPU", "GPU", "object_store_memory")}
     # Ray's session folders, this cluster's own; short, for its sockets' paths (107 bytes).
     tmp = Path(tempfile.mkdtemp(prefix="rgfc-", dir="/tmp"))
+    dashboard_port = free_port()
     cluster_env = {
         **env, "HOME": str(home), "RAY_TMPDIR": str(tmp),
         "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
@@ -214,7 +219,7 @@ def start(workdir: Path, cluster_yaml: Path, env: dict[str, str],
            f"--port={port}", f"--autoscaling-config={bootstrap}",
            f"--num-cpus={head['CPU']:g}", f"--num-gpus={head.get('GPU', 0):g}",
            f"--object-store-memory={OBJECT_STORE_BYTES}",
-           f"--dashboard-host={ip}", f"--dashboard-port={free_port()}",
+           f"--dashboard-host={ip}", f"--dashboard-port={dashboard_port}",
            f"--dashboard-agent-listen-port={free_port()}",
            f"--dashboard-agent-grpc-port={free_port()}",
            f"--ray-client-server-port={free_port()}",
@@ -229,7 +234,8 @@ def start(workdir: Path, cluster_yaml: Path, env: dict[str, str],
                             env=cluster_env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     cluster = FakeCluster(f"{ip}:{port}", {**env, "HOME": str(home), "RAY_TMPDIR": str(tmp),
-                                           "RAY_AUTH_MODE": "disabled"}, init, log, tmp)
+                                           "RAY_AUTH_MODE": "disabled"}, init, log, tmp,
+                          f"http://{ip}:{dashboard_port}")
     deadline = time.time() + timeout
     while "Ray runtime started" not in log.read_text():
         if init.poll() is not None or time.time() > deadline:
@@ -239,16 +245,17 @@ def start(workdir: Path, cluster_yaml: Path, env: dict[str, str],
     return cluster
 
 
-def kill_node_of(cluster: FakeCluster, ns_pid: int) -> psutil.Process:
+def kill_node_of(cluster: FakeCluster, ns_pid: int) -> str:
     """SIGKILL the raylet of the node running the process the cluster knows as `ns_pid`, and
     every process it started (its workers and agents) at once: the node is gone, as a
-    reclaimed spot instance is."""
+    reclaimed spot instance is. Returns the node's Ray id."""
     raylet: psutil.Process | None = cluster.host_process(ns_pid)
     while raylet is not None and raylet.name() != "raylet":
         raylet = raylet.parent()
     if raylet is None:
         raise AssertionError(f"process {ns_pid} runs on no raylet of the fake cluster")
-    assert raylet in cluster.worker_raylets(), "the trial runs on the head, not a worker node"
+    node_id = next((n for n, p in cluster.worker_nodes().items() if p == raylet), None)
+    assert node_id is not None, "the trial runs on the head, not a worker node"
     victims = [raylet, *raylet.children(recursive=True)]
     for p in victims:
         try:
@@ -256,5 +263,4 @@ def kill_node_of(cluster: FakeCluster, ns_pid: int) -> psutil.Process:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(victims, timeout=30)
-    return raylet
-
+    return node_id

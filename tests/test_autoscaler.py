@@ -13,7 +13,6 @@ import csv
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -82,43 +81,35 @@ def test_autoscaled_gpu_nodes_and_a_reclaimed_node_lose_at_most_one_epoch(
         assert cluster.worker_raylets() == [], "a worker node before any trial asked for one"
         # The smoke run's grid and settings (its cache too): its history is the reference.
         # The preset is named: with a GPU per trial, "auto" would pick the study's.
+        # One trial at a time: the cluster then holds exactly the node the running trial
+        # needs, so when that node is lost no other node can take the trial (no idle node, no
+        # other trial's finished process for Tune to reuse) and its retry waits for a node the
+        # autoscaler launches after the loss. (Tune's variant generator makes the next trial
+        # only once the running one is done, retries included: tune/search/basic_variant.py.)
         args = ["batch_epoch", "--smoke", "--preset", "cpu", "--address", cluster.address,
                 "--storage", storage, "--cache", str(smoke_run["base"] / "cache"),
-                "--results", str(tmp_path / "results")]
+                "--results", str(tmp_path / "results"), "--max-concurrent", "1"]
         env = {**cluster.env, "PYTHONUNBUFFERED": "1", CPU_FOR_MISSING_GPU: "1"}
         proc = subprocess.Popen([sys.executable, "-m", "raygenre.grid", *args], cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        # Which node each trial process ran on, looked up while it runs.
-        seen: dict[int, int] = {}
-        watching = threading.Event()
-        watching.set()
-
-        def watch() -> None:
-            while watching.is_set():
-                seen.update(cluster.trial_nodes())
-                time.sleep(0.5)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
         try:
             lines = _read_until(proc, " epoch 1/2", timeout=600)
             victim_trial, _ = _epoch_line(lines[-1])  # type: ignore[misc]
             victim_pid = _driver_results(cluster, victim_trial)[-1]["pid"]
-            raylets_before = {p.pid for p in cluster.worker_raylets()}
-            killed = fakecluster.kill_node_of(cluster, victim_pid)
+            before = set(cluster.worker_nodes())
             t_kill = time.time()
+            killed = fakecluster.kill_node_of(cluster, victim_pid)
             out = _finish(proc, 600)
             t_done = time.time()
         finally:
-            watching.clear()
-            watcher.join(timeout=30)
             if proc.poll() is None:
                 proc.kill()
         log = "".join(lines) + out
         (tmp_path / "sweep.log").write_text(log)
         assert proc.returncode == 0, log[-5000:]
-        raylets_after = {p.pid for p in cluster.worker_raylets()}
+        after = set(cluster.worker_nodes())
+        nodes, actors = cluster.state()
     finally:
         cluster.stop()
     wall = time.time() - t0
@@ -126,24 +117,30 @@ def test_autoscaled_gpu_nodes_and_a_reclaimed_node_lose_at_most_one_epoch(
     # Trials were sized for cluster.yaml's GPU type before any GPU node existed, and its
     # requests brought the nodes: a GPU each, on the CPU because torch sees no GPU here.
     assert "no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes" in log
-    assert "1 GPU, 1 torch thread(s))" in log
+    assert "1 trial(s) at once, each one process (1 CPU, 1 GPU, 1 torch thread(s))" in log
     assert f"[ray] {CPU_FOR_MISSING_GPU}=1" in log
-    assert len(raylets_before) >= 2, "the two trials' requests did not add two GPU nodes"
-    assert killed.pid in raylets_before and killed.pid not in raylets_after
+    # At the kill the cluster was the head and the one node the trial's request had added:
+    # nothing else could take the trial.
+    assert before == {killed}, (before, killed)
+    assert killed not in after and nodes[killed].state == "DEAD"
 
     # The killed trial went on from its checkpoint of epoch 1: its next epoch line is epoch 2,
     # none says epoch 1 again, and epoch 2 came from another process than the killed one.
-    after = [e for line in out.splitlines() if (e := _epoch_line(line)) and e[0] == victim_trial]
-    assert after and after[0] == (victim_trial, 2), (after, log[-4000:])
-    assert (victim_trial, 1) not in after
+    trial_lines = [e for line in out.splitlines()
+                   if (e := _epoch_line(line)) and e[0] == victim_trial]
+    assert trial_lines and trial_lines[0] == (victim_trial, 2), (trial_lines, log[-4000:])
+    assert (victim_trial, 1) not in trial_lines
     rows = [json.loads(x) for x in s3.client().get_object(
         Bucket=bucket, Key=f"runs/batch_epoch-smoke/{victim_trial}/result.json")["Body"]
         .read().decode().splitlines() if x.strip()]
     assert [r["epoch"] for r in rows] == [1, 2], rows
     assert rows[0]["pid"] == victim_pid and rows[1]["pid"] != victim_pid
-    assert seen[victim_pid] == killed.pid
-    retry_node = seen[rows[1]["pid"]]
-    assert retry_node != killed.pid and retry_node in raylets_after
+    # Where each ran, as Ray's state API recorded it: epoch 1 on the killed node; epoch 2 on
+    # a node that did not exist at the kill (a new id, started after it), alive at the end.
+    assert actors[victim_pid].node_id == killed
+    retry = actors[rows[1]["pid"]].node_id
+    assert retry not in before and retry in after, (retry, before, after)
+    assert nodes[retry].start_time_ms / 1000 > t_kill, (nodes[retry], t_kill)
     # Its checkpoints are in the bucket (nowhere else: the nodes share no disk).
     assert any(k.startswith(f"runs/batch_epoch-smoke/{victim_trial}/checkpoint_")
                for k in s3.keys(bucket, "runs/"))
@@ -160,5 +157,7 @@ def test_autoscaled_gpu_nodes_and_a_reclaimed_node_lose_at_most_one_epoch(
     with open(out_dir / "cells.csv") as f:
         assert all(c["status"] == "completed" for c in csv.DictReader(f))
     print(f"fake cluster: {wall:.0f} s in all; the sweep went on {t_done - t_kill:.0f} s "
-          f"after the kill; worker nodes {len(raylets_before)} at the kill, the retry on a "
-          f"{'new' if retry_node not in raylets_before else 'surviving'} one")
+          f"after the kill; the retry's node {retry[-5:]} started "
+          f"{nodes[retry].start_time_ms / 1000 - t_kill:.1f} s after the kill of {killed[-5:]}; "
+          f"worker nodes in all: "
+          f"{sorted(n[-5:] for n in nodes if n != fakecluster.FAKE_HEAD_NODE_ID)}")
