@@ -221,18 +221,24 @@ def cli_arguments() -> list[tuple[str, dict[str, Any]]]:
     """(--flag, argparse keywords) of every option, for `argparse.add_argument`."""
     out = []
     for f in option_fields():
-        kind, meta = _hint(f), f.metadata
-        help_text = meta["help"]() if callable(meta["help"]) else meta["help"]
-        kwargs: dict[str, Any] = {"help": help_text, "default": f.default}
+        kwargs: dict[str, Any] = {"help": _help(f), "default": f.default}
+        kind = _hint(f)
         if kind is bool:
             kwargs["action"] = "store_true"
         elif kind in (int, float):
             kwargs["type"] = kind
-        kwargs.update(meta["cli"])
-        if "nargs" in kwargs or "action" in kwargs and kwargs["action"] != "store_true":
+        kwargs.update(f.metadata.get("cli", {}))
+        if "nargs" in kwargs or kwargs.get("action", "store_true") != "store_true":
             kwargs.pop("type", None)
         out.append((f"--{_flag(f.name)}", kwargs))
     return out
+
+
+def _help(f: Field) -> str:
+    """An option's help (a plain field, declared without `option`, has none: the test of the
+    options asks for it)."""
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
 
 
 def api_signature(returns: Any) -> inspect.Signature:
@@ -242,7 +248,7 @@ def api_signature(returns: Any) -> inspect.Signature:
                                 annotation=str | os.PathLike[str])]
     params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                  annotation=hints[f.name])
-               for f in option_fields() if f.metadata["api"]]
+               for f in option_fields() if f.metadata.get("api", True)]
     return inspect.Signature(params, return_annotation=returns)
 
 
@@ -250,9 +256,8 @@ def api_help() -> str:
     """Each keyword of `raygenre.run` and what it does, for its docstring."""
     lines = []
     for f in option_fields():
-        if f.metadata["api"]:
-            text = f.metadata["help"]() if callable(f.metadata["help"]) else f.metadata["help"]
-            lines.append(textwrap.fill(f"{f.name}: {text}", width=96, initial_indent="    ",
+        if f.metadata.get("api", True):
+            lines.append(textwrap.fill(f"{f.name}: {_help(f)}", width=96, initial_indent="    ",
                                        subsequent_indent="        "))
     return "\n".join(lines)
 
