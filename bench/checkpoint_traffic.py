@@ -12,7 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from raygenre.config import PRESETS
-from raygenre.grid.file import load_grid, resolve_base
+from raygenre.grid.file import load_grid
+from raygenre.grid.resolved import resolve
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
 from raygenre.sweep.tuner import checkpoint_traffic
@@ -24,13 +25,13 @@ def main() -> None:
     ap.add_argument("--preset", default="study", choices=list(PRESETS))
     args = ap.parse_args()
     grid = load_grid(args.grid)
-    base = resolve_base(grid, args.preset, None)
+    sweep = resolve(grid, args.preset, None)
+    base = sweep.base
     segment = int(round(base.segment_seconds * base.sample_rate))
     prepared = SimpleNamespace(genres=tuple(range(10)), counts={"val": 600},
                                segment_samples=segment)
-    setup = SimpleNamespace(prepared=prepared, plans=grid.trial_plans(base), base=base)
     paths = RunPaths(Location("s3://BUCKET/raygenre/runs"), grid.name, Path("results"))
-    print(f"{args.grid} --preset {args.preset}: {checkpoint_traffic(setup, paths)}")
+    print(f"{args.grid} --preset {args.preset}: {checkpoint_traffic(sweep.plans, prepared, paths)}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ from raygenre.config import Config
 from raygenre.data import synth
 from raygenre.data.features import band_stats, build_augment, feature_key
 from raygenre.data.sets import prepare, read_split, to_tensor
-from raygenre.grid.file import load_grid, resolve_base
+from raygenre.grid.file import load_grid
+from raygenre.grid.resolved import resolve_base
 from raygenre.paths import default_cache
 from raygenre.training import loop as train
 from raygenre.training.loop import EVAL_BATCH, HeldFeatures, LocalSeam, build, make_deterministic

@@ -132,7 +132,8 @@ def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
     earlier call read them (its record in OUT/reads_before.json). Returns the reads found.
     With --report-only nothing is prepared: the record is all it needs."""
     from raygenre.data import ledger
-    from raygenre.grid.file import load_grid, resolve_base
+    from raygenre.grid.file import load_grid
+    from raygenre.grid.resolved import resolve_base
     from raygenre.sweep.inputs import caches, prepare_data
 
     out = Path(args.out)

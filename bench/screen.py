@@ -33,8 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from raygenre.data.sets import Prepared, prepare, read_split, to_tensor  # noqa: E402
-from raygenre.grid.file import best_epoch, load_grid, resolve_base  # noqa: E402
-from raygenre.sweep.inputs import cell_configs, data_root, runtime_facts  # noqa: E402
+from raygenre.grid.file import load_grid  # noqa: E402
+from raygenre.grid.objective import best_epoch  # noqa: E402
+from raygenre.grid.resolved import resolve  # noqa: E402
+from raygenre.sweep.inputs import data_root, runtime_facts  # noqa: E402
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     grid = dataclasses.replace(
         grid, axes={**grid.axes, "seed": seeds},
         variants=tuple(v for v in grid.variants if wanted is None or v["name"] in wanted))
-    base = resolve_base(grid, args.preset, None)
+    sweep = resolve(grid, args.preset, None)
     cache = Path(args.cache)
-    prepared = prepare(data_root(args.data, cache), cache, base)
-    configs = [(row.get("variant"), cfg.seed,
+    prepared = prepare(data_root(args.data, cache), cache, sweep.base)
+    configs = [(cell.variant, cfg.seed,
                 cfg.replace(epochs=args.epochs) if args.epochs else cfg)
-               for row, cfg in cell_configs(grid, base)]
-    runtime = runtime_facts(grid, base, prepared, threads=1)
+               for cell, cfg in sweep.cells]
+    runtime = runtime_facts(sweep, prepared, threads=1)
     print(f"[screen] data and band statistics ready at {time.perf_counter() - t_start:.0f} s; "
           f"{len(configs)} cells, {args.procs} at a time", flush=True)
 

@@ -15,6 +15,7 @@ cells (the main job: 6 trials for 24 cells). raygenre's tables have one row per 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from raygenre.grid.options import DEFAULT_RESULTS, RunOptions
+from raygenre.grid.options import RunOptions, api_help, api_signature
 from raygenre.report import legacy
 
 if TYPE_CHECKING:
@@ -31,28 +32,15 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = None,
-        smoke: bool = False, results: str | os.PathLike[str] = DEFAULT_RESULTS,
-        storage: str | os.PathLike[str] | None = None,
-        cache: str | os.PathLike[str] | None = None, seed: int | None = None,
-        replicates: int | None = None, resume: bool | str = False, fresh: bool = False,
-        preset: str = "auto", grids: str | os.PathLike[str] | None = None,
-        split: str | os.PathLike[str] | None = None, address: str | None = None,
-        workers_per_trial: int = 1, cpus_per_trial: float | None = None,
-        gpus_per_trial: float | None = None, max_concurrent: int | None = None,
-        logger: str | Sequence[str] | None = None) -> Results:
+def run(grid: str | os.PathLike[str], **options: Any) -> Results:
     """Run one sweep of `grid` (a grid name, as `python -m raygenre.grid --list` shows them, or
     a path to a grid .yaml file) and return what it wrote (`Results`, results/<grid>/).
 
-    Each keyword is the command line's option of the same name (`docs/cli.md`): `data` a
-    GTZAN-style folder, a bucket URI or "builtin:music" (default: the built-in synthetic
-    set); `smoke` a few 1-2 epoch cells on a small sample; `results` the folder whose
-    <grid>/ (<grid>-smoke/) gets the tables; `storage` Ray's run folder (default
-    ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run
-    (`resume="auto"`: continues it if there is one, else starts it, so one cell serves a first
-    run and a re-run after a disconnect), `fresh` deletes the stored one first;
-    `logger` "mlflow" and/or "wandb" (a name, a list, or "mlflow,wandb") also logs each cell
-    there (`docs/cli.md`, `--logger`).
+    Each keyword is the command line's option of the same name (`docs/cli.md`; the list
+    below, like the signature, is made from RunOptions' fields): paths may be `Path`s;
+    `resume="auto"` continues a run if there is one, else starts it, so one cell serves a
+    first run and a re-run after a disconnect; `logger` takes a name, a list, or
+    "mlflow,wandb".
 
     Ray: started for the sweep and stopped after it, unless this process had already called
     `ray.init()`, in which case that Ray is used and left running.
@@ -63,19 +51,20 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
     cannot be used; `NoResults` when every trial failed (`load(path).cells` then says why);
     `Interrupted` when the sweep stopped early (call again with `resume=True`). The pipeline
     (`python -m raygenre.grid all`) is the command line's.
+
+    Keywords:
     """
     from raygenre.config import ConfigError
 
+    # The keywords are RunOptions' (its fields' declarations), bound as Python binds a call.
+    bound = inspect.signature(run).bind(grid, **options)
+    bound.apply_defaults()
     if os.fspath(grid) == "all":
         raise ConfigError("raygenre.run runs one grid; the study's pipeline is the command "
                           "line's: python -m raygenre.grid all")
-    opts = RunOptions(grid=os.fspath(grid), data=data, smoke=smoke, results=results,
-                      storage=storage, cache=cache, seed=seed, replicates=replicates,
-                      resume=resume, fresh=fresh, preset=preset, grids=grids, split=split,
-                      address=address, workers_per_trial=workers_per_trial,
-                      cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                      max_concurrent=max_concurrent, logger=logger)
+    opts = RunOptions(**{**bound.arguments, "grid": os.fspath(grid)})
     return run_options(opts)
+
 
 
 def run_options(opts: RunOptions) -> Results:
@@ -189,5 +178,10 @@ def _csv(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path)
     return frame.rename(columns=legacy.columns_of(list(frame.columns)))
 
+
+# help(raygenre.run), an IDE and `inspect.signature` see every keyword, with its type, default
+# and help, from the one declaration of each option (grid.options.RunOptions).
+run.__signature__ = api_signature(Results)  # type: ignore[attr-defined]
+run.__doc__ = (run.__doc__ or "").rstrip() + "\n" + api_help() + "\n"
 
 __all__: Sequence[str] = ["Results", "RunOptions", "load", "run", "run_options"]

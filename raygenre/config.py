@@ -194,10 +194,10 @@ def check_config(cfg: Config, where: str, registries: Mapping[str, Collection[st
     Raises ConfigError naming the key, its value and what is allowed.
 
     The one place these rules live. It is called on finished configs (a grid's base and each of
-    its cells, by gridfile.validate at load), not by `from_dict`/`replace`: a config is built in
-    layers (defaults < preset < grid base < carried keys < --seed < a cell's deltas), and a rule
-    between keys, such as pitch_shift needing the semitone input, holds only once every layer is
-    in.
+    its cells, once per sweep by grid.resolved.resolve), not by `from_dict`/`replace`: a config
+    is built in layers (defaults < preset < grid base < carried keys < --seed < a cell's
+    deltas), and a rule between keys, such as pitch_shift needing the semitone input, holds
+    only once every layer is in.
     """
     # The registries' names are passed in rather than imported: the registries are built on
     # Config and import this module, and a registry that put its names here as a side effect

@@ -286,3 +286,63 @@ def test_api_options_are_checked_before_any_work(kwargs: dict, says: str) -> Non
 def test_the_pipeline_is_the_command_lines() -> None:
     with pytest.raises(ConfigError, match="python -m raygenre.grid all"):
         raygenre.run("all")
+
+
+def test_options_are_declared_once_the_flags_and_keywords_follow() -> None:
+    """Every RunOptions field but `grid` and `command` is a --flag and (but the pipeline's
+    `stages`) a keyword of raygenre.run, with the field's default and help: a field alone adds
+    an option."""
+    import dataclasses
+    import inspect
+
+    from raygenre.grid.options import option_fields
+
+    names = [f.name for f in option_fields()]
+    assert {f.name for f in dataclasses.fields(RunOptions)} - set(names) == {"grid", "command"}
+    flags = {a.dest: a for a in cli.parser()._actions if a.option_strings}
+    assert set(flags) - {"help", "version", "list"} == set(names)
+    params = inspect.signature(raygenre.run).parameters
+    assert list(params) == ["grid", *(n for n in names if n != "stages")]
+    for f in option_fields():
+        assert f.metadata["help"], f"{f.name}: an option needs its help"
+        assert flags[f.name].option_strings == [f"--{f.name.replace('_', '-')}"]
+        default = None if f.name == "logger" else f.default  # argparse appends to a list
+        assert flags[f.name].default == default, f.name
+        if f.name != "stages":
+            assert params[f.name].default == f.default and params[f.name].kind is \
+                inspect.Parameter.KEYWORD_ONLY
+            assert f"{f.name}: " in (raygenre.run.__doc__ or "")
+    assert flags["preset"].choices == ["auto", "study", "cpu"]
+    assert flags["seed"].type is int and flags["cpus_per_trial"].type is float
+    with pytest.raises(TypeError, match="no_such_option"):
+        raygenre.run("batch_epoch", no_such_option=1)
+
+
+def test_a_replicate_count_below_one_is_refused_naming_the_option() -> None:
+    with pytest.raises(ConfigError, match=re.escape("--replicates: an integer of at least 1, "
+                                                    "got 0")):
+        raygenre.run("batch_epoch", replicates=0)
+    assert not ray_running()
+
+
+def test_the_command_runs_every_exit_hook_before_its_quick_exit(tmp_path: Path) -> None:
+    """exit_now skips only the modules' teardown: a hook registered on import (a temporary
+    folder's clean-up, weakref.finalize's) and one registered late still run, and the status
+    is the command's."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "late_hook_ran"
+    script = (
+        "import atexit, pathlib, sys, tempfile\n"
+        "import raygenre\n"
+        "from raygenre.sweep.cli import exit_now\n"
+        "kept = tempfile.TemporaryDirectory()\n"  # cleaned by weakref.finalize's exit hook
+        "print(kept.name)\n"
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text('ran'))\n"
+        "exit_now(3)\n")
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert marker.read_text() == "ran"
+    assert not Path(proc.stdout.strip()).exists()

@@ -242,12 +242,13 @@ def test_empty_grid_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 def test_batch_larger_than_training_split() -> None:
     from raygenre.data.sets import Prepared
     from raygenre.grid.file import load_grid
+    from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_batch_sizes
 
     prepared = Prepared(Path("."), ("a", "b"), 10, {"train": 100, "val": 10, "test": 10}, True)
     with pytest.raises(ConfigError, match="batch_size 128 is larger than the training split "
                                           "\\(100 segments\\)"):
-        check_batch_sizes(load_grid("batch_epoch"), Config(), prepared)
+        check_batch_sizes(resolve(load_grid("batch_epoch"), "study", None), prepared)
 
 
 @pytest.mark.parametrize("grid_text, error", [
@@ -257,30 +258,31 @@ def test_batch_larger_than_training_split() -> None:
      r"g.yaml: cell .*label_smoothing must be in \[0, 1\).*got 1.0"),
     ("grid: {time_crop: [0.5, 1.5]}", r"g.yaml: cell .*time_crop must be in \[0, 1\]"),
 ])
-def test_training_only_knobs_fail_when_the_grid_loads(tmp_path: Path, grid_text: str,
-                                                      error: str) -> None:
-    """Knobs only the training loop reads are judged with every other value, at load: before
-    any data is prepared, not in the pre-flight build."""
+def test_training_only_knobs_fail_when_the_grid_is_resolved(tmp_path: Path, grid_text: str,
+                                                             error: str) -> None:
+    """Knobs only the training loop reads are judged with every other value, when the sweep
+    is resolved: before any data is prepared, not in the pre-flight build."""
     from raygenre.grid.file import load_grid
+    from raygenre.grid.resolved import resolve
 
     (tmp_path / "g.yaml").write_text(grid_text + "\n")
     with pytest.raises(ConfigError, match=error):
-        load_grid(str(tmp_path / "g.yaml"))
+        resolve(load_grid(str(tmp_path / "g.yaml")), "study", None)
 
 
 def test_time_crop_on_a_model_that_cannot_pool_fails_before_any_trial(tmp_path: Path) -> None:
     from raygenre.data.sets import Prepared
     from raygenre.grid.file import load_grid
+    from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_models
 
-    (tmp_path / "g.yaml").write_text("grid: {model: [small_cnn, cnn1]}\n")
+    (tmp_path / "g.yaml").write_text("base: {features: logmel, time_crop: 0.6}\n"
+                                     "grid: {model: [small_cnn, cnn1]}\n")
     prepared = Prepared(Path("."), ("a", "b"), 22_050, {"train": 100, "val": 10, "test": 10},
                         True)
-    base = Config().replace(model="small_cnn", features="logmel", time_crop=0.6,
-                            n_fft=126, hop_length=1024)
     with pytest.raises(ConfigError, match=r"g.yaml: cell .*model': 'cnn1'.*time_crop 0.6 "
                                           r"needs a model that pools over time"):
-        check_models(load_grid(str(tmp_path / "g.yaml")), base, prepared)
+        check_models(resolve(load_grid(str(tmp_path / "g.yaml")), "cpu", None), prepared)
 
 
 def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> None:
@@ -310,10 +312,11 @@ def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> No
     # A full run keeps the clear error (its sample is the whole folder: 8 tracks x 4 train).
     from raygenre.data.sets import Prepared
     from raygenre.grid.file import load_grid
+    from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_batch_sizes
 
     with pytest.raises(ConfigError, match="batch_size 64 is larger than the training split"):
-        check_batch_sizes(load_grid("batch_epoch"), Config(),
+        check_batch_sizes(resolve(load_grid("batch_epoch"), "study", None),
                           Prepared(Path("."), ("a",), 10, {"train": 32}, True))
 
 

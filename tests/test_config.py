@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from raygenre.config import PRESETS, REGISTRY_KEYS, Config, ConfigError, check_config
-from raygenre.grid.file import REGISTRIES, list_grids, load_grid, resolve_base, validate
+from raygenre.grid.file import list_grids, load_grid
+from raygenre.grid.resolved import REGISTRIES, resolve, resolve_base, validate
 
 
 def _grid(tmp_path: Path, text: str) -> Path:
@@ -23,7 +24,7 @@ def test_every_grid_file_loads(name: str) -> None:
     assert g.n_cells >= 1 and g.description
     defaults = Config()
     for preset in ("study", "cpu"):
-        base = resolve_base(g, preset, seed=None)
+        base = resolve(g, preset, seed=None).base
         for f in dataclasses.fields(Config):
             layers = (g.base, PRESETS[preset])  # the grid's own value wins over the preset's
             want = next((layer[f.name] for layer in layers if f.name in layer),
@@ -55,14 +56,14 @@ def test_resolve_base_layers_defaults_preset_grid_carried_seed(tmp_path: Path) -
     assert resolve_base(g, "cpu", seed=9) == base.replace(seed=9)
     # A carried value is checked with the grid's cells, like the grid's own base.
     with pytest.raises(ConfigError, match="epochs must be at least 1"):
-        resolve_base(g, "cpu", seed=None, carried={"epochs": 0})
+        resolve(g, "cpu", seed=None, carried={"epochs": 0})
 
 
 def test_batch_epoch_is_the_study_grid() -> None:
     g = load_grid("batch_epoch")
     assert g.axes == {"batch_size": [16, 20, 32, 64, 128, 256], "epochs": [3, 5, 7, 10]}
     assert g.n_cells == 24 and g.metric == "val/acc" and g.mode == "max"
-    assert g.max_epochs(Config()) == 10
+    assert resolve(g, "study", None).max_epochs == 10
     assert g.base["model"] == "cnn1"
 
 
@@ -98,8 +99,8 @@ def test_grid_by_path_works_from_any_directory(tmp_path: Path,
     ("description: d\ncarry: [bogus]\n", "carry key 'bogus' is not a config key"),
 ])
 def test_bad_grid_files_name_the_key(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError) as e:
-        load_grid(str(_grid(tmp_path, text)))
+    with pytest.raises(ConfigError) as e:  # at load (keys, types) or resolved (values, rules)
+        resolve(load_grid(str(_grid(tmp_path, text))), "study", None)
     assert message in str(e.value)
     assert "g.yaml" in str(e.value)
 
@@ -223,7 +224,7 @@ def test_the_registries_are_passed_in_whole() -> None:
     ("base: {features: semitone}\ngrid: {pitch_shift: [2, -1]}\n", "cell {'pitch_shift': -1}"),
     ("variants: [{name: a, features: semitone, pitch_shift: -1}]\n", "cell {'variant': 'a'"),
 ])
-def test_a_negative_pitch_shift_fails_at_load_before_ray(tmp_path: Path,
+def test_a_negative_pitch_shift_fails_when_resolved_before_ray(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          text: str, where: str) -> None:
     import ray
@@ -233,13 +234,13 @@ def test_a_negative_pitch_shift_fails_at_load_before_ray(tmp_path: Path,
 
     monkeypatch.setattr(ray, "init", no_ray)
     with pytest.raises(ConfigError) as e:
-        load_grid(str(_grid(tmp_path, "description: d\n" + text)))
+        resolve(load_grid(str(_grid(tmp_path, "description: d\n" + text))), "study", None)
     msg = str(e.value)
     assert "g.yaml: " + where in msg and "pitch_shift must be 0 (off) or more" in msg, msg
     assert msg.endswith("got -1") and not ray.is_initialized()
 
 
-def test_a_bad_seed_option_fails_at_load(tmp_path: Path) -> None:
+def test_a_bad_seed_option_fails_when_resolved(tmp_path: Path) -> None:
     p = _grid(tmp_path, "description: d\ngrid: {lr: [0.1]}\n")
     with pytest.raises(ConfigError, match=r"g.yaml: base with --seed -3: seed must be in"):
-        load_grid(str(p), seed=-3)
+        resolve(load_grid(str(p), seed=-3), "study", -3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from raygenre.data.sets import Prepared
-from raygenre.grid.file import load_grid, resolve_base
+from raygenre.grid.file import load_grid
+from raygenre.grid.resolved import resolve
 from raygenre.sweep.estimate import cheaper, estimate
 from raygenre.sweep.plan import Node, plan_resources
 
@@ -17,12 +18,10 @@ BUILTIN = Prepared(Path("."), tuple(f"g{i}" for i in range(10)), 110_250,
 def test_the_estimate_counts_trials_and_scales_with_the_input() -> None:
     grid = load_grid("batch_epoch")
     plan = plan_resources([Node(2)], 6)
-    cpu_base = resolve_base(grid, "cpu", None)
-    cpu = estimate(grid.trial_plans(cpu_base), cpu_base, BUILTIN, plan)
+    cpu = estimate(resolve(grid, "cpu", None).plans, BUILTIN, plan)
     assert cpu is not None and cpu.trial_epochs == 60  # 6 trials of 10 epochs, not 24 cells
     assert list(cpu.samples_per_s) == ["cnn1 on spectrogram n_fft 126 hop 1024"]
-    study_base = resolve_base(grid, "study", None)
-    study = estimate(grid.trial_plans(study_base)[:1], study_base, BUILTIN, plan)
+    study = estimate(resolve(grid, "study", None).plans[:1], BUILTIN, plan)
     assert study.trial_epochs == 10
     # The study's 201x552 input costs CNN1 many times the CPU preset's, per epoch.
     assert study.minutes / 10 > 5 * cpu.minutes / 60
@@ -32,9 +31,9 @@ def test_the_estimate_counts_trials_and_scales_with_the_input() -> None:
 
 def test_no_estimate_for_gpu_trials_without_a_gpu_here() -> None:
     grid = load_grid("cnn")
-    base = resolve_base(grid, "cpu", None)
+    plans = resolve(grid, "cpu", None).plans
     plan = plan_resources([Node(8, 1)], 2)
     import torch
 
-    assert (estimate(grid.trial_plans(base), base, BUILTIN, plan) is None) == \
+    assert (estimate(plans, BUILTIN, plan) is None) == \
         (not torch.cuda.is_available())

@@ -9,7 +9,8 @@ import torch
 
 from raygenre.config import Config, ConfigError
 from raygenre.data.features import BandNorm, SpecAugment, band_stats, build_features
-from raygenre.grid.file import Grid, draw, load_grid, resolve_base
+from raygenre.grid.file import Grid, draw, load_grid
+from raygenre.grid.resolved import resolve
 from raygenre.sweep.pipeline import STAGES
 from raygenre.training.models import build_model, n_params
 
@@ -128,7 +129,7 @@ def _g(tmp_path: Path, text: str) -> Grid:
 
 def test_cells_that_differ_only_in_epochs_share_one_trial(tmp_path: Path) -> None:
     g = load_grid("batch_epoch")
-    plans = g.trial_plans(resolve_base(g, "cpu", None))
+    plans = resolve(g, "cpu", None).plans
     assert len(plans) == 6 and g.n_cells == 24
     assert all(p.members == [3, 5, 7, 10] for p in plans)
     assert sorted(p.longest.deltas["batch_size"] for p in plans) == [16, 20, 32, 64, 128, 256]
@@ -149,11 +150,10 @@ def test_cells_that_differ_only_in_epochs_share_one_trial(tmp_path: Path) -> Non
 def test_grouping_keeps_apart_whatever_is_not_an_epoch_prefix(tmp_path: Path, text: str,
                                                               n_trials: int) -> None:
     g = _g(tmp_path, text)
-    base = resolve_base(g, "cpu", None)
-    plans = g.trial_plans(base)
+    plans = resolve(g, "cpu", None).plans
     assert len(plans) == n_trials
     for p in plans:
-        cfgs = [base.replace(**c.deltas) for c in p.cells]
+        cfgs = p.configs
         # Members differ in epochs alone, and none reads its epoch count.
         assert len({c.replace(epochs=1) for c in cfgs}) == 1
         assert len({c.variant for c in p.cells}) == 1
@@ -184,7 +184,7 @@ def test_a_checkout_that_is_not_installed_finds_its_grid_files(monkeypatch) -> N
 
     monkeypatch.setattr(importlib.resources, "files", missing)
     folder = gridfile.builtin_grids()
-    assert folder == Path(gridfile.__file__).resolve().parent.parent / "grids"
+    assert folder == Path(gridfile.__file__).resolve().parents[2] / "grids"
     assert load_grid("batch_epoch").name == "batch_epoch"
     monkeypatch.setattr(gridfile, "__file__", "/nonexistent/raygenre/grid/file.py")
     with pytest.raises(ConfigError, match="install the package"):

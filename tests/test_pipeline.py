@@ -65,7 +65,7 @@ def test_pipeline_carries_each_winner_and_skips_finished_stages(tmp_path: Path,
     assert carry["label"] == winner or (
         carry["label"] in first["tied_with"]
         and carry["config"]["epochs"] < first["config"]["epochs"])
-    carried = {k: carry["config"][k] for k in load_grid("cnn").carry}
+    carried = {k: carry["config"][k] for k in load_grid("cnn").next_stage_keys}
     assert second["carried"] == carried
     assert {k: second["base"][k] for k in carried} == carried
     md = (tmp_path / "r" / "pipeline-smoke.md").read_text()

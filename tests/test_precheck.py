@@ -12,7 +12,7 @@ import raygenre
 from raygenre.config import PRESETS, ConfigError
 from raygenre.grid.file import load_grid
 from raygenre.grid.options import RunOptions
-from raygenre.sweep.tuner import check_before_start, possible_presets
+from raygenre.sweep.tuner import possible_presets, resolve_before_start
 
 
 def _opts(tmp_path: Path, **kw) -> RunOptions:
@@ -46,6 +46,8 @@ def test_a_rule_broken_under_one_preset_waits_for_the_cluster(tmp_path: Path,
                                                               ) -> None:
     monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "pitch_shift": 1})
     grid = load_grid("baseline")
-    check_before_start(grid, _opts(tmp_path))  # auto on built-in data: study may still do
+    candidates = resolve_before_start(grid, _opts(tmp_path))  # auto on built-in data
+    assert isinstance(candidates["cpu"], ConfigError)  # kept, for set_up to raise if picked
+    assert candidates["study"].preset == "study"  # study may still do
     with pytest.raises(ConfigError, match="pitch_shift"):
-        check_before_start(grid, _opts(tmp_path, preset="cpu"))  # asked for: fails now
+        resolve_before_start(grid, _opts(tmp_path, preset="cpu"))  # asked for: fails now

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from raygenre.grid.file import Grid, Objective
+from raygenre.grid.file import Grid
+from raygenre.grid.objective import Objective
 from raygenre.report.evaluate import scores, track_votes
 from raygenre.report.records import (
     TrialRecord,

@@ -111,7 +111,7 @@ def test_a_shorter_cell_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler:
     assert same == prefix
     a, b = _weights(short.folder / "epoch_0002"), _weights(long.folder / "epoch_0002")
     assert all(torch.equal(a[k], b[k]) for k in a) == prefix
-    from raygenre.grid.file import reads_epochs
+    from raygenre.grid.resolved import reads_epochs
 
     assert reads_epochs(Config(scheduler=scheduler)) == (not prefix)
 

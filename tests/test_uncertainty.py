@@ -13,6 +13,8 @@ from raygenre.config import Config, ConfigError
 from raygenre.data import ledger
 from raygenre.data.sets import prepare
 from raygenre.grid.file import Grid, load_grid
+from raygenre.grid.options import RunOptions
+from raygenre.grid.resolved import resolve
 from raygenre.report import held_out_summary
 from raygenre.report.evaluate import predict
 from raygenre.report.records import TrialRecord
@@ -70,8 +72,9 @@ def _judge(rows: list[tuple[dict, dict]], grid: Grid, split: Split):  # noqa: AN
     return judge([r for r, _ in rows], grid, split, lambda trial: preds[trial.trial_id])
 
 
-def _grid(**axes: list) -> Grid:
-    return Grid(name="t", path=Path("t.yaml"), description="", axes=dict(axes))
+def _grid(replicates: int = 1, **axes: list) -> Grid:
+    return Grid(name="t", path=Path("t.yaml"), description="", axes=dict(axes),
+                replicates=replicates)
 
 
 def test_the_interval_is_the_stratified_standard_error_not_a_plain_bootstraps() -> None:
@@ -137,7 +140,7 @@ def test_replicates_aggregate_per_configuration_and_the_winner_is_the_best_mean(
     rows = [_cell(f"l1s{s}", split, rng.random(n) < p, lr=1, seed=s)
             for s, p in enumerate((0.9, 0.2, 0.2))]
     rows += [_cell(f"l2s{s}", split, rng.random(n) < 0.6, lr=2, seed=s) for s in range(3)]
-    grid = _grid(lr=[1, 2], seed=[0, 1, 2])
+    grid = _grid(3, lr=[1, 2], seed=[0, 1, 2])
     v = _judge(rows, grid, split)
     assert v.replicates and v.winner.label == "lr=2"
     assert [c["cell_id"] for c in v.chosen] == ["l2s0", "l2s1", "l2s2"]
@@ -158,7 +161,7 @@ def test_replicates_are_judged_in_seed_order_whatever_order_the_cells_come_in() 
     n = len(split.labels)
     rows = [_cell(f"l{lr}s{s}", split, rng.random(n) < p, lr=lr, seed=s)
             for lr, ps in ((1, (0.7, 0.4, 0.55)), (2, (0.5, 0.6, 0.3))) for s, p in enumerate(ps)]
-    grid = _grid(lr=[1, 2], seed=[0, 1, 2])
+    grid = _grid(3, lr=[1, 2], seed=[0, 1, 2])
 
     def aggregates(order: list[int]) -> list[tuple]:
         picked = [(dict(rows[i][0]), rows[i][1]) for i in order]
@@ -166,6 +169,23 @@ def test_replicates_are_judged_in_seed_order_whatever_order_the_cells_come_in() 
         return [(c.label, c.value, c.lo, c.hi, c.gap_lo, c.p_best) for c in v.configs]
 
     assert aggregates([0, 1, 2, 3, 4, 5]) == aggregates([5, 1, 3, 0, 4, 2])
+
+
+def test_a_seed_axis_of_one_seed_is_not_replicates(tmp_path: Path) -> None:
+    """`seed: [0]` names the one seed every cell trains under: each cell is judged on its own,
+    and nothing is called a mean over seeds (the replicate count, not the axis, says so)."""
+    p = tmp_path / "g.yaml"
+    p.write_text("description: r\ngrid: {lr: [1, 2], seed: [0]}\n")
+    grid = load_grid(str(p))
+    assert grid.replicates == 1 and "seed" in grid.labels
+    split = _split()
+    rng = np.random.default_rng(6)
+    n = len(split.labels)
+    rows = [_cell("a", split, rng.random(n) < 0.7, lr=1, seed=0),
+            _cell("b", split, rng.random(n) < 0.4, lr=2, seed=0)]
+    v = _judge(rows, grid, split)
+    assert not v.replicates and v.winner.label == "lr=1"
+    assert "seeds" not in v.line("val/acc") and v.line("val/acc").startswith("best lr=1: val/acc")
 
 
 def test_a_tied_winner_carries_the_configuration_with_fewest_epochs() -> None:
@@ -260,8 +280,8 @@ def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
     assert g.smoke().axes["seed"] == [5, 6, 7]  # a smoke run keeps every replicate
     assert g.smoke().axes["lr"] == [0.1, 0.2]
     assert load_grid("best").replicates == 3  # its seed axis is its replicates
-    with pytest.raises(ConfigError, match="--replicates must be a positive integer, got 0"):
-        load_grid(str(p), replicates=0)
+    with pytest.raises(ConfigError, match="--replicates: an integer of at least 1, got 0"):
+        RunOptions(grid=str(p), replicates=0).check()
     p.write_text("description: r\nreplicates: 2\ngrid: {seed: [0, 1]}\n")
     with pytest.raises(ConfigError, match="already sweeps 'seed'"):
         load_grid(str(p))
@@ -280,7 +300,7 @@ def test_replicates_in_a_grid_file_become_a_seed_axis(tmp_path: Path) -> None:
 
 
 def test_each_replicate_is_a_trial_of_its_own_and_prefixes_are_still_shared() -> None:
-    plans = load_grid("batch_epoch", replicates=2).trial_plans(Config())
+    plans = resolve(load_grid("batch_epoch", replicates=2), "study", None).plans
     assert len(plans) == 12  # 6 batch sizes x 2 seeds, each trial standing for 4 epoch counts
     assert sorted(p.longest.deltas["seed"] for p in plans) == [0] * 6 + [1] * 6
     assert all(p.members == [3, 5, 7, 10] for p in plans)

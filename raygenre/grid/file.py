@@ -1,19 +1,18 @@
-"""Grid files: deltas over the one default config, loaded, validated and expanded into cells
-(the grid's points) and the Tune trials that train them.
+"""Grid files: deltas over the one default config, loaded and expanded into cells (the
+grid's points).
 
 A grid file names a description, one objective, base deltas and the axes to cross (plus named
-`variants:` and seeded `draw:`s). Every cell is validated at load, before any work. Cells that
-differ only in `epochs`, where nothing in the config reads the epoch count, are trained by one
-Tune trial: a 3-epoch cell *is* the first three epochs of the 10-epoch one (the loop is seeded
-and deterministic), so the sweep trains it once and reads each member at its own epoch.
+`variants:` and seeded `draw:`s). Each key and its type is checked at load; the values under
+the preset the sweep runs with are judged once, before any work, by grid.resolved.resolve,
+which also groups the cells into Tune trials: cells that differ only in `epochs`, where nothing
+in the config reads the epoch count, are trained by one trial (a 3-epoch cell *is* the first
+three epochs of the 10-epoch one: the loop is seeded and deterministic).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import json
-import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -27,14 +26,11 @@ from raygenre.config import (
     FIELDS,
     METRIC_MODES,
     METRICS,
-    PRESETS,
     Config,
     ConfigError,
-    check_config,
     check_deltas,
 )
-from raygenre.data import features
-from raygenre.training import models, optim
+from raygenre.grid.objective import JUDGE_EPOCH, JUDGE_EPOCHS, Objective
 
 
 @dataclass(frozen=True)
@@ -47,28 +43,6 @@ class Cell:
     def as_row(self) -> dict[str, Any]:
         """Its swept values as a table row ('variant' first, when there is one)."""
         return {**({"variant": self.variant} if self.variant else {}), **self.deltas}
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    """What Tune runs as one trial: one cell, or several that differ only in `epochs` (each
-    shorter one is an epoch-prefix of the longest), sorted by epoch count."""
-
-    cells: tuple[Cell, ...]
-    base_epochs: int
-
-    @property
-    def longest(self) -> Cell:
-        return self.cells[-1]
-
-    @property
-    def members(self) -> list[int]:
-        """The epoch count of each cell this trial stands for."""
-        return [c.deltas.get("epochs", self.base_epochs) for c in self.cells]
-
-    def tune_value(self) -> dict[str, Any]:
-        """This trial in Tune's param space (plain JSON values; see `unpack`)."""
-        return json.loads(json.dumps({**self.longest.as_row(), "members": self.members}))
 
 
 # The key of Tune's param space under which a trial's cells are packed (their shared deltas and
@@ -92,52 +66,6 @@ def unpack(config: dict[str, Any]) -> tuple[dict[str, Any], str | None, list[int
     return flat, variant, list(members or [flat["epochs"]])
 
 
-# Which epoch of a cell is judged, tested and compared. A cell's `epochs` means "train N
-# epochs", and what that gives is the model after its last epoch: judged there, a 3-epoch cell
-# can beat its 10-epoch cell when the data say so, which is the question an epochs axis asks
-# (the study's exercise 6 read validation at the end of each run). 'best' (early stopping: the
-# best validation epoch among the first N) is a choice a grid makes explicitly; it makes the
-# epochs axis non-decreasing by construction and is one more choice made on the validation
-# tracks, so the report re-picks the epoch inside every bootstrap draw (report/verdict.py).
-JUDGE_EPOCH = "last"
-JUDGE_EPOCHS = {"last": "last epoch", "best": "best validation epoch (early stopping)"}
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A grid's one objective: what cells are judged on and checkpoints kept by, and at which
-    of a cell's epochs (`JUDGE_EPOCH`)."""
-
-    metric: str
-    mode: str
-    epoch: str = JUDGE_EPOCH
-
-    @property
-    def best_column(self) -> str:
-        """Its best value over a cell's epochs, as a table column."""
-        return f"best/{self.metric}"
-
-    @property
-    def column(self) -> str:
-        """The judged value's column: `last/<metric>` or `best/<metric>`."""
-        return f"{self.epoch}/{self.metric}"
-
-    @property
-    def words(self) -> str:
-        """The judging rule as the tables name it."""
-        return JUDGE_EPOCHS[self.epoch]
-
-    def judged(self, history: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The epoch of `history` (a cell's epochs) it is judged and tested at: the last, or
-        the best (`best_epoch`); None when that epoch has no finite value (a last epoch that
-        diverged is what training N epochs gave: no earlier epoch stands in for it)."""
-        if self.epoch == "best":
-            return best_epoch(history, self.metric, self.mode)
-        last = history[-1] if history else {}
-        value = last.get(self.metric)
-        return last if value is not None and not math.isnan(value) else None
-
-
 @dataclass(frozen=True)
 class Grid:
     """A sweep: a description, one objective, the base deltas and the axes to cross."""
@@ -152,7 +80,8 @@ class Grid:
     # Named delta sets crossed with the axes, for sweeps that are not a product (e.g. each
     # optimizer with its own learning rate). Each is {"name": ..., <config keys>...}.
     variants: tuple[dict[str, Any], ...] = ()
-    carry: tuple[str, ...] = ()
+    # The config keys a pipeline stage passes on to the stages after it (the file's `carry:`).
+    next_stage_keys: tuple[str, ...] = ()
     # ASHA: epochs before the first cut, and how many trials survive each rung (1 in rf).
     # asha=False runs every trial in full (seed studies, comparisons).
     asha: bool = True
@@ -208,33 +137,6 @@ class Grid:
         """Every cell as a flat row: its variant's name and its deltas."""
         return [c.as_row() for c in self.cells()]
 
-    def trial_plans(self, base: Config) -> list[TrialPlan]:
-        """The cells grouped into what Tune runs: cells that differ only in `epochs` share
-        one trial when nothing in their config reads the epoch count."""
-        groups: dict[str, list[Cell]] = {}
-        for i, c in enumerate(self.cells()):
-            shared = self.share_prefixes and not reads_epochs(base.replace(**c.deltas))
-            rest = {k: v for k, v in c.as_row().items() if k != "epochs"}
-            key = json.dumps(rest, sort_keys=True) if shared else f"#{i}"
-            groups.setdefault(key, []).append(c)
-        return [TrialPlan(tuple(sorted(g, key=lambda c: c.deltas.get("epochs", base.epochs))),
-                          base.epochs) for g in groups.values()]
-
-    def max_epochs(self, base: Config) -> int:
-        return max(c.deltas.get("epochs", base.epochs) for c in self.cells())
-
-    def cap_batch_size(self, n: int) -> Grid:
-        """The same sweep with every batch size at most `n` (a smoke sample's training split);
-        values that become equal are kept once."""
-        axes = dict(self.axes)
-        if "batch_size" in axes:
-            axes["batch_size"] = sorted({min(b, n) for b in axes["batch_size"]})
-        base = {**self.base, **({"batch_size": min(self.base["batch_size"], n)}
-                                if "batch_size" in self.base else {})}
-        variants = tuple({**v, "batch_size": min(v["batch_size"], n)} if "batch_size" in v
-                         else v for v in self.variants)
-        return dataclasses.replace(self, base=base, axes=axes, variants=variants)
-
     def smoke(self) -> Grid:
         """The same sweep, shrunk to a few one- and two-epoch cells for tests; seed replicates
         are kept, all of them (what a smoke run of replicates is there to check)."""
@@ -247,32 +149,6 @@ class Grid:
         variants = tuple({**v, "epochs": min(v["epochs"], 2)} if "epochs" in v else v
                          for v in self.variants[:2])
         return dataclasses.replace(self, base=base, axes=axes, variants=variants, grace_period=1)
-
-
-def best_epoch(history: list[dict[str, Any]], metric: str, mode: str,
-               upto: int | None = None) -> dict[str, Any] | None:
-    """The epoch a cell is judged and tested at: its best by the grid's metric among epochs
-    up to `upto`, the latest on a tie (as Tune's checkpoint retention keeps them)."""
-    sign = 1 if mode == "max" else -1
-    seen = [h for h in history if (upto is None or h["epoch"] <= upto)
-            and h.get(metric) is not None and not math.isnan(h[metric])]
-    return max(seen, key=lambda h: (sign * h[metric], h["epoch"]), default=None)
-
-
-def reads_epochs(cfg: Config) -> bool:
-    """Whether anything in the cell's arithmetic depends on its epoch count (a schedule whose
-    period is `epochs`): such a cell is not an epoch-prefix of a longer one."""
-    return cfg.scheduler in optim.READS_EPOCHS
-
-
-def describe_trials(plans: list[TrialPlan], n_cells: int) -> str:
-    """One line for the plan: how many trials stand for how many cells, and why."""
-    shared = [p for p in plans if len(p.cells) > 1]
-    if not shared:
-        return f"{n_cells} cells, one trial each"
-    return (f"{len(plans)} trials stand for {n_cells} cells: {len(shared)} trial(s) each stand "
-            f"for cells that differ only in epochs (a shorter cell is the first epochs of the "
-            f"longest: the loop is seeded and its schedule does not read the epoch count)")
 
 
 _GRID_KEYS = {"description", "metric", "mode", "base", "grid", "variants", "draw", "carry",
@@ -288,7 +164,7 @@ def builtin_grids() -> Path:
     try:
         return Path(str(importlib.resources.files("raygenre.grids")))
     except ModuleNotFoundError:
-        source = Path(__file__).resolve().parent.parent / "grids"
+        source = Path(__file__).resolve().parents[2] / "grids"  # <checkout>/raygenre/grid/
         if source.is_dir():
             return source
         raise ConfigError("raygenre's grid files are missing: install the package "
@@ -328,10 +204,54 @@ def list_grids(grids: str | os.PathLike | None = None) -> list[str]:
 
 def load_grid(name_or_path: str, seed: int | None = None,
               grids: str | os.PathLike | None = None, replicates: int | None = None) -> Grid:
-    """Load and check a grid file. `seed` (the command's --seed) is what `draw:` axes are drawn
-    from and where replicate seeds start; without it, the file's base seed (default 0).
-    `grids`: the user's grid folder. `replicates` (--replicates) overrides the file's."""
+    """Load a grid file and check its shape and each value's key and type (the values' ranges
+    and the rules between keys are judged once the preset is known: grid.resolved.resolve).
+    `seed` (the command's --seed) is what `draw:` axes are drawn from and where replicate
+    seeds start; without it, the file's base seed (default 0). `grids`: the user's grid
+    folder. `replicates` (--replicates, checked with the other options: RunOptions.check)
+    overrides the file's."""
     path = grid_path(name_or_path, grids)
+    raw = _read(path)
+    metric = raw.get("metric", "val/acc")
+    if metric not in METRICS:
+        raise ConfigError(f"{path}: metric {metric!r} is not one of {', '.join(METRICS)}")
+    mode = raw.get("mode", METRIC_MODES[metric])
+    if mode not in ("max", "min"):
+        raise ConfigError(f"{path}: mode must be 'max' or 'min', got {mode!r}")
+    base = check_deltas(raw.get("base") or {}, f"{path}: base")
+    axes = _load_axes(raw.get("grid") or {}, path)
+    variants = _load_variants(raw.get("variants") or [], path)
+    draw_seed = int(base.get("seed", Config.seed)) if seed is None else seed
+    for key, spec in (raw.get("draw") or {}).items():
+        if key in axes:
+            raise ConfigError(f"{path}: {key!r} is both a grid axis and drawn")
+        axes[key] = draw(key, spec, draw_seed, f"{path}: draw")
+    next_stage_keys = raw.get("carry") or []
+    if not isinstance(next_stage_keys, list):
+        raise ConfigError(f"{path}: 'carry' must be a list of config keys")
+    for k in next_stage_keys:
+        if k not in FIELDS:
+            raise ConfigError(f"{path}: carry key {k!r} is not a config key")
+    use_asha, asha = _load_asha(raw.get("asha", {}), path)
+    share = raw.get("share_prefixes", True)
+    if not isinstance(share, bool):
+        raise ConfigError(f"{path}: 'share_prefixes' must be true or false, got {share!r}")
+    test = raw.get("test", "chosen")
+    if test not in TEST_READS:
+        raise ConfigError(f"{path}: 'test' must be one of {', '.join(TEST_READS)}, got {test!r}")
+    judge_at = raw.get("judge_epoch", JUDGE_EPOCH)
+    if judge_at not in JUDGE_EPOCHS:
+        raise ConfigError(f"{path}: 'judge_epoch' must be one of {', '.join(JUDGE_EPOCHS)} "
+                          f"(the last epoch, or early stopping at the best validation epoch), "
+                          f"got {judge_at!r}")
+    n_rep = _replicates(raw, replicates, axes, draw_seed, path)
+    return Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
+                metric=metric, mode=mode, base=base, axes=axes, variants=variants,
+                next_stage_keys=tuple(next_stage_keys), asha=use_asha, share_prefixes=share,
+                draw_seed=draw_seed, replicates=n_rep, test=test, judge_epoch=judge_at, **asha)
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -345,18 +265,14 @@ def load_grid(name_or_path: str, seed: int | None = None,
         raise ConfigError(f"{path}: unknown top-level key(s) {names}"
                           f"; allowed: {', '.join(sorted(_GRID_KEYS))} (config keys go under "
                           f"'base:' or 'grid:')")
-    metric = raw.get("metric", "val/acc")
-    if metric not in METRICS:
-        raise ConfigError(f"{path}: metric {metric!r} is not one of {', '.join(METRICS)}")
-    mode = raw.get("mode", METRIC_MODES[metric])
-    if mode not in ("max", "min"):
-        raise ConfigError(f"{path}: mode must be 'max' or 'min', got {mode!r}")
-    base = check_deltas(raw.get("base") or {}, f"{path}: base")
-    axes_raw = raw.get("grid") or {}
-    if not isinstance(axes_raw, dict):
+    return raw
+
+
+def _load_axes(raw: Any, path: Path) -> dict[str, list[Any]]:
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: 'grid' must map config keys to lists of values")
     axes: dict[str, list[Any]] = {}
-    for key, values in axes_raw.items():
+    for key, values in raw.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid key {key!r} must be a non-empty list of values, "
                               f"got {values!r}")
@@ -364,19 +280,11 @@ def load_grid(name_or_path: str, seed: int | None = None,
             raise ConfigError(f"{path}: grid key {key!r} cannot be swept: the data is prepared "
                               f"once per sweep; set it under 'base:' instead")
         axes[key] = [check_deltas({key: v}, f"{path}: grid")[key] for v in values]
-    variants = _load_variants(raw.get("variants") or [], path)
-    draw_seed = int(base.get("seed", Config.seed)) if seed is None else seed
-    for key, spec in (raw.get("draw") or {}).items():
-        if key in axes:
-            raise ConfigError(f"{path}: {key!r} is both a grid axis and drawn")
-        axes[key] = draw(key, spec, draw_seed, f"{path}: draw")
-    carry = raw.get("carry") or []
-    if not isinstance(carry, list):
-        raise ConfigError(f"{path}: 'carry' must be a list of config keys")
-    for k in carry:
-        if k not in FIELDS:
-            raise ConfigError(f"{path}: carry key {k!r} is not a config key")
-    asha = raw.get("asha", {})
+    return axes
+
+
+def _load_asha(asha: Any, path: Path) -> tuple[bool, dict[str, int]]:
+    """(whether ASHA cuts trials, its grace_period and reduction_factor if the file sets them)."""
     use_asha = asha is not False
     asha = {} if asha in (False, True, None) else asha
     if not isinstance(asha, dict) or set(asha) - {"grace_period", "reduction_factor"}:
@@ -385,40 +293,29 @@ def load_grid(name_or_path: str, seed: int | None = None,
     for k, v in asha.items():
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{path}: asha.{k} must be a positive integer, got {v!r}")
-    share = raw.get("share_prefixes", True)
-    if not isinstance(share, bool):
-        raise ConfigError(f"{path}: 'share_prefixes' must be true or false, got {share!r}")
-    test = raw.get("test", "chosen")
-    if test not in TEST_READS:
-        raise ConfigError(f"{path}: 'test' must be one of {', '.join(TEST_READS)}, got {test!r}")
-    judge_at = raw.get("judge_epoch", JUDGE_EPOCH)
-    if judge_at not in JUDGE_EPOCHS:
-        raise ConfigError(f"{path}: 'judge_epoch' must be one of {', '.join(JUDGE_EPOCHS)} "
-                          f"(the last epoch, or early stopping at the best validation epoch), "
-                          f"got {judge_at!r}")
-    n_rep = raw.get("replicates", 1) if replicates is None else replicates
-    where = "--replicates" if replicates is not None else f"{path}: replicates"
-    if not isinstance(n_rep, int) or isinstance(n_rep, bool) or n_rep < 1:
-        raise ConfigError(f"{where} must be a positive integer, got {n_rep!r}")
+    return use_asha, asha
+
+
+def _replicates(raw: dict[str, Any], option: int | None, axes: dict[str, list[Any]],
+                draw_seed: int, path: Path) -> int:
+    """The replicate count, the one place it is derived: --replicates, else the file's
+    `replicates:` (checked here), else the length of a `seed` axis written out (a `seed: [0]`
+    axis is one replicate). More than one adds the `seed` axis, from the sweep's seed up."""
+    if option is None:
+        n_rep = raw.get("replicates", 1)
+        if not isinstance(n_rep, int) or isinstance(n_rep, bool) or n_rep < 1:
+            raise ConfigError(f"{path}: replicates must be a positive integer, got {n_rep!r}")
+    else:
+        n_rep = option
     if n_rep > 1:
         if "seed" in axes:
+            where = "--replicates" if option is not None else f"{path}: replicates"
             raise ConfigError(f"{where}: the grid already sweeps 'seed' ({axes['seed']}); those "
                               f"seeds are its replicates: drop one of the two")
         axes["seed"] = [draw_seed + r for r in range(n_rep)]
     elif "seed" in axes:
         n_rep = len(axes["seed"])
-    grid = Grid(name=path.stem, path=path, description=str(raw.get("description", "")),
-                metric=metric, mode=mode, base=base, axes=axes, variants=variants,
-                carry=tuple(carry), asha=use_asha, share_prefixes=share, draw_seed=draw_seed,
-                replicates=n_rep, test=test, judge_epoch=judge_at, **asha)
-    # Every value is judged here, at load, before any data or Ray: the base with --seed over it,
-    # as resolve_base layers them, then each cell (resolve_base judges them again once the
-    # preset and keys carried from an earlier stage are in).
-    loaded = Config.from_dict({**base, **({"seed": seed} if seed is not None else {})})
-    validate(loaded, f"{path}: base" + (f" with --seed {seed}" if seed is not None else ""))
-    for c in grid.cells():
-        validate(loaded.replace(**c.deltas), f"{path}: cell {c.as_row()}")
-    return grid
+    return n_rep
 
 
 def _load_variants(raw: Any, path: Path) -> tuple[dict[str, Any], ...]:
@@ -453,26 +350,3 @@ def draw(key: str, spec: Any, seed: int, where: str) -> list[Any]:
     rng = random.Random(f"{seed}:draw:{key}")
     return [tuple(rng.randint(lo_u, hi_u) for _ in range(rng.randint(lo_l, hi_l)))
             for _ in range(int(spec["n"]))]
-
-
-# The names each registry key may take, for config.check_config (which cannot import them).
-REGISTRIES = {"model": models.MODELS, "activation": models.ACTIVATIONS,
-              "features": features.FEATURES, "optimizer": optim.OPTIMIZERS,
-              "scheduler": optim.SCHEDULERS}
-
-
-def validate(cfg: Config, where: str) -> None:
-    """Every range, name and between-keys rule of a finished config (config.check_config)."""
-    check_config(cfg, where, REGISTRIES)
-
-
-def resolve_base(grid: Grid, preset: str, seed: int | None,
-                 carried: dict[str, Any] | None = None) -> Config:
-    """Defaults < preset < grid base < keys carried from a previous stage < --seed."""
-    base = Config().replace(**PRESETS[preset]).replace(**grid.base).replace(**(carried or {}))
-    if seed is not None:
-        base = base.replace(seed=seed)
-    validate(base, f"{grid.path}: base")
-    for c in grid.cells():
-        validate(base.replace(**c.deltas), f"{grid.path}: cell {c.as_row()}")
-    return base

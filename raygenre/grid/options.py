@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import re
 import shlex
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import Field, dataclass, field, fields
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 from raygenre.config import PRESETS, ConfigError
+from raygenre.paths import default_cache, default_storage
 
 # The defaults the command line shows in --help; `as_command` leaves them out.
 DEFAULT_RESULTS = "results"
@@ -34,37 +40,91 @@ LOGGER_NEEDS: dict[str, tuple[str, str, tuple[int, ...] | None]] = {
 }
 
 
+def option(default: Any = None, help: str | Callable[[], str] = "", *, cli: dict | None = None,
+           minimum: int | None = None, command_line_only: bool = False) -> Any:
+    """A field of RunOptions that is an option: the command line's --flag and `raygenre.run`'s
+    keyword of the same name, both built from it (`cli_arguments`, `api_signature`). Its type
+    annotation types the flag (bool: a switch; int, float: a number) and the check of a value
+    from Python (`RunOptions.check`). `help`: a string, or a function for one that names a
+    default known only when the command runs; `cli`: argparse keywords beyond those (choices,
+    nargs, metavar, ...); `minimum`: the least value a number may take; `command_line_only`:
+    not a keyword of `raygenre.run`."""
+    return field(default=default, metadata={
+        "help": help, "cli": cli or {}, "minimum": minimum, "api": not command_line_only})
+
+
+NOT_AN_OPTION = {"option": False}  # field metadata of the fields that are no option
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """One sweep (or, with grid "all", the study's pipeline), as `python -m raygenre.grid`
-    takes it: each field is the option of the same name (`workers_per_trial` is
-    `--workers-per-trial`); `docs/cli.md` says what each does."""
+    takes it: each field but `grid` and `command` is the option of the same name
+    (`workers_per_trial` is `--workers-per-trial`), declared here once with its type, default
+    and help; `docs/cli.md` says more of what each does."""
 
-    grid: str  # a grid name, a path to a grid .yaml file, or "all"
-    data: str | None = None  # None: the built-in synthetic set
-    smoke: bool = False
-    results: str = DEFAULT_RESULTS
-    storage: str | None = None  # None: paths.default_storage()
-    cache: str | None = None  # None: paths.default_cache()
-    seed: int | None = None
-    replicates: int | None = None
-    resume: bool | str = False  # True, or "auto": continue a run if there is one, else start one
-    fresh: bool = False
-    preset: str = "auto"
-    grids: str | None = None
-    stages: tuple[str, ...] | None = None
-    split: str | None = None
-    address: str | None = None
-    workers_per_trial: int = 1
-    cpus_per_trial: float | None = None
-    gpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    # Trackers that get one entry per cell (docs/cli.md, --logger): "mlflow", "wandb".
-    # A string may name several, comma-separated, as the command line takes them.
-    logger: tuple[str, ...] = ()
+    # A grid name, a path to a grid .yaml file, or "all": the command line's NAME.
+    grid: str = field(metadata=NOT_AN_OPTION)
+    data: str | None = option(
+        None, "GTZAN-style folder <root>/<genre>/<file>, local or a bucket URI (s3://...), or a "
+              "built-in set: builtin (synthetic genres, the default) or builtin:music (rendered "
+              "scores of real music; needs the [music] extra)")
+    smoke: bool = option(False, "shrink the grid to a few 1-2 epoch cells on a small data sample")
+    results: str = option(DEFAULT_RESULTS, "tables and plots go to RESULTS/<grid>/")
+    storage: str | None = option(  # None: paths.default_storage()
+        None, lambda: f"Ray run folder: a local or NFS path, or an s3:// or gs:// URI; on a "
+                      f"multi-node cluster, one every node sees (default {default_storage()})")
+    cache: str | None = option(  # None: paths.default_cache()
+        None, lambda: f"generated and prepared data: a folder, or a bucket URI shared by every "
+                      f"machine (default {default_cache()})")
+    seed: int | None = option(None, "seed for split, init, dropout, shuffle and drawn axes "
+                                    "(default: the grid's, 0)")
+    replicates: int | None = option(
+        None, "train every configuration under N seeds (the sweep's seed and the N-1 after it) "
+              "on the same split; tables aggregate them and the winner is the best mean "
+              "(default: the grid's 'replicates:', 1)", minimum=1)
+    # True, or "auto": continue a run if there is one, else start one.
+    resume: bool | str = option(
+        False, "continue an interrupted sweep; --resume auto: continue it if its run folder "
+               "exists, else start it (a notebook cell that is re-run after a disconnect); "
+               "either refuses a run whose config changed",
+        cli={"nargs": "?", "const": True, "metavar": "auto"})
+    fresh: bool = option(False, "delete an existing run of this grid in --storage and start over")
+    preset: str = option("auto", "auto: 'cpu' on the built-in data without a GPU, else 'study' "
+                                 "(the study's exact 201x552 spectrogram)",
+                         cli={"choices": ["auto", *PRESETS]})
+    grids: str | None = option(None, "a folder of your own grid files (NAME.yaml), looked up "
+                                     "before the built-in ones")
+    # The pipeline's, which `raygenre.run` does not run: a comma-separated string or a list.
+    stages: tuple[str, ...] | None = option(
+        None, "with NAME 'all': comma-separated stages to run, in order (default: the study's "
+              "seven)", command_line_only=True)
+    split: str | None = option(
+        None, "fixed split lists (names relative to the data root): a folder of train/val/test "
+              "lists, train=FILE,val=FILE,test=FILE, or a CSV with file and split columns; "
+              "default: a random split by track from --seed")
+    address: str | None = option(None, "Ray address to connect to (e.g. 'auto'); default: "
+                                       "start one")
+    workers_per_trial: int = option(1, "Ray Train workers per trial (DDP; a trial over several "
+                                       "GPUs or machines); default 1: the loop runs in the Tune "
+                                       "trial itself")
+    cpus_per_trial: float | None = option(None, "CPUs per trial (default: sized from the "
+                                                "largest suitable node)")
+    gpus_per_trial: float | None = option(
+        None, "GPUs per trial; a fraction (0.25) packs several trials on one GPU; 0 runs CPU "
+              "trials on a GPU cluster (default: one trial per 4 of the CPUs that go with a "
+              "GPU, at most 4 per GPU)")
+    max_concurrent: int | None = option(None, "cap on trials running at once")
+    # Trackers that get one entry per cell: "mlflow", "wandb". A string may name several,
+    # comma-separated, as the command line takes them.
+    logger: tuple[str, ...] = option(
+        (), "also log each cell (its config and per-epoch metrics) to MLflow (default store "
+            "RESULTS/mlflow, or $MLFLOW_TRACKING_URI) or W&B; repeat or comma-separate for both "
+            "(needs the [mlflow] extra, or wandb)",
+        cli={"action": "append", "metavar": "mlflow|wandb", "default": None})
     # How the run was asked for, recorded in summary.md and best.json so a result says how to
     # make it again. Empty: the equivalent command line (`as_command`).
-    command: str = field(default="", compare=False)
+    command: str = field(default="", compare=False, metadata=NOT_AN_OPTION)
 
     def __post_init__(self) -> None:
         # Notebooks pass Path objects; the engine and the records want one spelling.
@@ -100,14 +160,8 @@ class RunOptions:
                               f"{', '.join(['auto', *PRESETS])}")
         # argparse types the command line; a notebook's values are checked here instead, so a
         # string seed fails now rather than inside the first trial.
-        for name in ("seed", "replicates", "workers_per_trial", "max_concurrent"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ConfigError(f"--{_flag(name)}: an integer, got {value!r}")
-        for name in ("cpus_per_trial", "gpus_per_trial"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
-                raise ConfigError(f"--{_flag(name)}: a number, got {value!r}")
+        for f in option_fields():
+            _check_number(f, getattr(self, f.name))
         for name in self.logger:
             check_logger(name)
 
@@ -119,9 +173,7 @@ class RunOptions:
         """The command line that asks for the same run (what a result records)."""
         words = ["python", "-m", "raygenre.grid", self.grid]
         defaults = RunOptions(grid=self.grid)
-        for f in fields(self):
-            if f.name in ("grid", "command"):
-                continue
+        for f in option_fields():
             value = getattr(self, f.name)
             if value == getattr(defaults, f.name):
                 continue
@@ -137,6 +189,77 @@ class RunOptions:
     @property
     def results_root(self) -> Path:
         return Path(self.results).resolve()
+
+
+def option_fields() -> list[Field]:
+    """RunOptions' options, in their order (every field but `grid` and `command`)."""
+    return [f for f in fields(RunOptions) if f.metadata.get("option", True)]
+
+
+def _hint(f: Field) -> Any:
+    """An option's type without None: int, float, bool, or another type (a string's)."""
+    hint = typing.get_type_hints(RunOptions)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is types.UnionType and len(args) == 1 else hint
+
+
+def _check_number(f: Field, value: Any) -> None:
+    """ConfigError naming the option for a number option's value of another type, or below
+    its minimum."""
+    kind = _hint(f)
+    if value is None or kind not in (int, float):
+        return
+    if isinstance(value, bool) or not isinstance(value, int if kind is int else Real):
+        raise ConfigError(f"--{_flag(f.name)}: {'an integer' if kind is int else 'a number'}, "
+                          f"got {value!r}")
+    least = f.metadata.get("minimum")
+    if least is not None and value < least:
+        raise ConfigError(f"--{_flag(f.name)}: an integer of at least {least}, got {value!r}")
+
+
+def cli_arguments() -> list[tuple[str, dict[str, Any]]]:
+    """(--flag, argparse keywords) of every option, for `argparse.add_argument`."""
+    out = []
+    for f in option_fields():
+        kwargs: dict[str, Any] = {"help": _help(f), "default": f.default}
+        kind = _hint(f)
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        elif kind in (int, float):
+            kwargs["type"] = kind
+        kwargs.update(f.metadata.get("cli", {}))
+        if "nargs" in kwargs or kwargs.get("action", "store_true") != "store_true":
+            kwargs.pop("type", None)
+        out.append((f"--{_flag(f.name)}", kwargs))
+    return out
+
+
+def _help(f: Field) -> str:
+    """An option's help (a plain field, declared without `option`, has none: the test of the
+    options asks for it)."""
+    text = f.metadata.get("help", "")
+    return text() if callable(text) else text
+
+
+def api_signature(returns: Any) -> inspect.Signature:
+    """`raygenre.run`'s signature: the grid, then every option it takes as a keyword."""
+    hints = typing.get_type_hints(RunOptions)
+    params = [inspect.Parameter("grid", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=str | os.PathLike[str])]
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                 annotation=hints[f.name])
+               for f in option_fields() if f.metadata.get("api", True)]
+    return inspect.Signature(params, return_annotation=returns)
+
+
+def api_help() -> str:
+    """Each keyword of `raygenre.run` and what it does, for its docstring."""
+    lines = []
+    for f in option_fields():
+        if f.metadata.get("api", True):
+            lines.append(textwrap.fill(f"{f.name}: {_help(f)}", width=96, initial_indent="    ",
+                                       subsequent_indent="        "))
+    return "\n".join(lines)
 
 
 def _flag(name: str) -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from raygenre.config import METRICS
-from raygenre.grid.file import Grid, Objective, best_epoch
+from raygenre.grid.file import Grid
+from raygenre.grid.objective import Objective, best_epoch
 from raygenre.paths import epoch_dir
 from raygenre.storage import Location
 from raygenre.training.loop import META_FILE, STATE_FILE
@@ -99,7 +100,7 @@ def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
                                 **{m: h.get(m) for m in METRICS}})
             final = own[-1] if own else {}
             best = best_epoch(own, objective.metric, objective.mode)
-            judged = objective.judged(own)
+            judged = objective.judged_epoch(own)
             if upto == last:
                 checkpoint = r.best if objective.epoch == "best" else r.latest
             else:
@@ -113,7 +114,7 @@ def cell_rows(records: list[TrialRecord], grid: Grid, objective: Objective
                 "best/val/acc": max((h["val/acc"] for h in own), default=None),
                 objective.best_column: best[objective.metric] if best else None,
                 "best_epoch": best["epoch"] if best else None,
-                # What the cell is judged, compared and tested at (Objective.judged).
+                # What the cell is judged, compared and tested at (Objective.judged_epoch).
                 objective.column: judged[objective.metric] if judged else None,
                 "judged_epoch": judged["epoch"] if judged else None,
                 "judged_at": objective.words,

@@ -205,7 +205,7 @@ def judge(cells: list[dict[str, Any]], grid: Grid, val: Split,
             groups.setdefault(config_label(t, grid), []).append(t)
     if not groups:
         return None
-    replicates = REPLICATE_KEY in grid.labels
+    replicates = grid.replicates > 1  # a `seed: [0]` axis is one seed, not replicates
     configs = []
     for label, members in groups.items():
         # Replicates in seed order, so that a resumed sweep, which may list its cells in

@@ -7,20 +7,17 @@ status (EPILOG lists them)."""
 from __future__ import annotations
 
 import argparse
-import atexit
 import importlib.metadata
-import logging
-import os
 import shlex
 import sys
-import threading
 from typing import NoReturn
 
-from raygenre.config import PRESETS, ConfigError
+from raygenre.config import ConfigError
 from raygenre.errors import DataError, Interrupted, NoResults
-from raygenre.grid.file import list_grids, load_grid, resolve_base
-from raygenre.grid.options import RunOptions
-from raygenre.paths import default_cache, default_storage
+from raygenre.grid.file import list_grids, load_grid
+from raygenre.grid.options import RunOptions, cli_arguments, option_fields
+from raygenre.grid.resolved import resolve
+from raygenre.sweep import quick_exit
 from raygenre.sweep.engine import execute
 
 EPILOG = """\
@@ -52,6 +49,8 @@ def version() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command line: the grid's NAME, --list and --version, then every option of
+    RunOptions (grid.options.cli_arguments: each field there is a flag here)."""
     p = argparse.ArgumentParser(prog="python -m raygenre.grid",
                                 description="Run a raygenre sweep (grids/NAME.yaml) with Ray Tune.",
                                 epilog=EPILOG,
@@ -60,71 +59,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="grid name (see --list), a path to a grid .yaml "
                                            "file, or 'all' for the study's pipeline")
     p.add_argument("--list", action="store_true", help="list the grids and exit")
-    p.add_argument("--grids", help="a folder of your own grid files (NAME.yaml), looked up "
-                                   "before the built-in ones")
-    p.add_argument("--stages", help="with NAME 'all': comma-separated stages to run, in order "
-                                    "(default: the study's seven)")
-    p.add_argument("--data", help="GTZAN-style folder <root>/<genre>/<file>, local or a bucket "
-                                  "URI (s3://...), or a built-in set: builtin (synthetic "
-                                  "genres, the default) or builtin:music (rendered scores of "
-                                  "real music; needs the [music] extra)")
-    p.add_argument("--split", help="fixed split lists (names relative to the data root): a "
-                                   "folder of train/val/test lists, train=FILE,val=FILE,test=FILE,"
-                                   " or a CSV with file and split columns; default: a random "
-                                   "split by track from --seed")
-    p.add_argument("--results", default="results", help="tables and plots go to RESULTS/<grid>/")
-    p.add_argument("--storage", help=f"Ray run folder: a local or NFS path, or an s3:// or gs:// "
-                                     f"URI; on a multi-node cluster, one every node sees "
-                                     f"(default {default_storage()})")
-    p.add_argument("--cache", help=f"generated and prepared data: a folder, or a bucket URI "
-                                   f"shared by every machine (default {default_cache()})")
-    p.add_argument("--seed", type=int, help="seed for split, init, dropout, shuffle and drawn "
-                                            "axes (default: the grid's, 0)")
-    p.add_argument("--replicates", type=int,
-                   help="train every configuration under N seeds (the sweep's seed and the N-1 "
-                        "after it) on the same split; tables aggregate them and the winner is "
-                        "the best mean (default: the grid's 'replicates:', 1)")
-    p.add_argument("--smoke", action="store_true",
-                   help="shrink the grid to a few 1-2 epoch cells on a small data sample")
-    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
-                   help="auto: 'cpu' on the built-in data without a GPU, else 'study' "
-                        "(the study's exact 201x552 spectrogram)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
-                   help="continue an interrupted sweep; --resume auto: continue it if its run "
-                        "folder exists, else start it (a notebook cell that is re-run after "
-                        "a disconnect); either refuses a run whose config changed")
-    p.add_argument("--fresh", action="store_true",
-                   help="delete an existing run of this grid in --storage and start over")
-    p.add_argument("--address", help="Ray address to connect to (e.g. 'auto'); default: start one")
-    p.add_argument("--workers-per-trial", type=int, default=1,
-                   help="Ray Train workers per trial (DDP; a trial over several GPUs or "
-                        "machines); default 1: the loop runs in the Tune trial itself")
-    p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: sized from "
-                                                        "the largest suitable node)")
-    p.add_argument("--gpus-per-trial", type=float,
-                   help="GPUs per trial; a fraction (0.25) packs several trials on one GPU; "
-                        "0 runs CPU trials on a GPU cluster (default: one trial per 4 of the "
-                        "CPUs that go with a GPU, at most 4 per GPU)")
-    p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
-    p.add_argument("--logger", action="append", metavar="mlflow|wandb",
-                   help="also log each cell (its config and per-epoch metrics) to MLflow "
-                        "(default store RESULTS/mlflow, or $MLFLOW_TRACKING_URI) or W&B; "
-                        "repeat or comma-separate for both (needs the [mlflow] extra, or "
-                        "wandb)")
+    for flag, kwargs in cli_arguments():
+        p.add_argument(flag, **kwargs)
     return p
 
 
 def options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
     """The parsed command line as the engine takes it (and as `raygenre.run` builds it)."""
-    return RunOptions(
-        grid=args.name, data=args.data, smoke=args.smoke, results=args.results,
-        storage=args.storage, cache=args.cache, seed=args.seed, replicates=args.replicates,
-        resume=args.resume, fresh=args.fresh, preset=args.preset, grids=args.grids,
-        stages=args.stages, split=args.split, address=args.address,
-        workers_per_trial=args.workers_per_trial, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-        logger=args.logger,
-        command=" ".join(["python -m raygenre.grid", *map(shlex.quote, argv)]))
+    return RunOptions(grid=args.name, **{f.name: getattr(args, f.name) for f in option_fields()},
+                      command=" ".join(["python -m raygenre.grid", *map(shlex.quote, argv)]))
 
 
 def grid_listing(names: list[str], grids: str | None = None) -> str:
@@ -135,7 +78,7 @@ def grid_listing(names: list[str], grids: str | None = None) -> str:
     rows = []
     for n in names:
         g = load_grid(n, grids=grids)
-        trials = len(g.trial_plans(resolve_base(g, "study", None)))
+        trials = len(resolve(g, "study", None).plans)
         rows.append(f"{n:<16} {g.n_cells:>4} cells  {trials:>4} trials  {g.description}")
     rows.append(f"{'all':<16} {len(STAGES):>4} stages {'':>13}  the study's pipeline "
                 f"({', '.join(STAGES)}), each stage from the winners before it")
@@ -180,18 +123,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def exit_now(code: int) -> NoReturn:
-    """End the command once its work is written: flush, run the exit hooks, then leave without
-    Python's teardown of torch's and Ray's ~3 000 modules, which took ~1 s after the last line
-    (bench/overhead.py). Nothing is left to finalise: Ray is stopped, files are closed, and the
-    threads still running are waited for first."""
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
-    logging.shutdown()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """End the command once its work is written: Python's own exit (threads joined, every exit
+    hook run), then out without tearing torch's and Ray's modules down (sweep/quick_exit.py)."""
+    quick_exit.arm(code)
+    sys.exit(code)
 
 
 def console() -> None:

@@ -47,7 +47,7 @@ def grid_paths(opts: RunOptions, name: str) -> RunPaths:
 
 
 def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
-    from raygenre.sweep.tuner import check_before_start, run_sweep, set_up
+    from raygenre.sweep.tuner import resolve_before_start, run_sweep, set_up
 
     grid = load_grid(opts.grid, opts.seed, opts.grids, opts.replicates)
     if opts.smoke:
@@ -62,13 +62,13 @@ def run_grid(opts: RunOptions, stop_ray_early: bool = False) -> Path:
     run_state.refuse_other_data(paths, run_state.data_source(opts.data), resume, opts.fresh)
     restoring = run_state.refuse_or_restore(paths, resume, opts.fresh)
     check_data_path(opts.data)
-    check_before_start(grid, opts)
+    candidates = resolve_before_start(grid, opts)
     start_ray(opts.address)
     joined = bool(joined_address(opts.address))
     check_storage(paths.storage, joined)
     nodes = cluster_nodes(joined)
     # Results are written after the trials and need no Ray: a Ray of our own stops meanwhile.
-    run_sweep(set_up(grid, opts, nodes), opts, paths, restoring,
+    run_sweep(set_up(candidates, opts, nodes), opts, paths, restoring,
               trials_done=stop_ray_soon if stop_ray_early else None)
     return paths.results
 

@@ -10,7 +10,7 @@ import torch
 
 from raygenre.config import Config
 from raygenre.data.sets import Prepared
-from raygenre.grid.file import TrialPlan
+from raygenre.grid.resolved import TrialPlan
 from raygenre.sweep.plan import Plan
 from raygenre.training.loop import build
 from raygenre.training.optim import build_optimizer
@@ -76,8 +76,7 @@ def _train_rate(cfg: Config, prepared: Prepared, device: torch.device) -> tuple[
     return TIMED_BATCH / min(times[1:]), _forward_rate(feats, model, x)
 
 
-def estimate(plans: list[TrialPlan], base: Config, prepared: Prepared, plan: Plan
-             ) -> Estimate | None:
+def estimate(plans: tuple[TrialPlan, ...], prepared: Prepared, plan: Plan) -> Estimate | None:
     """Time each distinct model here and add the trials up; None where this machine cannot
     stand in for the trials' (GPU trials, and no GPU in this process)."""
     device = torch.device("cuda" if plan.use_gpu and torch.cuda.is_available() else "cpu")
@@ -91,7 +90,7 @@ def estimate(plans: list[TrialPlan], base: Config, prepared: Prepared, plan: Pla
         trial_epochs = 0
         epoch_s = []
         for trial in plans:
-            cfg = base.replace(**trial.longest.deltas)
+            cfg = trial.config
             key = _key(cfg)
             if key not in rates:
                 rates[key] = _train_rate(cfg, prepared, device)

@@ -15,7 +15,7 @@ from raygenre.data import synth
 from raygenre.data.features import band_stats, build_augment, feature_key, feature_shape
 from raygenre.data.sets import Prepared, prepare, split_batches, to_tensor
 from raygenre.data.splits import read_split_lists
-from raygenre.grid.file import Grid
+from raygenre.grid.resolved import ResolvedSweep
 from raygenre.paths import default_cache
 from raygenre.storage import Location, local_mirror_dir, mirror
 from raygenre.training.models import build_model
@@ -93,25 +93,22 @@ def prepare_data(data: str | None, cache: Caches, base: Config, smoke: bool,
                    generated=is_builtin(data))
 
 
-def cell_configs(grid: Grid, base: Config) -> list[tuple[dict[str, Any], Config]]:
-    """(swept values, full config) of every cell."""
-    return [(c.as_row(), base.replace(**c.deltas)) for c in grid.cells()]
-
-
-def check_batch_sizes(grid: Grid, base: Config, prepared: Prepared) -> None:
+def check_batch_sizes(sweep: ResolvedSweep, prepared: Prepared) -> None:
     n_train = prepared.counts["train"]
-    for bs in sorted({cfg.batch_size for _, cfg in cell_configs(grid, base)}):
+    for bs in sweep.batch_sizes():
         if bs > n_train:
-            raise ConfigError(f"{grid.path}: batch_size {bs} is larger than the training split "
-                              f"({n_train} segments); use a smaller batch or more data")
+            raise ConfigError(f"{sweep.grid.path}: batch_size {bs} is larger than the training "
+                              f"split ({n_train} segments); use a smaller batch or more data")
 
 
-def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
+def check_models(sweep: ResolvedSweep, prepared: Prepared) -> None:
     """Build every cell's input and model without memory (meta device): a shape error shows
     now, with the cell named, not after an hour of trials. (Each value's range was
-    judged when the grid loaded: config.check_config.)"""
+    judged when the sweep was resolved: grid.resolved.resolve.)"""
     seen = set()
-    for row, cfg in cell_configs(grid, base):
+    grid = sweep.grid
+    for cell, cfg in sweep.cells:
+        row = cell.as_row()
         key = (cfg.model, feature_key(cfg), cfg.hidden, cfg.cnn_channels, cfg.fc_width,
                cfg.pitch_shift, cfg.spec_augment, cfg.time_crop)
         if key in seen:
@@ -135,11 +132,11 @@ def check_models(grid: Grid, base: Config, prepared: Prepared) -> None:
                                   f"{cfg.model} takes only its full input width: {e}") from e
 
 
-def runtime_facts(grid: Grid, base: Config, prepared: Prepared, threads: int) -> dict[str, Any]:
+def runtime_facts(sweep: ResolvedSweep, prepared: Prepared, threads: int) -> dict[str, Any]:
     """What every trial's loop needs besides its hyperparameters: facts of the data and the
     machine, and train-split band statistics for each representation a cell normalises."""
     wanted = {}
-    for _, cfg in cell_configs(grid, base):
+    for _, cfg in sweep.cells:
         if cfg.band_norm:
             wanted.setdefault(feature_key(cfg), cfg)
 

@@ -38,7 +38,8 @@ from typing import Any
 from ray import tune
 
 from raygenre.config import METRICS, ConfigError
-from raygenre.grid.file import best_epoch, unpack
+from raygenre.grid.file import unpack
+from raygenre.grid.objective import best_epoch
 from raygenre.paths import RunPaths
 from raygenre.report.records import member_ids
 

@@ -23,7 +23,7 @@ from raygenre.report import write_pipeline
 from raygenre.storage import Location, StorageError, check_places
 from raygenre.sweep import run_state
 from raygenre.sweep.cluster import check_storage, cluster_nodes, joined_address, start_ray
-from raygenre.sweep.tuner import run_sweep, set_up
+from raygenre.sweep.tuner import resolve_before_start, run_sweep, set_up
 
 # The study's order: each stage starts from the winners of the stages before it.
 STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_epoch",
@@ -33,10 +33,12 @@ STAGES = ("baseline", "random_mlp", "cnn", "activations", "optimizers", "batch_e
 def run_pipeline(opts: RunOptions) -> Path:
     """Run (or continue) the pipeline; returns pipeline.md's path."""
     stages = list(opts.stages or STAGES)
-    # All checked first.
+    # All checked first, before Ray: each stage resolved under the presets it can get, as it
+    # runs when nothing is carried to it (what is carried is known only once its stages ran).
     grids = [load_grid(s, opts.seed, opts.grids, opts.replicates) for s in stages]
     if opts.smoke:
         grids = [g.smoke() for g in grids]
+    resolved = [resolve_before_start(g, opts) for g in grids]
     top = "all" + ("-smoke" if opts.smoke else "")
     storage = Location.parse(opts.storage or default_storage())
     check_places(storage, opts.cache)
@@ -65,30 +67,31 @@ def run_pipeline(opts: RunOptions) -> Path:
     nodes = cluster_nodes(joined)
     carried: dict[str, Any] = {}
     rows = []
-    for grid in grids:
+    for grid, uncarried in zip(grids, resolved, strict=True):
         paths = RunPaths(storage=storage, name=f"{top}/{grid.name}", results_root=results_root)
-        setup = set_up(grid, opts, nodes, carried)
+        setup = set_up(resolve_before_start(grid, opts, carried) if carried else uncarried,
+                       opts, nodes)
         done = paths.results / "best.json"
         best = json.loads(done.read_text()) if done.exists() else None
         stored = (best or {}).get("shaped_by")
-        if best is not None and not run_state.differences(stored or {}, setup.shaped_by):
+        if best is not None and not run_state.differences(stored or {}, setup.fingerprint):
             print(f"[all] {grid.name}: finished earlier with the same grid, data, seed and "
                   f"options ({grid.metric} {best[grid.metric]:.3f}); skipped")
         else:
             if best is not None:
-                why = "; ".join(run_state.differences(stored or {}, setup.shaped_by))
+                why = "; ".join(run_state.differences(stored or {}, setup.fingerprint))
                 print(f"[all] {grid.name}: the results in {done.parent} were made otherwise "
                       f"({why}); running the stage again")
-            best = run_sweep(setup, opts, paths, _restorable(paths, setup.shaped_by))
+            best = run_sweep(setup, opts, paths, _restorable(paths, setup.fingerprint))
         rows.append(best)
         # A winner tied with others carries the configuration best.json's `carry` chose by
         # its rule (report.verdict.CARRY_RULE); a stage written before that carries its winner.
         source = (best.get("carry") or {}).get("config", best["config"])
-        carried = {**carried, **{k: source[k] for k in grid.carry}}
+        carried = {**carried, **{k: source[k] for k in grid.next_stage_keys}}
     return write_pipeline(rows, results_root, top)
 
 
-def _restorable(paths: RunPaths, shaped_by: dict[str, Any]) -> bool:
+def _restorable(paths: RunPaths, fingerprint: dict[str, Any]) -> bool:
     """An interrupted stage resumes if it was started as this command would start it; any
     other run in its folder is cleared (the stage starts over) and the reason printed."""
     if not paths.experiment.exists():
@@ -98,7 +101,7 @@ def _restorable(paths: RunPaths, shaped_by: dict[str, Any]) -> bool:
         why = "it holds no restorable run"
     else:
         try:
-            run_state.check_manifest(paths, shaped_by)
+            run_state.check_manifest(paths, fingerprint)
         except ConfigError as e:
             why = str(e)
     if why is None:

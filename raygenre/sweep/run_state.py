@@ -15,26 +15,29 @@ from typing import Any
 
 from raygenre.config import Config, ConfigError
 from raygenre.data.sets import Prepared
-from raygenre.grid.file import Grid
+from raygenre.grid.resolved import ResolvedSweep
 from raygenre.paths import RunPaths
 from raygenre.storage import Location, StorageError
 from raygenre.sweep.inputs import BUILTIN_SETS
 from raygenre.sweep.plan import Plan
 
 # The run manifest's record of which data set the run was made on (`data_source`): kept beside
-# `shaped_by`, not in it. `shaped_by` keys the data by its content (prepared.path.name), which
-# is what decides whether numbers may be reused; the source is what a person recognises, and it
-# is known before the data is read, so a run on another data set is refused before any work.
+# the `fingerprint`, not in it. The fingerprint keys the data by its content
+# (prepared.path.name), which is what decides whether numbers may be reused; the source is what
+# a person recognises, and it is known before the data is read, so a run on another data set is
+# refused before any work.
 SOURCE_KEY = "data_source"
 
 
-def shaped_by(grid: Grid, base: Config, prepared: Prepared, plan: Plan, smoke: bool,
-              carried: dict[str, Any]) -> dict[str, Any]:
+def fingerprint(sweep: ResolvedSweep, prepared: Prepared, plan: Plan, smoke: bool
+                ) -> dict[str, Any]:
     """Everything that shapes a sweep's numbers, as plain values: the run's manifest, and what
-    the pipeline compares before reusing a finished stage."""
+    the pipeline compares before reusing a finished stage (best.json keeps it as
+    `shaped_by`)."""
+    grid = sweep.grid
     m = {"grid": grid.name,
          "grid_file_sha256": hashlib.sha256(grid.path.read_bytes()).hexdigest(),
-         "base": base.to_dict(), "carried": carried, "draw_seed": grid.draw_seed,
+         "base": sweep.base.to_dict(), "carried": sweep.carried, "draw_seed": grid.draw_seed,
          "data": prepared.path.name,  # the prepared set's key: files, sizes, mtimes, settings
          "smoke": smoke, "workers_per_trial": plan.workers, "threads": plan.threads,
          "cpus_per_worker": round(plan.worker_cpus, 4), "gpus_per_worker": plan.worker_gpus}
@@ -42,7 +45,7 @@ def shaped_by(grid: Grid, base: Config, prepared: Prepared, plan: Plan, smoke: b
 
 
 def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored `shaped_by` as this version writes it: a config key added since the run was
+    """A stored fingerprint as this version writes it: a config key added since the run was
     made reads as its default, which is the behaviour the run had (a new key defaults to
     what came before), so an upgrade alone does not refuse a resume or redo a stage."""
     base = stored.get("base")
@@ -53,7 +56,7 @@ def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
 
 
 def differences(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between a stored `shaped_by` (upgraded first) and this command's."""
+    """What differs between a stored fingerprint (upgraded first) and this command's."""
     return _diff(upgraded(then), now)
 
 

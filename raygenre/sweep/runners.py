@@ -27,7 +27,8 @@ import ray
 import torch
 from ray import tune
 
-from raygenre.grid.file import Objective, best_epoch, unpack
+from raygenre.grid.file import unpack
+from raygenre.grid.objective import Objective, best_epoch
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
 from raygenre.sweep.cluster import CPU_FOR_MISSING_GPU

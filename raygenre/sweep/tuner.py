@@ -17,8 +17,9 @@ from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.data import ledger
 from raygenre.data.sets import Prepared
 from raygenre.errors import Interrupted
-from raygenre.grid.file import CELLS_KEY, Grid, TrialPlan, describe_trials, resolve_base, unpack
+from raygenre.grid.file import CELLS_KEY, Grid, unpack
 from raygenre.grid.options import RunOptions
+from raygenre.grid.resolved import ResolvedSweep, TrialPlan, describe_trials, resolve_each
 from raygenre.paths import RunPaths
 from raygenre.sweep import inputs, loggers, run_state
 from raygenre.sweep.asha import ResumableASHA, stopped_trials
@@ -32,8 +33,8 @@ from raygenre.sweep.clock import WallClock
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, nodes_from_ray, plan_resources
-from raygenre.sweep.records import trial_dirname, trial_records
 from raygenre.sweep.runners import train_trial
+from raygenre.sweep.tune_results import trial_dirname, trial_records
 from raygenre.training.loop import checkpoint_bytes
 
 
@@ -55,71 +56,61 @@ def possible_presets(asked: str, data: str | None) -> list[str]:
     return ["cpu", "study"] if inputs.is_builtin(data) else ["study"]
 
 
-def check_before_start(grid: Grid, opts: RunOptions) -> None:
-    """resolve_base's checks (every key's range, the rules between keys) under each preset
-    this command can get, before Ray starts: a grid that fails under all of them fails now,
-    seconds sooner and with no Ray to stop. One that fails under only one preset is judged in
-    `set_up`, once the cluster says which preset it gets."""
-    errors = []
-    presets = possible_presets(opts.preset, opts.data)
-    for preset in presets:
-        try:
-            resolve_base(grid, preset, opts.seed)
-        except ConfigError as e:
-            errors.append(e)
-    if len(errors) == len(presets):
-        raise errors[0]
+# What a sweep resolves to under each preset it can get (grid.resolved.resolve_each).
+Candidates = dict[str, ResolvedSweep | ConfigError]
+
+
+def resolve_before_start(grid: Grid, opts: RunOptions,
+                         carried: dict[str, Any] | None = None) -> Candidates:
+    """The sweep resolved, every cell judged, under each preset this command can get, before
+    Ray starts: a grid that fails under all of them fails now, seconds sooner and with no Ray
+    to stop. One that fails under only one preset fails in `set_up`, once the cluster says
+    which preset it gets."""
+    return resolve_each(grid, possible_presets(opts.preset, opts.data), opts.seed, carried)
 
 
 @dataclass(frozen=True)
 class Setup:
-    """A sweep settled before any trial: its plan, config, Tune trials and data."""
+    """A sweep settled before any trial: its resolved cells and trials, plan and data."""
 
-    grid: Grid
+    sweep: ResolvedSweep  # the grid's cells as checked configs under the chosen preset
     plan: Plan
-    preset: str
     preset_why: str
-    base: Config
-    plans: list[TrialPlan]  # what each Tune trial trains
     prepared: Prepared
-    carried: dict[str, Any]
-    shaped_by: dict[str, Any]  # everything that shapes its numbers (run_state.shaped_by)
+    fingerprint: dict[str, Any]  # everything that shapes its numbers (run_state.fingerprint)
     cost: Estimate | None = None  # what each trial's epoch costs here, for the time-left line
 
 
-def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
-           carried: dict[str, Any] | None = None) -> Setup:
-    """Plan, preset, config, data and every check that can fail before a trial starts."""
-    carried = carried or {}
-    # Runs do not depend on the preset (it changes the input resolution only).
-    n_trials = len(grid.trial_plans(resolve_base(grid, "study", opts.seed, carried)))
+def set_up(candidates: Candidates, opts: RunOptions, nodes: list[Node]) -> Setup:
+    """Plan, preset, data and every check of the data that can fail before a trial starts."""
+    # Trials do not depend on the preset (it changes the input resolution only).
+    n_trials = next(len(r.plans) for r in candidates.values() if isinstance(r, ResolvedSweep))
     plan = plan_resources(nodes, n_trials, opts.workers_per_trial, opts.cpus_per_trial,
                           opts.gpus_per_trial, opts.max_concurrent)
     preset, why = choose_preset(opts.preset, opts.data, plan)
+    sweep = candidates[preset]
+    if isinstance(sweep, ConfigError):
+        raise sweep
+    grid = sweep.grid
     print(f"[grid] {grid.name}: {grid.description}")
     print(f"[grid] preset {preset!r}: {PRESETS[preset] or 'the study’s exact settings'} ({why})")
-    if carried:
-        print(f"[grid] carried from earlier stages: {carried}")
-    base = resolve_base(grid, preset, opts.seed, carried)
-    prepared = inputs.prepare_data(opts.data, inputs.caches(opts.cache), base, opts.smoke,
+    if sweep.carried:
+        print(f"[grid] carried from earlier stages: {sweep.carried}")
+    prepared = inputs.prepare_data(opts.data, inputs.caches(opts.cache), sweep.base, opts.smoke,
                                    opts.split)
     print(prepared.table_path.read_text(), end="")
     if opts.smoke:
-        # A smoke run checks a data folder of any size: its batches fit its sample.
         n = prepared.counts["train"]
-        capped = grid.cap_batch_size(n)
-        if capped != grid or base.batch_size > n:
-            before = sorted({base.replace(**t.deltas).batch_size for t in grid.cells()})
-            grid, base = capped, base.replace(batch_size=min(base.batch_size, n))
-            after = sorted({base.replace(**t.deltas).batch_size for t in grid.cells()})
+        capped = sweep.capped(n)
+        if capped.grid != grid or capped.base != sweep.base:
             print(f"[grid] --smoke: batch sizes capped at the sample's {n} training segments "
-                f"({before} -> {after})")
-    inputs.check_batch_sizes(grid, base, prepared)
-    inputs.check_models(grid, base, prepared)
-    plans = grid.trial_plans(base)
+                  f"({sweep.batch_sizes()} -> {capped.batch_sizes()})")
+        sweep = capped
+    inputs.check_batch_sizes(sweep, prepared)
+    inputs.check_models(sweep, prepared)
     cost = None
     if not opts.smoke:
-        cost = estimate(plans, base, prepared, plan)
+        cost = estimate(sweep.plans, prepared, plan)
         if cost is None:
             print("[grid] estimate: none (GPU trials, and no GPU in this process to time them)")
         else:
@@ -127,8 +118,8 @@ def set_up(grid: Grid, opts: RunOptions, nodes: list[Node],
             if cost.minutes > LONG_MIN:
                 print(f"[grid] that is {cost.minutes / 60:.1f} h here; cheaper: "
                     f"{cheaper(preset, plan)}")
-    return Setup(grid, plan, preset, why, base, plans, prepared, carried,
-                 run_state.shaped_by(grid, base, prepared, plan, opts.smoke, carried), cost)
+    return Setup(sweep, plan, why, prepared,
+                 run_state.fingerprint(sweep, prepared, plan, opts.smoke), cost)
 
 
 def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
@@ -136,41 +127,16 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     """Run a set-up sweep (or resume it) and write its results; returns its best.json.
     `trials_done` is called once every trial has ended and its records are read: what follows
     (test evaluation, tables, plots) needs no Ray."""
-    grid, plan, plans, prepared = setup.grid, setup.plan, setup.plans, setup.prepared
+    sweep, plan, plans = setup.sweep, setup.plan, setup.sweep.plans
+    grid = sweep.grid
     # The test ledger also lives beside the run folders: it travels with the storage.
-    prepared = ledger.at(prepared, paths.storage)
-    if restoring:
-        run_state.check_manifest(paths, setup.shaped_by)
-        logged_to = loggers.check_resume(paths, opts.logger)
-    else:
-        # The trackers first: one that cannot be reached fails before the run folder is made.
-        trackers, logged_to = loggers.build(opts.logger, paths, grid.name, grid.metric,
-                                            grid.mode)
-        run_state.write_manifest(paths, setup.shaped_by, run_state.data_source(opts.data))
-        loggers.record(paths, opts.logger, logged_to)
-        cleared = run_state.clear_tensorboard(paths)
-        if cleared:
-            print(f"[grid] TensorBoard: {cleared} run(s) of an earlier sweep removed from "
-                  f"{paths.tensorboard}")
-    how = (f"ASHA on {grid.metric} ({grid.mode}) over trials" if grid.asha
-           else "every trial in full")
-    trials_line = describe_trials(plans, grid.n_cells)
-    print(f"[grid] {trials_line}")
-    print(f"[grid] {how}; {plan.describe()}")
-    # The nodes alive: on a `ray up` cluster trials were sized for what it can grow to.
-    if plan.waits_for_gpus(nodes_from_ray(ray.nodes())):
-        print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
-    print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
-    print(f"[grid] {checkpoint_traffic(setup, paths)}")
-    print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
-    for line in logged_to:
-        print(f"[grid] {line}")
-
+    prepared = ledger.at(setup.prepared, paths.storage)
+    trackers = _open_run(setup, opts, paths, restoring)
     t_data = time.time()
     train_ds, val_ds = (ray_dataset(prepared, s) for s in ("train", "val"))
     print(f"[grid] train and val splits in Ray's object store ({time.time() - t_data:.1f} s); "
           f"starting trials")
-    runtime = inputs.runtime_facts(grid, setup.base, prepared, plan.threads)
+    runtime = inputs.runtime_facts(sweep, prepared, plan.threads)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
                              plan=plan, paths=paths, objective=grid.objective),
@@ -188,8 +154,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
             tuner = tune.Tuner.restore(str(paths.experiment), trainable, resume_unfinished=True,
                                        resume_errored=True)
         else:
-            tuner = tune.Tuner(trainable, param_space=_param_space(setup.base, plans),
-                               tune_config=_tune_config(grid, setup.base, paths, plan),
+            tuner = tune.Tuner(trainable, param_space=_param_space(sweep.base, plans),
+                               tune_config=_tune_config(sweep, paths, plan),
                                run_config=_run_config(grid, paths, plan, planned_trials(setup),
                                                       trackers))
         results = tuner.fit()
@@ -207,14 +173,15 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     if trials_done is not None:
         trials_done()
     facts = report.SweepFacts(
-        name=paths.name, preset=setup.preset, preset_why=setup.preset_why,
+        name=paths.name, preset=sweep.preset, preset_why=setup.preset_why,
         data=f"`{opts.data}`" if opts.data else "the built-in set",
         data_source=run_state.data_source(opts.data),
-        run_folder=str(paths.experiment), plan=plan.describe(), trials=trials_line,
+        run_folder=str(paths.experiment), plan=plan.describe(),
+        trials=describe_trials(plans, grid.n_cells),
         concurrency=plan.concurrency, wall_s=wall.total_s, wall_words=wall.words(),
         wall_known=not wall.untimed_runs, command=opts.recorded_command)
-    best = report.write_results(grid, setup.base, records, paths, prepared, facts,
-                                setup.carried, setup.shaped_by)
+    best = report.write_results(grid, sweep.base, records, paths, prepared, facts,
+                                sweep.carried, setup.fingerprint)
     share = best["training_share"]
     print(f"[grid] training share {share:.2f}: summed epoch compute over {wall.words()} of "
           f"sweep wall x {plan.concurrency} slot(s)" if share is not None else
@@ -222,16 +189,49 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     return best
 
 
-def checkpoint_traffic(setup: Setup, paths: RunPaths) -> str:
+def _open_run(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool
+              ) -> list[tune.Callback]:
+    """Check a resumed run against this command, or write a new run's manifest and open its
+    trackers; then say what the sweep will do and where. Returns a new run's trackers."""
+    grid, plan = setup.sweep.grid, setup.plan
+    trackers: list[tune.Callback] = []
+    if restoring:
+        run_state.check_manifest(paths, setup.fingerprint)
+        logged_to = loggers.check_resume(paths, opts.logger)
+    else:
+        # The trackers first: one that cannot be reached fails before the run folder is made.
+        trackers, logged_to = loggers.build(opts.logger, paths, grid.name, grid.metric,
+                                            grid.mode)
+        run_state.write_manifest(paths, setup.fingerprint, run_state.data_source(opts.data))
+        loggers.record(paths, opts.logger, logged_to)
+        cleared = run_state.clear_tensorboard(paths)
+        if cleared:
+            print(f"[grid] TensorBoard: {cleared} run(s) of an earlier sweep removed from "
+                  f"{paths.tensorboard}")
+    how = (f"ASHA on {grid.metric} ({grid.mode}) over trials" if grid.asha
+           else "every trial in full")
+    print(f"[grid] {describe_trials(setup.sweep.plans, grid.n_cells)}")
+    print(f"[grid] {how}; {plan.describe()}")
+    # The nodes alive: on a `ray up` cluster trials were sized for what it can grow to.
+    if plan.waits_for_gpus(nodes_from_ray(ray.nodes())):
+        print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
+    print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
+    print(f"[grid] {checkpoint_traffic(setup.sweep.plans, setup.prepared, paths)}")
+    print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
+    for line in logged_to:
+        print(f"[grid] {line}")
+    return trackers
+
+
+def checkpoint_traffic(plans: tuple[TrialPlan, ...], prepared: Prepared, paths: RunPaths) -> str:
     """What the trials will write to the run folder (a bucket's traffic and bill): one
     checkpoint per trial per epoch, its size estimated from each model's parameters and what a
     checkpoint holds (`train.checkpoint_bytes`: ~0.68 GB for the study's CNN1 at 201x552)."""
-    prepared = setup.prepared
     n_classes, n_val = len(prepared.genres), prepared.counts["val"]
     per_pass = n_val * n_classes * 4  # a validation pass's predictions, kept from then on
     sizes, total, epochs, pinned = [], 0, 0, 0
-    for p in setup.plans:
-        cfg = setup.base.replace(**p.longest.deltas)
+    for p in plans:
+        cfg = p.config
         size0 = checkpoint_bytes(cfg, prepared.segment_samples, n_classes, n_val, 0)
         sizes.append(size0 + per_pass)
         total += cfg.epochs * size0 + per_pass * cfg.epochs * (cfg.epochs + 1) // 2
@@ -243,7 +243,7 @@ def checkpoint_traffic(setup: Setup, paths: RunPaths) -> str:
     extra = f", and at least {_bytes(pinned)} of copies kept for shorter cells" if pinned else ""
     return (f"checkpoints to {'the bucket' if paths.storage.bucket else 'the run folder'}: "
             f"{low if low == high else f'{low} to {high}'} per trial per epoch, ~{_bytes(total)} "
-            f"in all ({epochs} epochs over {len(setup.plans)} trial(s){extra}); a resume "
+            f"in all ({epochs} epochs over {len(plans)} trial(s){extra}); a resume "
             f"redoes at most the epoch under way")
 
 
@@ -264,17 +264,18 @@ def _finished(results: tune.ResultGrid, paths: RunPaths, grid: Grid) -> int:
                for r in results)
 
 
-def _param_space(base: Config, plans: list[TrialPlan]) -> dict[str, Any]:
+def _param_space(base: Config, plans: tuple[TrialPlan, ...]) -> dict[str, Any]:
     """The base config, and one grid_search axis over the trials (each a dict of its cells'
-    deltas, variant name and member epochs, merged back by `gridfile.unpack`)."""
+    deltas, variant name and member epochs, merged back by `grid.file.unpack`)."""
     return {**base.to_dict(), CELLS_KEY: tune.grid_search([p.tune_value() for p in plans])}
 
 
-def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.TuneConfig:
+def _tune_config(sweep: ResolvedSweep, paths: RunPaths, plan: Plan) -> tune.TuneConfig:
+    grid = sweep.grid
     scheduler = None
     if grid.asha:
         scheduler = ResumableASHA(str(paths.asha_state), time_attr="epoch",
-                                  max_t=grid.max_epochs(base), grace_period=grid.grace_period,
+                                  max_t=sweep.max_epochs, grace_period=grid.grace_period,
                                   reduction_factor=grid.reduction_factor)
     # reuse_actors: a finished trial's process takes the next trial, so torch and Ray are
     # imported once per slot, not once per trial (0.4-0.5 s of fixed cost per trial instead of 3.0,
@@ -289,9 +290,10 @@ def _tune_config(grid: Grid, base: Config, paths: RunPaths, plan: Plan) -> tune.
 def planned_trials(setup: Setup) -> list[PlannedTrial]:
     """Every trial of the sweep with its epochs and, where the estimate timed it, its seconds
     per epoch here (else 1: the time-left line then weighs all epochs alike)."""
-    costs = setup.cost.epoch_s if setup.cost is not None else (1.0,) * len(setup.plans)
-    return [PlannedTrial(p.tune_value(), setup.base.replace(**p.longest.deltas).epochs, c)
-            for p, c in zip(setup.plans, costs, strict=True)]
+    plans = setup.sweep.plans
+    costs = setup.cost.epoch_s if setup.cost is not None else (1.0,) * len(plans)
+    return [PlannedTrial(p.tune_value(), p.config.epochs, c)
+            for p, c in zip(plans, costs, strict=True)]
 
 
 def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedTrial],

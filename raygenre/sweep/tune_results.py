@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raygenre.grid.file import Objective, best_epoch, unpack
+from raygenre.grid.file import unpack
+from raygenre.grid.objective import Objective, best_epoch
 from raygenre.paths import RunPaths
 from raygenre.report.records import TrialRecord, best_of, whole_checkpoints
 from raygenre.storage import Location
