@@ -16,7 +16,11 @@ import yaml
 from raygenre.report.uncertainty import Split, TrackStats
 from raygenre.tools import fresh_splits as fs
 
+from .conftest import kill_tree
+
 REPO = Path(__file__).resolve().parent.parent
+# Rendering the real-music set is most of a call: ~15 min of the test on an idle 2-core machine.
+TOOL_TIMEOUT_S = 1500
 SWEEP = REPO / "results" / "fresh_splits" / "split_1" / "seed_0" / "best"
 
 
@@ -144,11 +148,18 @@ def test_the_tool_runs_each_split_and_seed_once_and_refuses_a_read_split(
     import sys
 
     def call(out: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "raygenre.tools.fresh_splits", "--smoke", "--splits", "7",
-             "--seeds", "0,1", "--parallel", "1", "--out", str(tmp_path / out),
-             "--storage", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")],
-            capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+        argv = [sys.executable, "-m", "raygenre.tools.fresh_splits", "--smoke", "--splits", "7",
+                "--seeds", "0,1", "--parallel", "1", "--out", str(tmp_path / out),
+                "--storage", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]
+        # Its own session, so that a timeout also ends what it started (the set's render
+        # pool, the sweeps and their Ray), not the tool alone.
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path, start_new_session=True)
+        try:
+            out_text, err_text = proc.communicate(timeout=TOOL_TIMEOUT_S)
+        finally:
+            kill_tree(proc.pid)
+        return subprocess.CompletedProcess(argv, proc.returncode, out_text, err_text)
 
     first = call("out")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
