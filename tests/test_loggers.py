@@ -16,7 +16,7 @@ import pytest
 
 import raygenre
 from raygenre.config import METRICS, Config, ConfigError
-from raygenre.grid.file import load_grid
+from raygenre.grid.file import Objective, load_grid
 from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.storage import Location
@@ -49,8 +49,8 @@ def _result(epoch: int) -> dict[str, Any]:
 
 
 class Recorder(MemberCallback):
-    def __init__(self) -> None:
-        super().__init__("val/acc", "max")
+    def __init__(self, judge_epoch: str = "last") -> None:
+        super().__init__(Objective("val/acc", "max", judge_epoch))
         self.events: list[tuple] = []
 
     def member_epoch(self, trial: Any, member: Member, epoch: int,
@@ -86,8 +86,24 @@ def test_a_shared_trial_is_split_into_its_members_with_their_own_epochs() -> Non
     assert all(m.params["batch_size"] == 16 and "cells/members" not in m.params
                and "members" not in m.params for m in members)
     assert all(m.trial_id == "abc_00000" for m in members)
+    # The 3-epoch cell (val/acc 0.2, 0.5, 0.4) as the grid judges it: at its last epoch by
+    # default, named so; under early stopping at its best, named so.
     assert cb.summary(members[1]) == pytest.approx({
-        **{k: _result(3)[k] for k in METRICS}, "best/val/acc": 0.5, "best_epoch": 2})
+        **{k: _result(3)[k] for k in METRICS}, "last/val/acc": 0.4, "judged_epoch": 3})
+    early = Recorder("best")
+    _report(early, t, range(1, 6))
+    assert early.judged(early.members["abc_00000"][1]) == pytest.approx(
+        {"best/val/acc": 0.5, "judged_epoch": 2})
+
+
+def test_a_callback_pickled_before_the_rule_logs_as_it_did() -> None:
+    """Tune restores callbacks from the run folder: one pickled with a metric and mode but no
+    objective (before the grid's rule was passed) keeps its metric and its best-epoch name."""
+    cb = Recorder()
+    state = {k: v for k, v in vars(cb).items() if k != "objective"}
+    old = Recorder.__new__(Recorder)
+    old.__setstate__({**state, "metric": "val/loss", "mode": "min"})
+    assert old.objective == Objective("val/loss", "min", "best")
 
 
 def test_one_cell_trials_keep_the_trial_id_and_a_variant_is_a_parameter() -> None:
@@ -197,7 +213,7 @@ def test_mlflow_resume_continues_each_run_and_duplicates_none(tmp_path: Path) ->
     from mlflow import MlflowClient
 
     uri = (tmp_path / "mlflow").as_uri()
-    cb = MLflowMembers(uri, "g", {"raygenre.grid": "g"}, "val/acc", "max")
+    cb = MLflowMembers(uri, "g", {"raygenre.grid": "g"}, Objective("val/acc", "max"))
     frozen = pickle.dumps(cb)  # what Tune keeps in the run folder, before setup
     cb.setup()
     t = _trial("abc_00005", [2, 4])
@@ -268,7 +284,11 @@ def test_mlflow_has_every_cell_with_its_config_and_epochs(mlflow_sweep: dict) ->
                 want = history.loc[(cid, p.step), m]
                 assert (math.isnan(p.value) and math.isnan(want)) or p.value == pytest.approx(
                     want, rel=1e-6), (cid, m, p.step)
-        assert r.data.metrics["best/val/acc"] == pytest.approx(row["best/val/acc"], rel=1e-6)
+        # The judged figure under batch_epoch's rule (its last epoch), by cells.csv's name;
+        # no best-epoch figure beside it to be read as the cell's value.
+        assert r.data.metrics["last/val/acc"] == pytest.approx(row["last/val/acc"], rel=1e-6)
+        assert r.data.metrics["judged_epoch"] == row["judged_epoch"] == row["epochs"]
+        assert "best/val/acc" not in r.data.metrics
 
 
 def _events(path: Path) -> Iterator[Any]:
@@ -301,9 +321,10 @@ def test_tensorboard_hparams_has_a_session_per_cell(mlflow_sweep: dict) -> None:
         assert hparams["epochs"].number_value == row["epochs"]
         assert hparams["batch_size"].number_value == row["batch_size"]
         assert hparams["model"].string_value == "cnn1"
-        best = [v.simple_value for f in folder.glob("events.out.tfevents.*") for ev in _events(f)
-                for v in ev.summary.value if v.tag == "hparams/best/val/acc"]
-        assert best == [pytest.approx(row["best/val/acc"], rel=1e-6)]
+        judged = {v.tag: v.simple_value for f in folder.glob("events.out.tfevents.*")
+                  for ev in _events(f) for v in ev.summary.value
+                  if v.tag.startswith(("hparams/last/", "hparams/best/"))}
+        assert judged == {"hparams/last/val/acc": pytest.approx(row["last/val/acc"], rel=1e-6)}
 
 
 def _wandb_records(path: Path) -> Iterator[Any]:

@@ -285,3 +285,20 @@ def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
     assert ev.eval_device().type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert ev.eval_device().type == "cuda"
+
+
+def test_the_index_says_which_folders_were_judged_under_the_old_rule(tmp_path: Path) -> None:
+    """results/best (made before the selection change, its run folder gone) is marked on the
+    results page; the main job's folder, judged under today's rule, is not."""
+    import shutil
+
+    from raygenre.report import legacy
+    from raygenre.report.index import write_index
+
+    repo = Path(__file__).resolve().parent.parent
+    for name in ("best", "batch_epoch"):
+        shutil.copytree(repo / "results" / name, tmp_path / name)
+    page = write_index(tmp_path).read_text()
+    old, new = page.split('<h2 id="best">')[1], page.split('<h2 id="best">')[0]
+    assert legacy.OLD_RULE.split(":")[0] in old
+    assert legacy.OLD_RULE.split(":")[0] not in new and '<h2 id="batch_epoch">' in new

@@ -1,4 +1,5 @@
-"""bench/screen.py: a grid's variants across seeds without Ray, tested as the report does."""
+"""raygenre.tools.screen (raygenre-screen): a grid's variants across seeds without Ray, tested
+as the report does."""
 
 from __future__ import annotations
 
@@ -7,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def _screen(grid: Path, data: Path, tmp: Path, out: str) -> list[dict]:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "screen.py"), str(grid), "--data", str(data),
+        [sys.executable, "-m", "raygenre.tools.screen", str(grid), "--data", str(data),
          "--seeds", "0,1", "--procs", "2", "--epochs", "2", "--cache", str(tmp / "cache"),
          "--out", str(tmp / out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

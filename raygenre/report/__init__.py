@@ -55,10 +55,7 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
     """Every file of results/<grid>/; returns best.json's content."""
     out = paths.results
     out.mkdir(parents=True, exist_ok=True)
-    for old in (legacy.OLD_CELLS_FILE, legacy.OLD_BARS):
-        # An earlier sweep's files under their names from before: they would sit beside this
-        # sweep's cells.csv and bars as if they were its own.
-        (out / old).unlink(missing_ok=True)
+    _clear_old_names(out)
     objective = grid.objective
     # This folder's best.json from before (a --fresh start, another storage) keeps a copy of
     # the reads: merged, so they are not lost with the run folder or the cache.
@@ -130,13 +127,25 @@ def write_results(grid: Grid, base: Config, records: list[TrialRecord], paths: R
         summary_md(grid, base, cells, verdict, test, held_out, prepared, facts, plots, tests,
                    test_ledger.describe()))
     write_index(paths.results_root)
+    _print_verdict(verdict, grid, held_out, len(chosen), test_ledger.describe())
+    return best_json
+
+
+def _clear_old_names(out: Path) -> None:
+    for old in (legacy.OLD_CELLS_FILE, legacy.OLD_BARS):
+        # An earlier sweep's files under their names from before: they would sit beside this
+        # sweep's cells.csv and bars as if they were its own.
+        (out / old).unlink(missing_ok=True)
+
+
+def _print_verdict(verdict: Any, grid: Grid, held_out: dict[str, Any], n_chosen: int,
+                   reads: str) -> None:
     print(f"[results] {verdict.line(grid.metric)}")
-    what = (f"mean of {len(chosen)} seeds, " if verdict.replicates else "")
+    what = (f"mean of {n_chosen} seeds, " if verdict.replicates else "")
     print(f"[results] test ({what}read once per cell): test/acc "
           f"{describe(held_out['test/acc'], *held_out['test/acc interval'])}, test/track_acc "
           f"{describe(held_out['test/track_acc'], *held_out['test/track_acc interval'])}; "
-          f"{test_ledger.describe()}")
-    return best_json
+          f"{reads}")
 
 
 TEST_PREDICTIONS = "test_predictions.csv"

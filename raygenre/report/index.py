@@ -29,6 +29,7 @@ code { background: #f3f3f3; padding: 1px 4px; }
 .plots img { max-width: 560px; width: 48%; margin: 4px; border: 1px solid #eee;
              vertical-align: top; }
 .facts { color: #444; }
+.old-rule { color: #8a4b00; }
 nav a { margin-right: 1em; }
 """
 
@@ -116,6 +117,8 @@ def _sweep(folder: Path, root: Path) -> tuple[str, str]:
              f"<p>Data: {escape(str(best.get('data', '')))}; split: "
              f"{escape(str(best.get('split', '')))}</p>",
              f"<p class=\"verdict\"><b>{escape(best.get('verdict', ''))}</b></p>",
+             *([f'<p class="old-rule"><b>{escape(legacy.OLD_RULE)}</b></p>']
+               if legacy.judged_before_selection(best) else []),
              "<p><b>Test</b> (read once per tested cell"
              + (f"; this test split has been read {reads} times in all" if reads else "")
              + f"): segment accuracy {escape(_ci_text(best['test/acc'], *iv))}, track accuracy"

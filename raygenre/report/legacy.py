@@ -43,3 +43,22 @@ def columns_of(header: list[str]) -> dict[str, str]:
     old = (("trial_id" in header and "cell_id" not in header)
            or ("trials" in header and "cells" not in header))
     return COLUMNS if old else {}
+
+
+# A best.json without `judge_epoch` was written before the selection rules of 2026-12-07
+# (issue #38). Its folder cannot be judged again where its run folder is gone (the validation
+# predictions live there), so the page says what it is instead of showing it as current.
+OLD_RULE = ("Judged under the old rule (before 2026-12-07): every cell at its best validation "
+            "epoch, with the winner fixed across the bootstrap's draws: no P(best), no estimate "
+            "of the winner on tracks not used to choose it, ties judged pairwise against that "
+            "fixed winner, and seeds resampled by a plain bootstrap where intervals were drawn. "
+            "Its validation figures run high (the best epoch and the best cell were both chosen "
+            "on the same tracks) and any interval on them is too narrow. Judged now, each cell "
+            "would be read at its last epoch unless its grid asks for early stopping (then the "
+            "epoch is re-picked in every draw), and the winner re-chosen in every draw. Its test "
+            "figures are the reads that were made, of the same checkpoints.")
+
+
+def judged_before_selection(best: dict[str, Any]) -> bool:
+    """True for a best.json written under the old rule (`OLD_RULE`)."""
+    return "judge_epoch" not in best

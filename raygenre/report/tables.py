@@ -147,7 +147,39 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
     if verdict.replicates:
         lines += ["## Configurations over seeds (★ = chosen on the mean; the interval resamples "
                   "seeds and validation tracks)", "", config_table(verdict, grid, tests)]
-    lines += [f"## Cells (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
+    lines += cells_table(grid, cells, chosen)
+    if grid.test == "every" and not verdict.replicates:
+        lines += ["", "## Every cell on the test split (`test: every`: a comparison fixed "
+                  "before the sweep)", "", "| cell | test/acc | test/track_acc |",
+                  "|---|---:|---:|"]
+        lines += [f"| {k} | {v['test/acc']:.4f} | {v['test/track_acc']:.4f} |"
+                  for k, v in tests.items()]
+    errors = [c for c in cells if c["status"] == "error"]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {c['cell_id']}: {c['error']}" for c in errors]
+    cfg = best["_config"]
+    lines += ["", "## Best cell", "",
+              f"Cell `{best['cell_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
+              f" judged at its {grid.objective.words}, epoch {test['epoch']}: {grid.metric} "
+              f"{best[col]:.4f}.", "",
+              f"Its test split ({test['n_segments']} segments, {test['n_tracks']} tracks, "
+              f"evaluated once at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f},"
+              f" `test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
+              f"Chance is {1 / len(prepared.genres):.2f}.", "",
+              "| genre | test acc |", "|---|---:|"]
+    lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
+    lines += ["", "Config of the best cell:", "", "```yaml"]
+    lines += [f"{k}: {fmt(v)}" for k, v in cfg.items()]
+    lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
+    return "\n".join(lines) + "\n"
+
+
+def cells_table(grid: Grid, cells: list[dict], chosen: set[str]) -> list[str]:
+    """summary.md's table of every cell, best first (★ chosen, ≈ tied with it)."""
+    axes = grid.labels
+    col = grid.objective.column
+    lines = [f"## Cells (sorted by {col}; ★ = chosen, ≈ = tied with it within noise)", "",
               "| | cell | status | " + " | ".join(axes) + f" | epochs run | {col} | 95% CI | "
               "P(best) | judged epoch | best epoch | val/track_acc there | final val/acc | "
               "val/loss | train/loss | train/acc | trial |",
@@ -175,31 +207,7 @@ def summary_md(grid: Grid, base: Config, cells: list[dict], verdict: Any, test: 
         lines += ["", "A cell named `TRIAL:eN` is the first N epochs of Tune trial TRIAL, read "
                       "from it (the loop is seeded and its schedule does not read the epoch "
                       "count, so these are the numbers the cell would give alone)."]
-    if grid.test == "every" and not verdict.replicates:
-        lines += ["", "## Every cell on the test split (`test: every`: a comparison fixed "
-                  "before the sweep)", "", "| cell | test/acc | test/track_acc |",
-                  "|---|---:|---:|"]
-        lines += [f"| {k} | {v['test/acc']:.4f} | {v['test/track_acc']:.4f} |"
-                  for k, v in tests.items()]
-    errors = [c for c in cells if c["status"] == "error"]
-    if errors:
-        lines += ["", "## Errors", ""] + [f"- {c['cell_id']}: {c['error']}" for c in errors]
-    cfg = best["_config"]
-    lines += ["", "## Best cell", "",
-              f"Cell `{best['cell_id']}` ({', '.join(f'{a}={fmt(best[a])}' for a in axes)}),"
-              f" judged at its {grid.objective.words}, epoch {test['epoch']}: {grid.metric} "
-              f"{best[col]:.4f}.", "",
-              f"Its test split ({test['n_segments']} segments, {test['n_tracks']} tracks, "
-              f"evaluated once at that epoch's checkpoint): `test/acc` = {test['test/acc']:.4f},"
-              f" `test/track_acc` (majority vote per track) = {test['test/track_acc']:.4f}. "
-              f"Chance is {1 / len(prepared.genres):.2f}.", "",
-              "| genre | test acc |", "|---|---:|"]
-    lines += [f"| {g} | {a:.3f} |" for g, a in test["per_genre"].items()]
-    lines += ["", "Config of the best cell:", "", "```yaml"]
-    lines += [f"{k}: {fmt(v)}" for k, v in cfg.items()]
-    lines += ["```", "", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    lines += ["", "## Data split (by track)", "", prepared.table_path.read_text()]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def selection_note(verdict: Any, grid: Grid) -> str:

@@ -310,9 +310,16 @@ def seed_interval(values: np.ndarray, draws: np.ndarray, track_df: int
         lo, hi = interval(draws[:, 0])
         return lo, hi
     v_seed = float(np.var(values, ddof=1)) / r
-    total = v_seed + v_track
-    if total == 0:
-        return mean, mean
-    df = total ** 2 / (v_seed ** 2 / (r - 1) + v_track ** 2 / max(track_df, 1))
-    half = t_quantile((1 + LEVEL) / 2, df) * math.sqrt(total)
+    half = t_half_width([(v_seed, r - 1), (v_track, max(track_df, 1))])
     return mean - half, mean + half
+
+
+def t_half_width(parts: list[tuple[float, float]]) -> float:
+    """Half the LEVEL t interval of an estimate whose variance is a sum of independent parts,
+    each (variance, its degrees of freedom): t at Satterthwaite's df times the root of the sum
+    (0 where every part is 0)."""
+    total = sum(v for v, _ in parts)
+    if total == 0:
+        return 0.0
+    df = total ** 2 / sum(v ** 2 / d for v, d in parts if v > 0)
+    return t_quantile((1 + LEVEL) / 2, df) * math.sqrt(total)

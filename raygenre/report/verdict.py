@@ -142,6 +142,44 @@ def judge(cells: list[dict[str, Any]], grid: Grid, val: Split,
     has a value of the objective."""
     objective = grid.objective
     col, sign = objective.column, (1 if objective.mode == "max" else -1)
+    inside, outside = _cell_draws(cells, grid, val, predictions)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for t in cells:
+        if t[col] is not None and not math.isnan(t[col]):
+            groups.setdefault(config_label(t, grid), []).append(t)
+    if not groups:
+        return None
+    replicates = grid.replicates > 1  # a `seed: [0]` axis is one seed, not replicates
+    configs = [_candidate(label, members, col, val, inside, outside)
+               for label, members in groups.items()]
+    # The winner: the best mean; on a tie, fewer epochs (the same for less compute), then the
+    # grid's order. Without replicates this is pick_best's rule on single cells. The same
+    # rule breaks ties within a draw.
+    order = {id(t): i for i, t in enumerate(cells)}
+    best_of_each = {c.label: pick_best(c.cells, objective) for c in configs}
+
+    def rule(c: Candidate) -> tuple[int, int]:
+        return best_of_each[c.label]["epoch"], order[id(c.cells[0])]
+
+    configs.sort(key=lambda c: (-sign * c.value, *rule(c)))
+    winner = configs[0]
+    estimate = _choose(configs, rule, sign) if winner.draws is not None else None
+    for c in configs:
+        for t in c.cells:
+            t["tied_with_best"] = c.tied if c is not winner else None
+            t["p_best"], t["gap"], t["gap_lo"] = c.p_best, c.gap, c.gap_lo
+    best = winner.cells[0] if replicates else best_of_each[winner.label]
+    return Verdict(best, winner.cells, configs, replicates, objective.words, estimate)
+
+
+def _cell_draws(cells: list[dict[str, Any]], grid: Grid, val: Split,
+                predictions: Callable[[TrialRecord], ValPredictions]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each cell's intervals on its row (in place), and its objective on each draw's tracks
+    and on the tracks each draw left out (by cell id), at the epoch it is judged at (under
+    early stopping, re-picked in each draw)."""
+    objective = grid.objective
+    col, sign = objective.column, (1 if objective.mode == "max" else -1)
     stat = METRIC_STAT.get(objective.metric)
     early = objective.epoch == "best"
     weights = val.draws()
@@ -198,64 +236,48 @@ def judge(cells: list[dict[str, Any]], grid: Grid, val: Split,
             inside[t["cell_id"]] = draws_at(trial, epochs, stat, False)[rows, pick]
             outside[t["cell_id"]] = draws_at(trial, epochs, stat, True)[rows, pick]
             t[f"{col} ci_lo"], t[f"{col} ci_hi"] = interval(inside[t["cell_id"]])
+    return inside, outside
 
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for t in cells:
-        if t[col] is not None and not math.isnan(t[col]):
-            groups.setdefault(config_label(t, grid), []).append(t)
-    if not groups:
-        return None
-    replicates = grid.replicates > 1  # a `seed: [0]` axis is one seed, not replicates
-    configs = []
-    for label, members in groups.items():
-        # Replicates in seed order, so that a resumed sweep, which may list its cells in
-        # another order, gives the same aggregates bit for bit.
-        members.sort(key=lambda t: (t.get(REPLICATE_KEY) is None, t.get(REPLICATE_KEY) or 0))
-        values = np.array([t[col] for t in members], dtype=np.float64)
-        c = Candidate(label, members, float(values.mean()),
-                      float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-        if all(t["cell_id"] in inside for t in members):
-            per_seed = np.stack([inside[t["cell_id"]] for t in members], axis=1)
-            c.draws = per_seed.mean(1)
-            c.left_out = np.stack([outside[t["cell_id"]] for t in members], axis=1).mean(1)
-            if len(members) > 1:
-                c.lo, c.hi = seed_interval(values, per_seed, val.track_df)
-            else:
-                c.lo, c.hi = interval(c.draws)
-        configs.append(c)
-    # The winner: the best mean; on a tie, fewer epochs (the same for less compute), then the
-    # grid's order. Without replicates this is pick_best's rule on single cells. The same
-    # rule breaks ties within a draw.
-    order = {id(t): i for i, t in enumerate(cells)}
-    best_of_each = {c.label: pick_best(c.cells, objective) for c in configs}
 
-    def rule(c: Candidate) -> tuple[int, int]:
-        return best_of_each[c.label]["epoch"], order[id(c.cells[0])]
+def _candidate(label: str, members: list[dict[str, Any]], col: str, val: Split,
+               inside: dict[str, np.ndarray], outside: dict[str, np.ndarray]) -> Candidate:
+    """One configuration: its cells (one per seed), mean, spread and interval."""
+    # Replicates in seed order, so that a resumed sweep, which may list its cells in
+    # another order, gives the same aggregates bit for bit.
+    members.sort(key=lambda t: (t.get(REPLICATE_KEY) is None, t.get(REPLICATE_KEY) or 0))
+    values = np.array([t[col] for t in members], dtype=np.float64)
+    c = Candidate(label, members, float(values.mean()),
+                  float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+    if all(t["cell_id"] in inside for t in members):
+        per_seed = np.stack([inside[t["cell_id"]] for t in members], axis=1)
+        c.draws = per_seed.mean(1)
+        c.left_out = np.stack([outside[t["cell_id"]] for t in members], axis=1).mean(1)
+        if len(members) > 1:
+            c.lo, c.hi = seed_interval(values, per_seed, val.track_df)
+        else:
+            c.lo, c.hi = interval(c.draws)
+    return c
 
-    configs.sort(key=lambda c: (-sign * c.value, *rule(c)))
+
+def _choose(configs: list[Candidate], rule: Callable[[Candidate], tuple[int, int]],
+            sign: int) -> Estimate:
+    """The choice re-run in every draw among the configurations with draws (`selection`):
+    their P(best), gaps and ties (in place), and the winner's value on left-out tracks."""
     winner = configs[0]
-    estimate = None
     judged = [c for c in configs if c.draws is not None]
-    if winner.draws is not None:
-        ranks = {id(c): i for i, c in enumerate(sorted(judged, key=rule))}
-        sel = selection(sign * np.array([c.value for c in judged]),
-                        sign * np.stack([c.draws for c in judged], axis=1),
-                        sign * np.stack([c.left_out for c in judged], axis=1),
-                        np.array([ranks[id(c)] for c in judged]))
-        for i, c in enumerate(judged):
-            c.p_best = float(sel.p_best[i])
-            c.gap, c.gap_lo = float(sel.gap[i]), float(sel.gap_lo[i])
-            c.tied = bool(sel.held[i]) if c is not winner else None
-        scores = sign * sel.winner_draws
-        lo, hi = interval(scores)
-        estimate = Estimate(float(scores.mean()), lo, hi,
-                            float(scores.std(ddof=1) / math.sqrt(len(scores))), len(judged))
-    for c in configs:
-        for t in c.cells:
-            t["tied_with_best"] = c.tied if c is not winner else None
-            t["p_best"], t["gap"], t["gap_lo"] = c.p_best, c.gap, c.gap_lo
-    best = winner.cells[0] if replicates else best_of_each[winner.label]
-    return Verdict(best, winner.cells, configs, replicates, objective.words, estimate)
+    ranks = {id(c): i for i, c in enumerate(sorted(judged, key=rule))}
+    sel = selection(sign * np.array([c.value for c in judged]),
+                    sign * np.stack([c.draws for c in judged], axis=1),
+                    sign * np.stack([c.left_out for c in judged], axis=1),
+                    np.array([ranks[id(c)] for c in judged]))
+    for i, c in enumerate(judged):
+        c.p_best = float(sel.p_best[i])
+        c.gap, c.gap_lo = float(sel.gap[i]), float(sel.gap_lo[i])
+        c.tied = bool(sel.held[i]) if c is not winner else None
+    scores = sign * sel.winner_draws
+    lo, hi = interval(scores)
+    return Estimate(float(scores.mean()), lo, hi,
+                    float(scores.std(ddof=1) / math.sqrt(len(scores))), len(judged))
 
 
 def _check(cell: dict[str, Any], s: TrackStats, metric: str, trial: TrialRecord) -> None:

@@ -13,6 +13,7 @@ from ray import tune
 
 from raygenre.config import METRICS
 from raygenre.grid.file import packed_cells, unpack
+from raygenre.grid.objective import Objective
 from raygenre.sweep.loggers import Member, MemberCallback
 
 
@@ -150,17 +151,16 @@ class TensorBoard(MemberCallback):
     Tune trial, stepped by epoch (Tune's own logger prefixes every name with `ray/tune/` and
     steps by report); and, for the HParams view, one session per cell (a shared trial's member
     too), written when it ends: its flattened config against its final metrics and its best
-    value of the objective (`hparams/...`)."""
+    value of the objective under the grid's rule (`hparams/last/val/acc` by default,
+    `hparams/best/val/acc` under early stopping: `MemberCallback.judged`)."""
 
-    def __init__(self, logdir: Path, labels: list[str], metric: str = "val/acc",
-                 mode: str = "max") -> None:
-        super().__init__(metric, mode)
+    def __init__(self, logdir: Path, labels: list[str], objective: Objective) -> None:
+        super().__init__(objective)
         self.logdir, self.labels = logdir, labels
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # A sweep started by an earlier version pickled its callback without the objective or
-        # members (Tune restores callbacks from the run folder): the default objective's.
-        self.__dict__.update({"metric": "val/acc", "mode": "max", "members": {}, **state})
+        # A sweep started by an earlier version pickled its callback without members.
+        super().__setstate__({"members": {}, **state})
 
     def setup(self, **info: Any) -> None:
         self.writers: dict[str, Any] = {}

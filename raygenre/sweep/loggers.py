@@ -39,7 +39,7 @@ from ray import tune
 
 from raygenre.config import METRICS, ConfigError
 from raygenre.grid.file import unpack
-from raygenre.grid.objective import best_epoch
+from raygenre.grid.objective import Objective
 from raygenre.paths import RunPaths
 from raygenre.report.records import member_ids
 
@@ -89,11 +89,20 @@ class MemberCallback(tune.Callback):
     member has (a trial's epoch 4 is no epoch of its 3-epoch member), `member_end` once when it
     ends: at its own last epoch, or when the trial ends short of it (ASHA, an error)."""
 
-    def __init__(self, metric: str, mode: str) -> None:
-        self.metric, self.mode = metric, mode
+    def __init__(self, objective: Objective) -> None:
+        self.objective = objective
         # By Tune trial id. Set here, not in setup: on a resume Tune restores it (set_state)
         # from its snapshot, and setup must not clear what says which epochs were logged.
         self.members: dict[str, list[Member]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Tune restores callbacks from the run folder. One pickled before it was given the
+        # grid's objective kept its metric and mode, and logged the best epoch's value: a
+        # resumed sweep of that age goes on logging what it logged.
+        if "objective" not in state:
+            state = {**state, "objective": Objective(state.get("metric", "val/acc"),
+                                                     state.get("mode", "max"), "best")}
+        self.__dict__.update(state)
 
     def get_state(self) -> dict[str, Any] | None:
         return {"members": self.members}
@@ -144,15 +153,22 @@ class MemberCallback(tune.Callback):
                 self.member_end(trial, m)
 
     def summary(self, member: Member) -> dict[str, float]:
-        """What a member's row in cells.csv sums it up by: its final metrics, and its best
-        value of the objective (`best/<metric>`) and the epoch of it."""
+        """What a member's row in cells.csv sums it up by: its final metrics, and its judged
+        figure (`judged`)."""
         rows = member.rows()
         out = {k: v for k, v in rows[-1].items() if k in METRICS} if rows else {}
-        best = best_epoch(rows, self.metric, self.mode)
-        if best is not None:
-            out[f"best/{self.metric}"] = best[self.metric]
-            out["best_epoch"] = float(best["epoch"])
-        return out
+        return {**out, **self.judged(member)}
+
+    def judged(self, member: Member) -> dict[str, float]:
+        """The figure the grid judges a cell by, under cells.csv's names: the objective at the
+        epoch the grid's rule picks (`last/<metric>` at the last epoch by default,
+        `best/<metric>` under early stopping: Objective.column), and `judged_epoch`. Empty
+        where that epoch has no finite value (a diverged last epoch)."""
+        row = self.objective.judged_epoch(member.rows())
+        if row is None:
+            return {}
+        return {self.objective.column: row[self.objective.metric],
+                "judged_epoch": float(row["epoch"])}
 
 
 def tracking_uri(results_root: Path) -> str:
@@ -166,9 +182,9 @@ class MLflowMembers(MemberCallback):
     $MLFLOW_EXPERIMENT_NAME): its flattened config as parameters, its metrics by epoch
     (`step` = epoch), its status and cells.csv's ids as tags."""
 
-    def __init__(self, uri: str, experiment: str, tags: dict[str, str], metric: str,
-                 mode: str) -> None:
-        super().__init__(metric, mode)
+    def __init__(self, uri: str, experiment: str, tags: dict[str, str],
+                 objective: Objective) -> None:
+        super().__init__(objective)
         self.uri, self.experiment, self.tags = uri, experiment, tags
         # This sweep's id: pickled with the callback in the run folder, so a resume finds the
         # entries it logged; a --fresh start gets a new id and new entries.
@@ -249,8 +265,8 @@ class MLflowMembers(MemberCallback):
         run_id = self._run(member)
         now = int(time.time() * 1000)
         last = max(member.history, default=0)
-        # Its summary at its last epoch, so MLflow's table shows it beside the parameters.
-        summary = {k: v for k, v in self.summary(member).items() if k.startswith("best")}
+        # Its judged figure at its last epoch, so MLflow's table shows it beside the parameters.
+        summary = self.judged(member)
         if summary:
             self.client.log_batch(run_id, metrics=[Metric(k, v, now, last)
                                                    for k, v in summary.items()])
@@ -267,8 +283,8 @@ class WandbMembers(MemberCallback):
     (reinit="create_new"). Each has a stable id (this sweep's and the cell's), so a resume
     continues it; W&B drops steps it already has."""
 
-    def __init__(self, project: str, group: str, folder: str, metric: str, mode: str) -> None:
-        super().__init__(metric, mode)
+    def __init__(self, project: str, group: str, folder: str, objective: Objective) -> None:
+        super().__init__(objective)
         self.project, self.group, self.folder = project, group, folder
         self.sweep = uuid.uuid4().hex[:8]  # as MLflowMembers.sweep
 
@@ -306,8 +322,8 @@ class WandbMembers(MemberCallback):
         self.open.clear()
 
 
-def build(names: Sequence[str], paths: RunPaths, grid_name: str, metric: str,
-          mode: str) -> tuple[list[tune.Callback], list[str]]:
+def build(names: Sequence[str], paths: RunPaths, grid_name: str,
+          objective: Objective) -> tuple[list[tune.Callback], list[str]]:
     """The callbacks for `--logger`, and a line for each saying where it logs."""
     callbacks: list[tune.Callback] = []
     lines = []
@@ -317,7 +333,7 @@ def build(names: Sequence[str], paths: RunPaths, grid_name: str, metric: str,
             experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or paths.name
             mlflow = MLflowMembers(uri, experiment, {
                 "raygenre.grid": grid_name, "raygenre.run_folder": str(paths.experiment)},
-                metric, mode)
+                objective)
             try:
                 mlflow.connect()
             except Exception as e:  # MlflowException, or the server's connection error
@@ -331,7 +347,7 @@ def build(names: Sequence[str], paths: RunPaths, grid_name: str, metric: str,
             check_wandb_login()
             project = os.environ.get("WANDB_PROJECT") or paths.name.replace("/", "-")
             callbacks.append(WandbMembers(project, paths.name, str(paths.results_root),
-                                          metric, mode))
+                                          objective))
             lines.append(f"W&B: project {project!r}, one run per cell")
     return callbacks, lines
 

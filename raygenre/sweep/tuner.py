@@ -200,8 +200,8 @@ def _open_run(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool
         logged_to = loggers.check_resume(paths, opts.logger)
     else:
         # The trackers first: one that cannot be reached fails before the run folder is made.
-        trackers, logged_to = loggers.build(opts.logger, paths, grid.name, grid.metric,
-                                            grid.mode)
+        trackers, logged_to = loggers.build(opts.logger, paths, grid.name,
+                                            grid.objective)
         run_state.write_manifest(paths, setup.fingerprint, run_state.data_source(opts.data))
         loggers.record(paths, opts.logger, logged_to)
         cleared = run_state.clear_tensorboard(paths)
@@ -311,7 +311,7 @@ def _run_config(grid: Grid, paths: RunPaths, plan: Plan, planned: list[PlannedTr
         # The trackers (--logger) are Tune's callbacks too: kept with the run, so a resume logs
         # where the sweep started (raygenre.sweep.loggers).
         callbacks=[Progress(planned, plan.concurrency, grid.metric, grid.mode),
-                   TensorBoard(paths.tensorboard, grid.labels, grid.metric, grid.mode),
+                   TensorBoard(paths.tensorboard, grid.labels, grid.objective),
                    *trackers],
         # Silent (verbose=0), but named: in a notebook Tune would pick its Jupyter reporter,
         # whose first act is clear_output(), wiping the cell's plan and progress lines.

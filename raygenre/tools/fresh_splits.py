@@ -4,8 +4,10 @@ training seeds asked for, and each recipe's chosen checkpoint is read on that sp
 tracks once. Then, per recipe, the mean test accuracy over splits and seeds, and a paired
 interval of the error ratio of each recipe against the reference (`small_cnn`).
 
-    python bench/fresh_splits.py [--splits 1,2] [--seeds 0] [--data builtin:music]
-                                 [--parallel 2] [--out DIR] [--storage DIR] [--smoke]
+    raygenre-fresh-splits [--splits 1,2] [--seeds 0] [--data builtin:music] [--parallel 2]
+                          [--out DIR] [--storage DIR] [--smoke] [--report-only]
+    (or python -m raygenre.tools.fresh_splits ...), from the checkout's root: results go to
+    results/fresh_splits and results/bench/fresh_splits.md under the current folder.
 
 Results: OUT/split_K/seed_S/best (one sweep's folder), OUT/split_K_seed_S.log (its console).
 
@@ -26,10 +28,12 @@ again. `--parallel` sweeps run at once, each one trial at a time (`--max-concurr
 another. Interrupted, it resumes: a finished sweep is read from its results, a started one
 continues (`--resume`).
 
-The interval: a percentile bootstrap (raygenre.report.uncertainty) that resamples each split's
-test tracks, stratified by class, with the same draws for every recipe (paired), and, with
-several training seeds, each recipe's seeds. The error of a recipe on a draw is the mean over
-splits of its mean segment error over the drawn seeds.
+The intervals (raygenre.report.pooled): a recipe's error is the mean over splits of its
+mean error over the training seeds. Its variance has two parts, added: the tracks' (a bootstrap
+that resamples each split's test tracks, stratified by class, with the same draws for every
+recipe, so a ratio is paired on tracks) and, with several seeds, each split's seed-to-seed
+spread; the interval is t at Satterthwaite's degrees of freedom (raygenre.report.uncertainty's
+seed treatment). Error ratios on the log scale (the delta method).
 """
 
 from __future__ import annotations
@@ -46,21 +50,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import raygenre  # noqa: E402
-from bench._common import REPO, report  # noqa: E402
-from raygenre.report import TEST_PREDICTIONS, read_test_predictions  # noqa: E402
-from raygenre.report.uncertainty import (  # noqa: E402
-    DRAWS,
-    SEED,
-    Split,
-    TrackStats,
-    describe,
-    interval,
-    seed_draws,
-    track_stats,
-)
+import raygenre
+from raygenre.grid.file import builtin_grids
+from raygenre.report import TEST_PREDICTIONS, read_test_predictions
+from raygenre.report.pooled import accuracy_interval, errors_of, ratio_interval
+from raygenre.report.uncertainty import DRAWS, SEED, Split, TrackStats, describe, track_stats
+from raygenre.tools.page import argv_command, write_page
 
 GRID = "best"
 REFERENCE = "small_cnn"  # the recipe the README's claim is about
@@ -84,13 +79,13 @@ class SplitRun:
 def derived_grid(seeds: list[int], folder: Path) -> Path:
     """grids/best.yaml with its `seed` axis replaced by `seeds`; the rest as committed. The
     file keeps the name best.yaml, so that the sweep and its results folder are `best`."""
-    spec = yaml.safe_load((REPO / "grids" / f"{GRID}.yaml").read_text())
+    spec = yaml.safe_load((builtin_grids() / f"{GRID}.yaml").read_text())
     spec["grid"] = {**spec.get("grid", {}), "seed": seeds}
-    spec["description"] = (f"{spec.get('description', GRID)} (bench/fresh_splits.py: training "
+    spec["description"] = (f"{spec.get('description', GRID)} (raygenre-fresh-splits: training "
                            f"seeds {seeds})")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{GRID}.yaml"
-    path.write_text("# Written by bench/fresh_splits.py from grids/best.yaml.\n"
+    path.write_text("# Written by raygenre-fresh-splits from grids/best.yaml.\n"
                     + yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -125,7 +120,7 @@ def results_folder(out: Path, split_seed: int, seed: int, smoke: bool) -> Path:
     return out / f"split_{split_seed}" / f"seed_{seed}" / (GRID + ("-smoke" if smoke else ""))
 
 
-def prepare_splits(grid: Path, args: argparse.Namespace) -> dict[int, int]:
+def prepare_splits(grid: Path | None, args: argparse.Namespace) -> dict[int, int]:
     """Each split prepared here, one after the other, before any sweep: the set is rendered
     once (parallel sweeps would each render it), and each split's ledger is read before its
     sweep. A split whose test tracks were already read is refused unless this tool's own
@@ -229,7 +224,7 @@ def run_sweeps(args: argparse.Namespace) -> None:
             print(f"[fresh] split {k} seed {s}: {' '.join(argv[1:])} (console: {log})",
                   flush=True)
             with open(log, "a") as f:
-                proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+                proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
             running.append(((k, s), proc, time.perf_counter()))
         time.sleep(2)
         for item in list(running):
@@ -300,23 +295,7 @@ def walls(run: SplitRun) -> str:
     return text
 
 
-def error_draws(runs: list[SplitRun], recipe: str, stat: str, n: int = DRAWS
-                ) -> tuple[float, np.ndarray]:
-    """A recipe's error (1 - `stat`) averaged over splits and seeds, and on each draw: the
-    split's tracks drawn as for every recipe (paired), the recipe's seeds drawn on their own."""
-    value, draws = 0.0, np.zeros(n)
-    for i, run in enumerate(runs):
-        weights = run.split.draws(n, SEED + run.split_seed)
-        per = np.stack([s.draws(weights, stat) for s in run.stats[recipe]], axis=1)
-        value += 1.0 - float(np.mean([s.value(stat) for s in run.stats[recipe]]))
-        if per.shape[1] > 1:
-            picks = seed_draws(per.shape[1], n, SEED + 7919 * (i + 1) + len(recipe))
-            per = np.take_along_axis(per, picks, axis=1)
-        draws += 1.0 - per.mean(1)
-    return value / len(runs), draws / len(runs)
-
-
-def compare(runs: list[SplitRun], reference: str = REFERENCE) -> list[dict]:
+def compare(runs: list[SplitRun], reference: str = REFERENCE, n: int = DRAWS) -> list[dict]:
     """Per recipe: test accuracy (segments, tracks) with intervals, mean best val/acc, and
     how many times more errors than `reference` it makes, with the paired interval."""
     recipes = list(runs[0].stats)
@@ -326,21 +305,17 @@ def compare(runs: list[SplitRun], reference: str = REFERENCE) -> list[dict]:
                              f"split {runs[0].split_seed} ran {recipes}")
     if reference not in recipes:
         raise ValueError(f"no recipe named {reference!r} among {recipes}")
-    errors = {r: {s: error_draws(runs, r, s) for s in ("acc", "track_acc")} for r in recipes}
+    errors = {r: {s: errors_of([(run.split, SEED + run.split_seed, run.stats[r]) for run in runs],
+                                s, n) for s in ("acc", "track_acc")} for r in recipes}
     rows = []
     for r in recipes:
         row: dict = {"recipe": r, "val/acc": float(np.mean([v for run in runs
                                                              for v in run.val_acc[r]]))}
         for s in ("acc", "track_acc"):
-            err, draws = errors[r][s]
-            ref_err, ref_draws = errors[reference][s]
-            lo, hi = interval(1.0 - draws)
-            row[f"test/{s}"] = (1.0 - err, lo, hi)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = draws / ref_draws
-            # No error by either recipe on a draw: as many errors, a ratio of 1 (not nan).
-            ratio[(draws == 0) & (ref_draws == 0)] = 1.0
-            row[f"ratio/{s}"] = (err / ref_err if ref_err else float("inf"), *interval(ratio))
+            row[f"test/{s}"] = accuracy_interval(errors[r][s])
+            # The reference against itself: one set of models, a ratio of exactly 1.
+            row[f"ratio/{s}"] = ((1.0, 1.0, 1.0) if r == reference else
+                                 ratio_interval(errors[r][s], errors[reference][s]))
         rows.append(row)
     return rows
 
@@ -367,15 +342,16 @@ def table(rows: list[dict]) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="raygenre-fresh-splits",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("--splits", default="1,2", help="split seeds (each a new split of the set)")
     ap.add_argument("--seeds", default="0", help="training seeds, each recipe under each")
     ap.add_argument("--data", default="builtin:music")
     ap.add_argument("--parallel", type=int, default=2, help="sweeps at once")
     ap.add_argument("--max-concurrent", type=int, default=1, help="trials at once per sweep")
     ap.add_argument("--cpus-per-trial", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "results" / "fresh_splits"))
+    ap.add_argument("--out", default=str(Path("results") / "fresh_splits"))
     ap.add_argument("--storage", default=str(Path.home() / "raygenre_runs" / "fresh_splits"))
     ap.add_argument("--cache", help="the grid CLI's --cache")
     ap.add_argument("--smoke", action="store_true", help="the sweeps' --smoke (a test run)")
@@ -383,11 +359,12 @@ def main() -> None:
                     help="run on a split whose test tracks were read before (say so)")
     ap.add_argument("--report-only", action="store_true",
                     help="write the table from the finished splits; run nothing")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.splits = [int(k) for k in args.splits.split(",")]
     args.seeds = seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
-    reads_before = prepare_splits(seed_grid(out, seeds[0]), args)
+    # --report-only writes nothing but the page: not even the derived grid file.
+    reads_before = prepare_splits(None if args.report_only else seed_grid(out, seeds[0]), args)
     if not args.report_only:
         run_sweeps(args)
     runs = [load_split([results_folder(out, k, s, args.smoke) for s in seeds], k)
@@ -400,9 +377,11 @@ def main() -> None:
                  f"{walls(r)}" for r in runs] + shared_tracks(runs)
     body = [f"`{GRID}`'s recipes on {len(runs)} split(s) drawn by seeds {args.splits} (data "
             f"`{args.data}`, cpu preset), training seeds {seeds}; each cell tested once at its "
-            f"best val/acc epoch. Intervals: 95 % percentile bootstrap over each split's test "
-            f"tracks (stratified by class, the same draws for every recipe)"
-            + (" and over training seeds" if len(seeds) > 1 else
+            f"best val/acc epoch. Intervals: 95 % t intervals whose variance adds the test "
+            f"tracks' (a bootstrap over each split's tracks, stratified by class, the same "
+            f"draws for every recipe)"
+            + (" and the training seeds' (each split's seed spread), at Satterthwaite's df; "
+               "error ratios on the log scale (delta method)" if len(seeds) > 1 else
                "; one training seed, so seed-to-seed spread is not in them") + ".", "",
             *table(rows), "", "Each sweep's test/acc (segment):", "",
             *per_sweep(runs, seeds), "", *per_split]
@@ -414,7 +393,8 @@ def main() -> None:
     if args.smoke:  # a test of the tool: its figures are printed, not kept in results/bench
         print("\n".join(f"RESULT fresh_splits_smoke {k}={v}" for k, v in figures.items()))
         return
-    report("fresh_splits", f"`{GRID}` on splits no search has read", body, figures)
+    write_page("fresh_splits", f"`{GRID}` on splits no search has read", body, figures,
+               argv_command("raygenre-fresh-splits"))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ trial on real music took 45-86 min, two at a time; a GPU runs a dozen at once in
 numbers are not the sweep's: LocalSeam draws its own batch order, and a GPU's arithmetic is
 not a CPU's. A finding is confirmed with the sweep itself.
 
-    python bench/screen.py GRID [--data builtin:music] [--variants a,b] [--seeds 0,1,2]
-                           [--procs N] [--preset cpu] [--epochs N] [--deadline S]
-                           [--cache DIR] [--out DIR]
+    raygenre-screen GRID [--data builtin:music] [--variants a,b] [--seeds 0,1,2] [--procs N]
+                    [--preset cpu] [--epochs N] [--deadline S] [--cache DIR] [--out DIR]
+    (or python -m raygenre.tools.screen ...)
 """
 
 from __future__ import annotations
@@ -30,13 +30,11 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from raygenre.data.sets import Prepared, prepare, read_split, to_tensor  # noqa: E402
-from raygenre.grid.file import load_grid  # noqa: E402
-from raygenre.grid.objective import best_epoch  # noqa: E402
-from raygenre.grid.resolved import resolve  # noqa: E402
-from raygenre.sweep.inputs import data_root, runtime_facts  # noqa: E402
+from raygenre.data.sets import Prepared, prepare, read_split, to_tensor
+from raygenre.grid.file import load_grid
+from raygenre.grid.objective import best_epoch
+from raygenre.grid.resolved import resolve
+from raygenre.sweep.inputs import data_root, runtime_facts
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +76,36 @@ def _mean_std(xs: list[float]) -> str:
         else f"{xs[0]:.3f}"
 
 
+def _run(jobs: list[dict[str, Any]], args: argparse.Namespace, out: Path,
+         t_start: float) -> list[dict[str, Any]]:
+    """Every job in `args.procs` processes; each row to OUT/screen.jsonl as it finishes."""
+    rows: list[dict[str, Any]] = []
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    with ctx.Pool(args.procs) as pool, open(out / "screen.jsonl", "a") as f:
+        pending = [pool.apply_async(_cell, (j,)) for j in jobs]
+        while pending:
+            if time.perf_counter() - t_start > args.deadline:
+                print(f"[screen] deadline: {len(pending)} cell(s) dropped", flush=True)
+                pool.terminate()
+                break
+            done = [r for r in pending if r.ready()]
+            for r in done:
+                pending.remove(r)
+                row = r.get()  # a cell's error stops the screen, with its traceback
+                rows.append(row)
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                test = (f" test {row['test/acc']:.3f} track {row['test/track_acc']:.3f}"
+                        if args.show_test else "")
+                print(f"[screen] {row['variant']} seed {row['seed']}: val {row['val/acc']:.3f} "
+                      f"track {row['val/track_acc']:.3f} (epoch {row['best_epoch']}){test} in "
+                      f"{row['wall_s']:.0f} s", flush=True)
+            time.sleep(0.5)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="raygenre-screen", description=__doc__.split("\n\n")[0])
     p.add_argument("grid")
     p.add_argument("--data", default="builtin:music")
     p.add_argument("--variants", help="comma-separated variant names (default: all)")
@@ -129,31 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
                     "prepared": prepared, "device": device,
                     "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}"),
-                    "show_test": (f"bench/screen.py --show-test ({args.grid}, variant {v}, "
+                    "show_test": (f"raygenre-screen --show-test ({args.grid}, variant {v}, "
                                   f"seed {s})" if args.show_test else "")}
                    for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
-    rows: list[dict[str, Any]] = []
-    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
-    with ctx.Pool(args.procs) as pool, open(out / "screen.jsonl", "a") as f:
-        pending = [pool.apply_async(_cell, (j,)) for j in jobs]
-        while pending:
-            if time.perf_counter() - t_start > args.deadline:
-                print(f"[screen] deadline: {len(pending)} cell(s) dropped", flush=True)
-                pool.terminate()
-                break
-            done = [r for r in pending if r.ready()]
-            for r in done:
-                pending.remove(r)
-                row = r.get()  # a cell's error stops the screen, with its traceback
-                rows.append(row)
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                test = (f" test {row['test/acc']:.3f} track {row['test/track_acc']:.3f}"
-                        if args.show_test else "")
-                print(f"[screen] {row['variant']} seed {row['seed']}: val {row['val/acc']:.3f} "
-                      f"track {row['val/track_acc']:.3f} (epoch {row['best_epoch']}){test} in "
-                      f"{row['wall_s']:.0f} s", flush=True)
-            time.sleep(0.5)
+    rows = _run(jobs, args, out, t_start)
     shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{device} ({torch.cuda.get_device_name(0) if device == 'cuda' else 'CPU'}), "
