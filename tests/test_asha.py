@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from raygenre.sweep.asha import ResumableASHA
 
 
 def _asha(tmp_path: Path) -> ResumableASHA:
-    return ResumableASHA(str(tmp_path / "rungs.json"), time_attr="epoch", metric="val/acc",
-                         mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    return _asha_at(tmp_path / "rungs.json")
+
+
+def _asha_at(state: Path) -> ResumableASHA:
+    return ResumableASHA(str(state), time_attr="epoch", metric="val/acc", mode="max", max_t=9,
+                         grace_period=1, reduction_factor=3)
 
 
 def _result(epoch: int, acc: float) -> dict:
@@ -125,3 +131,39 @@ def test_a_run_started_under_the_old_state_name_resumes_from_it(tmp_path: Path) 
     assert stopped_trials(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
     (tmp_path / LEGACY_NAME).unlink()
     assert stopped_trials(str(tmp_path / ASHA_STATE_NAME)) == {"t1", "t2"}
+
+
+def test_a_state_saved_as_json_by_an_earlier_raygenre_is_replayed(tmp_path: Path) -> None:
+    """An interrupted sweep's state in the format raygenre wrote before ASHA's own `save`
+    (rungs highest first, rewards times the mode's sign): its rungs are fed back through
+    ASHA's public calls and judge as they did, its stops hold, and the next save is ASHA's."""
+    from raygenre.paths import ASHA_STATE_NAME
+    from raygenre.sweep.asha import stopped_trials
+
+    state = tmp_path / ASHA_STATE_NAME
+    state.write_text(json.dumps({"num_stopped": 2, "stopped": ["t1", "t2"], "brackets": [
+        [[9, {}], [3, {"t0": 0.95}], [1, {"t0": 0.9, "t1": 0.8, "t2": 0.7}]]]}))
+    sched = _asha_at(state)
+    t = {i: SimpleNamespace(trial_id=f"t{i}") for i in range(5)}
+    sched.on_trial_add(None, t[3])
+    # Rung 1 holds 0.9, 0.8, 0.7 (cut at 0.833): 0.82 stops; an empty rung would pass it.
+    assert sched.on_trial_result(None, t[3], _result(1, 0.82)) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, t[1], _result(1, 0.99)) == TrialScheduler.STOP
+    assert sched.on_trial_result(None, t[0], _result(3, 0.1)) == TrialScheduler.CONTINUE
+    sched.on_trial_add(None, t[4])
+    assert sched.on_trial_result(None, t[4], _result(1, 0.95)) == TrialScheduler.CONTINUE
+    assert sched.on_trial_result(None, t[4], _result(3, 0.5)) == TrialScheduler.STOP  # < 0.95
+    assert not state.read_bytes().startswith(b"{")
+    assert stopped_trials(str(state)) == {"t1", "t2", "t3", "t4"}
+
+
+def test_a_state_saved_under_other_asha_settings_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "rungs.state"
+    sched = _asha_at(state)
+    sched.on_trial_add(None, SimpleNamespace(trial_id="t0"))
+    sched.on_trial_result(None, SimpleNamespace(trial_id="t0"), _result(1, 0.5))
+    other = ResumableASHA(str(state), time_attr="epoch", metric="val/acc", mode="max",
+                          max_t=27, grace_period=1, reduction_factor=3)
+    with pytest.raises(ValueError, match=r"rungs.state: saved by an ASHA with settings .*"
+                                         r"'max_t': 9.*not this sweep's .*'max_t': 27"):
+        other.on_trial_add(None, SimpleNamespace(trial_id="t1"))

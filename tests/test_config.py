@@ -64,7 +64,8 @@ def test_batch_epoch_is_the_study_grid() -> None:
     assert g.axes == {"batch_size": [16, 20, 32, 64, 128, 256], "epochs": [3, 5, 7, 10]}
     assert g.n_cells == 24 and g.metric == "val/acc" and g.mode == "max"
     assert resolve(g, "study", None).max_epochs == 10
-    assert g.base["model"] == "cnn1"
+    # The study's CNN1 on its spectrogram, as Config's defaults: the file restates neither.
+    assert resolve_base(g, "study", None).model == "cnn1" and "model" not in g.base
 
 
 def test_smoke_shrinks_every_axis_and_epochs() -> None:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from raygenre.config import Config, ConfigError
+from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.data.features import BandNorm, SpecAugment, band_stats, build_features
-from raygenre.grid.file import Grid, draw, load_grid
-from raygenre.grid.resolved import resolve
+from raygenre.grid.file import Grid, draw, grid_path, list_grids, load_grid
+from raygenre.grid.resolved import resolve, resolve_base
 from raygenre.sweep.pipeline import STAGES
 from raygenre.training.models import build_model, n_params
 
@@ -34,12 +35,14 @@ def test_random_mlps_are_drawn_from_the_seed() -> None:
 
 def test_optimizer_variants_pair_each_optimizer_with_its_schedule() -> None:
     g = load_grid("optimizers")
-    cells = g.cell_rows()
+    base = resolve_base(g, "study", None)
+    cells = {c.variant: base.replace(**c.deltas) for c in g.cells()}
     assert len(cells) == 6
-    pairs = {(c["optimizer"], c["scheduler"], c.get("plateau_patience")) for c in cells}
-    assert pairs == {(o, "exponential", None) for o in ("adam", "sgd")} | {
-        (o, "plateau", p) for o in ("adam", "sgd") for p in (2, 5)}
-    assert {c["variant"] for c in cells} >= {"adam_exp", "sgd_plateau5"}
+    pairs = {(c.optimizer, c.lr, c.scheduler, c.plateau_patience if c.scheduler == "plateau"
+              else None) for c in cells.values()}
+    assert pairs == {(o, lr, "exponential", None) for o, lr in (("adam", 4e-4), ("sgd", 0.01))} | {
+        (o, lr, "plateau", p) for o, lr in (("adam", 4e-4), ("sgd", 0.01)) for p in (2, 5)}
+    assert {c.momentum for c in cells.values()} == {0.9} and "sgd_plateau5" in cells
 
 
 def test_best_grid_crosses_recipes_with_seeds_without_asha() -> None:
@@ -189,3 +192,41 @@ def test_a_checkout_that_is_not_installed_finds_its_grid_files(monkeypatch) -> N
     monkeypatch.setattr(gridfile, "__file__", "/nonexistent/raygenre/grid/file.py")
     with pytest.raises(ConfigError, match="install the package"):
         gridfile.builtin_grids()
+
+
+def restated_defaults(path: Path) -> list[str]:
+    """The keys a grid file sets to the value they would have without it: in its base, a
+    Config default (that no preset changes); in a variant, the base's value or else the
+    default. A file holds only what it changes (the default's why-comment is in config.py)."""
+    raw = yaml.safe_load(path.read_text()) or {}
+    default = Config().to_dict()
+    preset_keys = {k for preset in PRESETS.values() for k in preset}
+    base = Config.from_dict(raw.get("base") or {}).to_dict()
+    found = [f"base: {k}: {v!r}" for k, v in (raw.get("base") or {}).items()
+             if k not in preset_keys and base[k] == default[k]]
+    for v in raw.get("variants") or []:
+        deltas = Config.from_dict({k: x for k, x in v.items() if k != "name"}).to_dict()
+        found += [f"variant {v.get('name')}: {k}: {v[k]!r}" for k in v
+                  if k != "name" and (k not in preset_keys or k in (raw.get("base") or {}))
+                  and deltas[k] == base[k]]
+    return found
+
+
+@pytest.mark.parametrize("name", list_grids())
+def test_a_grid_file_does_not_restate_a_default(name: str) -> None:
+    path = grid_path(name)
+    assert not restated_defaults(path), (
+        f"{path} restates what it would get anyway (drop the key; if it is the study's "
+        f"deliberate choice, say so in a comment): {restated_defaults(path)}")
+
+
+def test_a_restated_default_is_found_in_a_base_and_in_a_variant(tmp_path: Path) -> None:
+    f = tmp_path / "g.yaml"
+    f.write_text("base: {model: mlp, epochs: 5, hidden: [64, 64], n_fft: 400}\n"
+                 "variants:\n"
+                 "  - {name: a, model: mlp, lr: 0.0004, weight_decay: 0.001}\n"
+                 "  - {name: b, model: cnn1, optimizer: adam, n_fft: 400}\n")
+    # n_fft: 400 pins the study's resolution against the cpu preset: a choice, not a restatement
+    assert restated_defaults(f) == ["base: epochs: 5", "base: hidden: [64, 64]",
+                                    "variant a: model: 'mlp'", "variant a: lr: 0.0004",
+                                    "variant b: optimizer: 'adam'", "variant b: n_fft: 400"]

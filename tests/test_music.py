@@ -120,6 +120,21 @@ def test_a_score_seen_twice_is_kept_once(tmp_path: Path, monkeypatch: pytest.Mon
     assert [s["reason"] for s in skipped] == ["duplicate score"]
 
 
+def test_too_few_tracks_keeps_only_the_list_of_what_was_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class short of tracks: no set folder (not even a partial one), and skipped.csv beside
+    where it would be, named in the error."""
+    real = music.candidates
+    monkeypatch.setattr(music, "candidates", lambda style: real(style)[:2])
+    with pytest.raises(RuntimeError, match=r"too few tracks for \{'chorale': 2\}.*skipped\.csv"):
+        music.ensure_builtin(tmp_path, tracks_per_class=3, seconds=2.0, seed=0, workers=2,
+                             classes=("chorale",), min_tracks=3, quiet=True)
+    left = sorted(p.name for p in (tmp_path / "builtin").iterdir())
+    assert len(left) == 1 and left[0].endswith("-chorale.skipped.csv")
+    with open(tmp_path / "builtin" / left[0]) as f:
+        assert list(csv.DictReader(f)) == []  # both rendered; there were just too few
+
+
 def _keys(style: str, path: str, header: str = "", number: int | None = None) -> list[str]:
     return music.work_keys(music.Unit(style, path, number), header)
 

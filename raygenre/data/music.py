@@ -31,6 +31,7 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -39,6 +40,17 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+
+from raygenre.data.folders import atomic_folder
+from raygenre.data.music_works import MELODY_INTERVALS as MELODY_INTERVALS  # (re-exported)
+from raygenre.data.music_works import (
+    Unit,
+    melody_fingerprint,
+    name_works,
+    same_melody,
+    score_header,
+    work_keys,
+)
 
 SAMPLE_RATE = 22_050
 # 2: near-duplicate melodies dropped (another set), works named in manifest.csv and groups.csv.
@@ -101,19 +113,6 @@ def _require() -> None:
                                f"install it with: {INSTALL_HINT}")
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One candidate track: a corpus file, and the tune number inside a multi-tune ABC file."""
-
-    style: str
-    path: str  # relative to music21/corpus
-    number: int | None
-
-    @property
-    def source(self) -> str:
-        return self.path + (f"#{self.number}" if self.number is not None else "")
-
-
 def candidates(style: str) -> list[Unit]:
     """Every score of `style` in the corpus, in a fixed order."""
     from music21 import corpus
@@ -137,143 +136,6 @@ def candidates(style: str) -> list[Unit]:
                 continue
         units.append(Unit(style, r, None))
     return units
-
-
-def _header(unit: Unit) -> str:
-    """The text that describes `unit`'s piece: its tune's block in a multi-tune ABC file, the
-    whole file for Humdrum and one-tune ABC files, nothing for MusicXML (whose metadata names
-    no work the paths do not)."""
-    from music21 import corpus
-
-    if not unit.path.endswith((".krn", ".abc")):
-        return ""
-    text = (Path(corpus.__file__).parent / unit.path).read_text(encoding="latin-1")
-    if unit.number is None:
-        return text
-    for block in re.split(r"(?m)^(?=X:)", text):
-        m = re.match(r"X:\s*(\d+)", block)
-        if m and int(m.group(1)) == unit.number:
-            return block  # the first tune of that number, as candidates() lists it
-    return ""
-
-
-def _words(text: str) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-
-
-def work_keys(unit: Unit, header: str = "") -> list[str]:
-    """Names of the work `unit` belongs to, from its corpus path and `header` (`_header`); two
-    tracks that share any name are one work (`name_works`). The first name is the work's own.
-
-    A work is what must not sit on both sides of a split because its parts share material:
-    - chorale: the BWV number (a cantata's chorales; `bwv18.5-lz`/`-w`, two versions of one);
-    - mass: the Palestrina mass (Humdrum `!!!OPR`), its number in brackets dropped, so the two
-      "Missa De beata virgine" (1567, 1570) on one chant are one work; the file names' numbers
-      index each movement type, not the mass;
-    - madrigal: the madrigal (`madrigal.3.1_old` is an older edition of `madrigal.3.1`);
-    - trecento: the PMFC piece, its `a`/`b` halves and `_bak`/.mxl copies as one;
-    - string_quartet: the quartet (a folder of movements, or a file that is one);
-    - fiddle_tune: the tune (`CampMeetingJigNo2` is a second setting of `CampMeetingJig`);
-    - german_folk, chinese_folk: the Essen tune family (codes A0004A, A0004B, ... are variants
-      of one tune) and the title (the collections' many "Graf und Nonne" are one ballad).
-    The same tune elsewhere (another chorale on its melody, a variant under another title) is
-    caught by `melody_fingerprint` instead.
-    """
-    name = unit.path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-
-    def field(tag: str) -> str:
-        m = re.search(rf"(?m)^{re.escape(tag)}\s*(.*?)\s*$", header)
-        return m.group(1) if m else ""
-
-    keys: list[str] = []
-    if unit.style == "chorale":
-        m = re.match(r"bwv(\d+)", name)
-        keys.append(f"bwv{m.group(1)}" if m else name)
-    elif unit.style == "mass":
-        keys.append(_words(re.sub(r"\([^)]*\)", "", field("!!!OPR:"))) or name)
-    elif unit.style == "madrigal":
-        keys.append(re.sub(r"_old$", "", name))
-    elif unit.style == "trecento":
-        piece = re.sub(r"_bak$", "", name)
-        piece = re.sub(r"\s+[ab]$", "", piece)  # "Kyrie Humano Generi a" and "... b"
-        keys.append(re.sub(r"(\d)[a-z](?=[-_ .]|$)", r"\1", piece))  # 03a-/03b-, 10a/10b
-    elif unit.style == "string_quartet":
-        parts = unit.path.split("/")
-        keys.append("/".join(parts[:2]) if len(parts) > 2 else f"{parts[0]}/{name}")
-    elif unit.style == "fiddle_tune":
-        keys.append(re.sub(r"(No)?\d+$", "", name))
-    else:
-        code = re.search(r"(?m)^N:\s*([A-Z]+\d+)[A-Z]?\s*$", header)
-        title = _words(field("T:"))
-        keys += [f"essen {code.group(1)}"] if code else []
-        keys += [f"title {title}"] if title else []
-        keys = keys or [unit.source]
-    return [f"{unit.style}:{k}" for k in keys]
-
-
-def name_works(keys: list[list[str]]) -> list[str]:
-    """Each track's work, given each track's `work_keys`: tracks that share a key, directly or
-    through others, are one work, named by the first key of its first track (so the names
-    follow the tracks' order, which is the set's own)."""
-    parent: dict[str, str] = {}
-
-    def root(k: str) -> str:
-        while parent.setdefault(k, k) != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for ks in keys:
-        for k in ks[1:]:
-            a, b = root(ks[0]), root(k)
-            if a != b:
-                parent[b] = a
-    name: dict[str, str] = {}
-    for ks in keys:
-        name.setdefault(root(ks[0]), ks[0])
-    return [name[root(ks[0])] for ks in keys]
-
-
-# Intervals of the top voice that make a melody's fingerprint: about two phrases of a chorale
-# or a folk tune, long enough that two different tunes rarely share them. One may differ:
-# Bach's settings of one tune vary a note here and there (BWV 244.62 and 271, "Herzlich tut
-# mich verlangen", differ in the 10th interval). Over the corpus's 410 chorales, 12 intervals
-# with one mismatch pair 198 settings, 164 exactly; every pair whose titles the corpus's
-# chorale list gives is one hymn tune, though the texts may differ ("O Welt, sieh hier dein
-# Leben" and "Nun ruhen alle Wälder" are both sung to "Innsbruck, ich muss dich lassen").
-MELODY_INTERVALS = 12
-MELODY_MISMATCHES = 1
-
-
-def melody_fingerprint(notes: list[tuple], intervals: int = MELODY_INTERVALS) -> str:
-    """The opening of the top voice as a transposition-free string, or "" when it has fewer
-    than `intervals` steps (too short to tell tunes apart).
-
-    The top voice is the part with the highest mean pitch (the soprano, cantus, first violin or
-    the tune itself), its highest note at each onset; repeated notes are merged, since versions
-    of one tune tie or split notes differently. Intervals, not pitches, so another key is the
-    same melody; the top voice alone, so another harmonisation is too.
-    """
-    by_part: dict[int, list[tuple[float, int]]] = {}
-    for start, _, part, pitch, _ in notes:
-        by_part.setdefault(part, []).append((round(start, 4), pitch))
-    if not by_part:
-        return ""
-    top = max(sorted(by_part), key=lambda p: np.mean([q for _, q in by_part[p]]))
-    highest: dict[float, int] = {}
-    for t, pitch in by_part[top]:
-        highest[t] = max(highest.get(t, pitch), pitch)
-    line = np.array([highest[t] for t in sorted(highest)])
-    steps = [int(s) for s in np.diff(line) if s][:intervals]
-    return " ".join(f"{s:+d}" for s in steps) if len(steps) == intervals else ""
-
-
-def same_melody(a: str, b: str) -> bool:
-    """Whether two `melody_fingerprint`s are one tune: both long enough, and at most
-    MELODY_MISMATCHES of their intervals differ."""
-    x, y = a.split(), b.split()
-    return len(x) == len(y) == MELODY_INTERVALS and \
-        sum(i != j for i, j in zip(x, y, strict=True)) <= MELODY_MISMATCHES
 
 
 def _stream(seed: int, *key: Any) -> np.random.Generator:
@@ -339,7 +201,7 @@ def render_unit(unit: Unit, seed: int, seconds: float = CLIP_SECONDS) -> dict[st
     out["fingerprint"] = hashlib.sha256(
         repr([(round(s, 4), p) for s, _, _, p, _ in notes]).encode()).hexdigest()
     out["melody"] = melody_fingerprint(notes)
-    out["work_keys"] = work_keys(unit, _header(unit))
+    out["work_keys"] = work_keys(unit, score_header(unit))
     rng = _stream(seed, unit.style, unit.source)
     tempo = float(rng.uniform(0.85, 1.15))
     transpose = int(rng.integers(-2, 3))
@@ -424,8 +286,8 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_class: int = TRACKS_
                    min_tracks: int = MIN_TRACKS_PER_CLASS, quiet: bool = False) -> Path:
     """Render the real-music set once (deterministic in its arguments) and return its root.
 
-    Written to a temporary folder and renamed, so an interrupted generation is never mistaken
-    for a finished one.
+    Written to a temporary folder and renamed (`atomic_folder`), so an interrupted generation
+    is never mistaken for a finished one.
     """
     _require()
     classes = tuple(classes or CLASSES)
@@ -438,11 +300,41 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_class: int = TRACKS_
     if (root / "DONE").exists():
         return root
     workers = workers or len(os.sched_getaffinity(0))
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, flush=True))
     say(f"[data] rendering the real-music set ({len(classes)} classes x {tracks_per_class} "
         f"tracks x {seconds:g} s, {workers} processes) in {root}")
     t0 = time.perf_counter()
+    kept, skipped = _render_set(classes, tracks_per_class, seconds, seed, workers, say, t0)
+    short = {c: len(v) for c, v in kept.items() if len(v) < min_tracks}
+    if short:  # nothing is kept but the list of what was skipped, beside the set's folder
+        report = root.with_name(root.name + ".skipped.csv")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(report, ["source", "class", "reason"], skipped)
+        raise RuntimeError(f"the corpus gave too few tracks for {short} (at least {min_tracks} "
+                           f"each); what was skipped and why: {report}")
+    with atomic_folder(root) as tmp:
+        _write_csv(tmp / "skipped.csv", ["source", "class", "reason"], skipped)
+        rows = _write_tracks(tmp, classes, kept)
+        near = sum(r["near_duplicates"] for r in rows)
+        n_works = {c: len({r["work"] for r in rows if r["class"] == c}) for c in classes}
+        (tmp / "DONE").write_text(json.dumps({
+            "version": GENERATOR_VERSION, "seed": seed, "tracks_per_class": tracks_per_class,
+            "seconds": seconds, "classes": {c: CLASSES[c].description for c in classes},
+            "soundfont": soundfont_path().name, "music21": music21_version(),
+            "works": n_works, "near_duplicates_dropped": near,
+            "render_seconds": round(time.perf_counter() - t0, 1),
+        }, indent=1))
+    say(f"[data] real music: {len(rows)} tracks of {sum(n_works.values())} works in "
+        f"{time.perf_counter() - t0:.0f} s ({len(skipped)} candidates skipped, {near} of them "
+        f"near-duplicates of a kept tune; see skipped.csv)")
+    return root
+
+
+def _render_set(classes: tuple[str, ...], tracks_per_class: int, seconds: float, seed: int,
+                workers: int, say: Callable[[str], None], t0: float
+                ) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Render candidates until each class has `tracks_per_class` (or runs out): the kept
+    renderings per class, and what was skipped and why."""
     # Each class's candidates in a seeded order; rounds top up classes whose picks failed or
     # were duplicates, and results are taken in candidate order, so the set does not depend on
     # how many processes rendered it.
@@ -469,76 +361,67 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_class: int = TRACKS_
             futures = [pool.submit(render_unit, u, seed, seconds) for u in batch]
             for f in futures:
                 r = f.result()
-                u = r["unit"]
                 done += 1
-                if r["audio"] is None or r["fingerprint"] in seen:
-                    skipped.append({"source": u.source, "class": u.style,
-                                    "reason": r["error"] or "duplicate score"})
-                elif twin := next((k for k in melodies
-                                   if same_melody(k["melody"], r["melody"])), None):
-                    # Dropped, not kept beside its twin in one work: a tune twice in a class
-                    # weighs double in training and is one answer counted twice in a test,
-                    # and the classes with near-duplicates have candidates to spare.
-                    twin["near_duplicates"] += 1
-                    skipped.append({"source": u.source, "class": u.style,
-                                    "reason": f"same melody as {twin['unit'].source}"})
+                reason = _judge(r, seen, melodies)
+                if reason:
+                    skipped.append({"source": r["unit"].source, "class": r["unit"].style,
+                                    "reason": reason})
                 else:
-                    seen.add(r["fingerprint"])
-                    melodies.append(r)
-                    r["near_duplicates"] = 0
-                    kept[u.style].append(r)
+                    kept[r["unit"].style].append(r)
                 if done % 25 == 0:
                     n = sum(map(len, kept.values()))
                     say(f"[data] real music: {n}/{tracks_per_class * len(classes)} tracks "
                         f"({time.perf_counter() - t0:.0f} s)")
-    tmp.mkdir(parents=True, exist_ok=True)
-    with open(tmp / "skipped.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["source", "class", "reason"])
-        w.writeheader()
-        w.writerows(skipped)
-    short = {c: len(v) for c, v in kept.items() if len(v) < min_tracks}
-    if short:
-        raise RuntimeError(f"the corpus gave too few tracks for {short} (at least {min_tracks} "
-                           f"each); what was skipped and why: {tmp / 'skipped.csv'}")
-    rows = []
+    return kept, skipped
+
+
+def _judge(r: dict, seen: set[str], melodies: list[dict]) -> str:
+    """Why rendering `r` is skipped (no audio, a score or a tune already kept), or "" when it
+    is kept: then `seen` and `melodies` take it in."""
+    if r["audio"] is None or r["fingerprint"] in seen:
+        return r["error"] or "duplicate score"
+    twin = next((k for k in melodies if same_melody(k["melody"], r["melody"])), None)
+    if twin is not None:
+        # Dropped, not kept beside its twin in one work: a tune twice in a class weighs
+        # double in training and is one answer counted twice in a test, and the classes with
+        # near-duplicates have candidates to spare.
+        twin["near_duplicates"] += 1
+        return f"same melody as {twin['unit'].source}"
+    seen.add(r["fingerprint"])
+    melodies.append(r)
+    r["near_duplicates"] = 0
+    return ""
+
+
+def _write_tracks(folder: Path, classes: tuple[str, ...], kept: dict[str, list[dict]]
+                  ) -> list[dict[str, Any]]:
+    """The audio files, manifest.csv and groups.csv; the manifest's rows."""
+    rows: list[dict[str, Any]] = []
     ordered = [r for c in classes for r in kept[c]]
     works = name_works([r["work_keys"] for r in ordered])
     for c in classes:
-        (tmp / c).mkdir(parents=True, exist_ok=True)
+        (folder / c).mkdir(parents=True, exist_ok=True)
         for k, r in enumerate(kept[c]):
             name = f"{c}/{c}.{k:05d}.wav"
-            sf.write(tmp / name, r["audio"], SAMPLE_RATE, subtype="PCM_16")
+            sf.write(folder / name, r["audio"], SAMPLE_RATE, subtype="PCM_16")
             rows.append({"file": name, "class": c, "source": r["unit"].source,
                          "title": r["title"], "work": works[len(rows)], **{k2: r[k2] for k2 in (
                              "parts", "programs", "tempo", "transpose", "score_seconds",
                              "looped", "melody", "near_duplicates")}})
-    with open(tmp / "manifest.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_csv(folder / "manifest.csv", list(rows[0]), rows)
     # What the data preparation reads (raygenre.data.splits.GROUPS_FILE): one work, one split.
-    with open(tmp / "groups.csv", "w", newline="") as fh:
+    with open(folder / "groups.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["file", "group"])
         w.writerows((r["file"], r["work"]) for r in rows)
-    near = sum(r["near_duplicates"] for r in rows)
-    n_works = {c: len({r["work"] for r in rows if r["class"] == c}) for c in classes}
-    (tmp / "DONE").write_text(json.dumps({
-        "version": GENERATOR_VERSION, "seed": seed, "tracks_per_class": tracks_per_class,
-        "seconds": seconds, "classes": {c: CLASSES[c].description for c in classes},
-        "soundfont": soundfont_path().name, "music21": music21_version(),
-        "works": n_works, "near_duplicates_dropped": near,
-        "render_seconds": round(time.perf_counter() - t0, 1),
-    }, indent=1))
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished first: theirs is identical
-        if not (root / "DONE").exists():
-            raise
-    say(f"[data] real music: {len(rows)} tracks of {sum(n_works.values())} works in "
-        f"{time.perf_counter() - t0:.0f} s ({len(skipped)} candidates skipped, {near} of them "
-        f"near-duplicates of a kept tune; see skipped.csv)")
-    return root
+    return rows
+
+
+def _write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,15 @@
-"""From an audio folder to a prepared data set: discover, decode, split, segment, cache.
+"""From an audio folder to a prepared data set: discover, check, split, segment, cache.
 
-Layout read: `<root>/<genre>/<file>` with .au .wav .flac .ogg .mp3 (decoded by soundfile; torchaudio
-only resamples). Each track's segments all land in one split, so a model is never validated on
-another 5 s of a song it trained on. The prepared set lives in `<cache>/prepared/<key>/`, the key
-hashing the file list (path, size, mtime) and every setting that changes the output.
+Each track's segments all land in one split, so a model is never validated on another 5 s of
+a song it trained on. The prepared set lives in `<cache>/prepared/<key>/`, the key hashing the
+file list (path, size, mtime) and every setting that changes the output; its files are
+described in `raygenre.data.prepared`, the audio reading in `raygenre.data.audio`.
 
-Each split is one uncompressed Arrow IPC file (`train.arrow`, ...) in blocks of ~BLOCK_BYTES:
-reading needs no decoding. Parquet (PREP_VERSION 1) took 2.1 s to decode the built-in train
-split before every sweep; the Arrow file is read in 0.1 s, for 5 % more disk (audio samples
-hardly compress). `pyarrow.ipc.open_file` (or pandas' `read_feather`) opens it.
+`prepare` runs in named steps: `_settings` (what the key hashes), `_reuse` (a set prepared
+before, here or in a shared cache), then `_fill`, inside one `atomic_folder`: `_usable` (which
+files can be read), `_assign` (which split each track goes to), `_write_splits` (decode,
+segment, write), then the report, the table and meta.json; `_failed` turns what went wrong
+into an error that names the folder and loses nothing.
 
 This module knows no Ray: a sweep puts these files' blocks into Ray's object store and reads
 them back in trials through `raygenre.sweep.feed`.
@@ -16,24 +17,37 @@ them back in trials through `raygenre.sweep.feed`.
 
 from __future__ import annotations
 
-import csv
 import errno
 import hashlib
-import io
 import json
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import soundfile as sf
-import torch
 
 from raygenre.config import Config
+from raygenre.data.audio import AUDIO_EXTS, DECODE_ERRORS, discover, load_audio, segment, unusable
+from raygenre.data.folders import FolderNotCreated, atomic_folder
+from raygenre.data.prepared import (
+    BLOCK_BYTES,
+    PREPARED_FILES,
+    SPLITS,
+    BlockWriter,
+    Prepared,
+    block_rows,
+    load_meta,
+    open_prepared,
+    read_split,
+    split_batches,
+    split_table,
+    to_tensor,
+    write_report,
+)
 from raygenre.data.splits import (
     GROUPS_FILE,
     GTZAN_WARNING,
@@ -47,88 +61,17 @@ from raygenre.data.splits import (
     read_groups,
     split_by_group,
 )
-from raygenre.deps import torchaudio
 from raygenre.errors import DataError
 from raygenre.storage import Location, StorageError
 
-AUDIO_EXTS = (".au", ".wav", ".flac", ".ogg", ".mp3")
-SPLITS = ("train", "val", "test")
+# Names other modules import from here, where they lived before the module was split.
+__all__ = ["AUDIO_EXTS", "BLOCK_BYTES", "DECODE_ERRORS", "PREPARED_FILES", "SPLITS", "DataError",
+           "Prepared", "block_rows", "discover", "load_audio", "open_prepared", "prepare",
+           "read_split", "segment", "split_batches", "split_table", "split_tracks", "to_tensor"]
+_BlockWriter = BlockWriter  # bench/data.py's name for it, until it imports BlockWriter
+
 # Bump when the prepared format changes: it is part of the cache key.
 PREP_VERSION = 2
-
-
-# What soundfile raises for a file it cannot decode (LibsndfileError is a RuntimeError; a
-# cut-off header can surface as a ValueError or EOFError). Anything else, such as a TypeError,
-# is a bug in raygenre and is raised as such, not reported as a bad file.
-DECODE_ERRORS = (RuntimeError, ValueError, EOFError, OSError)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except OSError as e:
-        raise DataError(f"cannot read folder {folder} ({e.strerror or e}); check its "
-                        f"permissions") from e
-
-
-def _kind(p: Path) -> str:
-    """'dir', 'file', 'loop' (a symbolic link that never resolves) or 'other'."""
-    try:
-        if p.is_symlink():
-            p.resolve(strict=True)
-        return "dir" if p.is_dir() else "file" if p.is_file() else "other"
-    except RuntimeError:  # Path.resolve raises this on a symlink loop
-        return "loop"
-    except OSError:
-        return "loop" if p.is_symlink() else "other"
-
-
-def discover(root: str | os.PathLike) -> tuple[list[Track], list[tuple[str, str]]]:
-    """Audio tracks under `root`, sorted, and (path, reason) for what was set aside.
-
-    Hidden entries and files without an audio extension are ignored without a word (GTZAN
-    copies carry .DS_Store, README files and the like); broken links are reported.
-    """
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"data path {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"data path {root} is not a folder (expected <root>/<genre>/<file>)")
-    skipped: list[tuple[str, str]] = []
-    tracks: list[Track] = []
-    loose = 0
-    for entry in _entries(root):
-        if entry.name.startswith("."):
-            continue
-        kind = _kind(entry)
-        if kind == "loop":
-            skipped.append((str(entry), "symbolic link loop or broken link; ignored"))
-        elif kind == "file" and entry.suffix.lower() in AUDIO_EXTS:
-            loose += 1
-        elif kind == "dir":
-            files = []
-            for f in _entries(entry):
-                if f.name.startswith(".") or f.suffix.lower() not in AUDIO_EXTS:
-                    continue
-                fk = _kind(f)
-                if fk == "file":
-                    files.append(f)
-                elif fk == "loop":
-                    skipped.append((str(f), "symbolic link loop or broken link; ignored"))
-            if not files:
-                skipped.append((str(entry), "genre folder holds no audio files; genre left out"))
-            tracks += [Track(entry.name, f, f"{entry.name}/{f.name}") for f in files]
-    genres = sorted({t.genre for t in tracks})
-    if len(genres) < 2:
-        if loose and not genres:
-            found = (f"{loose} audio file(s) lie directly in it but no genre folder holds any; "
-                     f"put each genre's files in <root>/<genre>/")
-        else:
-            found = (f"only genre {genres[0]!r} has audio files" if genres
-                     else "no genre folder with audio files")
-        raise DataError(f"data path {root}: {found}; expected at least two "
-                        f"<root>/<genre>/ folders holding {', '.join(AUDIO_EXTS)} files")
-    return tracks, skipped
 
 
 def split_tracks(tracks: list[Track], seed: int, val_fraction: float,
@@ -157,64 +100,25 @@ def split_tracks(tracks: list[Track], seed: int, val_fraction: float,
     return out
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int, raw: bytes | None = None
-               ) -> np.ndarray:
-    """Mono float32 at `sample_rate`, from the file or from its bytes `raw` when the caller has
-    read them already. Raises DataError naming the file if it cannot be decoded."""
-    if (len(raw) if raw is not None else os.path.getsize(path)) == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
-    try:
-        source = io.BytesIO(raw) if raw is not None else str(path)
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-    except DECODE_ERRORS as e:  # what libsndfile says of a file it cannot read
-        raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: holds NaN or infinite samples")
-    mono = data.mean(axis=1)
-    if sr != sample_rate:
-        mono = torchaudio.functional.resample(torch.from_numpy(mono), sr, sample_rate).numpy()
-    return np.ascontiguousarray(mono, dtype=np.float32)
+@dataclass
+class _Job:
+    """One preparation: what it was asked, and what its steps set aside and note on the way."""
 
-
-def segment(wave: np.ndarray, length: int) -> np.ndarray:
-    """Non-overlapping segments of `length` samples; the remainder is dropped."""
-    k = len(wave) // length
-    return wave[: k * length].reshape(k, length)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A prepared data set on disk, and what the sweep needs to know of it."""
-
-    path: Path
-    genres: tuple[str, ...]
-    segment_samples: int
-    counts: dict[str, int]  # segments per split
-    reused: bool
-    split: str = "random by track"  # how tracks were assigned to splits, in words
-    # Storage folders (--storage) that keep this set's test ledger besides the cache
-    # (raygenre.data.ledger.at); the sweep adds its own.
-    ledger_at: tuple[str, ...] = ()
-
-    def split_path(self, split: str) -> Path:
-        return self.path / f"{split}.arrow"
+    root: Path
+    cfg: Config
+    tracks: list[Track]
+    skipped: list[tuple[str, str]]  # (file, why it is not used)
+    split: SplitLists | None
+    groups: dict[str, str] | None
+    group_notes: list[tuple[str, str]]
+    max_tracks: int | None
+    max_segments: int | None
+    leaky: bool  # a GTZAN-like folder split at random: its figures carry the warning
+    notes: list[tuple[str, str]] = field(default_factory=list)  # files used, with a word
 
     @property
-    def report_path(self) -> Path:
-        return self.path / "data_report.csv"
-
-    @property
-    def table_path(self) -> Path:
-        return self.path / "split_table.md"
-
-
-def _cache_key(root: Path, tracks: list[Track], settings: dict) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"version": PREP_VERSION, "settings": settings}, sort_keys=True).encode())
-    for t in tracks:
-        st = t.path.stat()
-        h.update(f"{t.track_id}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    def seg_len(self) -> int:
+        return int(round(self.cfg.segment_seconds * self.cfg.sample_rate))
 
 
 def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
@@ -235,23 +139,69 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
     root = Path(root).resolve()
     tracks, skipped = discover(root)
     groups, group_notes = read_groups(root, tracks) if split is None else (None, [])
-    settings = {"split": split.digest if split is not None else "random",
-                "sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
-                "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
-                "seed": cfg.seed, "max_tracks_per_genre": max_tracks_per_genre,
-                "max_segments_per_track": max_segments_per_track}
-    if groups is not None:  # (absent otherwise: a folder without groups keeps its old key)
-        settings["groups"] = groups_digest(groups)
-    if max_tracks_per_genre:
-        settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
+    leaky = not generated and split is None and groups is None and looks_like_gtzan(tracks)
+    job = _Job(root, cfg, tracks, skipped, split, groups, group_notes, max_tracks_per_genre,
+               max_segments_per_track, leaky)
+    settings = _settings(job)
     key = _cache_key(root, tracks, settings)
     out = Path(cache_dir).resolve() / "prepared" / key
-    leaky = not generated and split is None and groups is None and looks_like_gtzan(tracks)
     if leaky:  # every time, reused or not: it is about the figures this sweep will give
         log(f"[data] WARNING: {GTZAN_WARNING}")
     remote = shared / "prepared" / key if shared is not None else None
+    reused = _reuse(out, remote, leaky, log)
+    if reused is not None:
+        return reused
+    sampled = f" (a sample of up to {max_tracks_per_genre} per genre is kept)" \
+        if max_tracks_per_genre else ""
+    log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}{sampled}")
+    try:
+        with atomic_folder(out, marker="meta.json") as tmp:  # renamed whole, or removed
+            how = _fill(job, tmp, settings)
+    except (DataError, OSError) as e:
+        failure = _failed(e, job, out, key)
+        if failure is e:
+            raise
+        raise failure from e
+    if skipped or job.notes:
+        log(f"[data] {len(skipped)} file(s) skipped, {len(job.notes)} noted (duplicates, split "
+            f"lists); file and reason for each in {out / 'data_report.csv'}")
+    log(f"[data] split: {how}")
+    if remote is not None:
+        _share(out, remote, log)
+    return load_meta(out, reused=False)
+
+
+def _settings(job: _Job) -> dict:
+    """Every setting that changes the prepared files: what the cache key hashes besides the
+    file list."""
+    cfg = job.cfg
+    settings = {"split": job.split.digest if job.split is not None else "random",
+                "sample_rate": cfg.sample_rate, "segment_seconds": cfg.segment_seconds,
+                "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
+                "seed": cfg.seed, "max_tracks_per_genre": job.max_tracks,
+                "max_segments_per_track": job.max_segments}
+    if job.groups is not None:  # (absent otherwise: a folder without groups keeps its old key)
+        settings["groups"] = groups_digest(job.groups)
+    if job.max_tracks:
+        settings["sample_of"] = "usable tracks"  # (earlier samples were drawn before checking)
+    return settings
+
+
+def _cache_key(root: Path, tracks: list[Track], settings: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": PREP_VERSION, "settings": settings}, sort_keys=True).encode())
+    for t in tracks:
+        st = t.path.stat()
+        h.update(f"{t.track_id}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _reuse(out: Path, remote: Location | None, leaky: bool,
+           log: Callable[[str], None]) -> Prepared | None:
+    """The set prepared before with this key, here or in the shared cache (fetched); None if
+    it must be prepared."""
     if (out / "meta.json").exists():
-        prepared = _load_meta(out, reused=True)
+        prepared = load_meta(out, reused=True)
         log(f"[data] reusing prepared data {out} (same files and settings)")
         if remote is not None and not (remote / "meta.json").exists():
             # Prepared here before, without this bucket (or by a run that died before sharing
@@ -264,133 +214,120 @@ def prepare(root: str | os.PathLike, cache_dir: str | os.PathLike, cfg: Config,
                 f"; warning: {GTZAN_WARNING}", ""))
         return prepared
     if remote is not None and (remote / "meta.json").exists():
-        tmp = Path(str(out) + f".tmp{os.getpid()}")
-        remote.download(tmp)
-        try:
-            tmp.rename(out)
-        except OSError:  # a concurrent fetch or preparation won: its files are identical
-            shutil.rmtree(tmp, ignore_errors=True)
+        # (A concurrent fetch or preparation that wins leaves identical files.)
+        with atomic_folder(out, marker="meta.json") as tmp:
+            remote.download(tmp)
         log(f"[data] fetched prepared data {remote} -> {out} (same files and settings)")
-        return _load_meta(out, reused=True)
+        return load_meta(out, reused=True)
+    return None
 
-    seg_len = int(round(cfg.segment_seconds * cfg.sample_rate))
-    sampled = f" (a sample of up to {max_tracks_per_genre} per genre is kept)" \
-        if max_tracks_per_genre else ""
-    log(f"[data] preparing {len(tracks)} tracks from {root} -> {out}{sampled}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(out) + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-    except OSError as e:
-        raise DataError(f"cache folder {out.parent} is not writable ({e}); "
-                        f"choose another with --cache") from e
-    notes: list[tuple[str, str]] = []  # files used (or listed), with a word on them
-    try:
-        # Pass 1: which tracks are usable, over the whole folder even when only a sample is
-        # kept (a smoke run is how a new folder gets checked). The split is drawn over usable
-        # tracks alone, so a corrupt file can never leave a genre's validation or test split
-        # silently empty.
-        usable, digests = [], {}
-        for t in tracks:
-            # Read once: the bytes are both decoded and hashed (to find byte-identical files).
-            raw = t.path.read_bytes()
-            digests[t.track_id] = hashlib.sha256(raw).hexdigest()
-            reason = _unusable(t.path, raw, cfg.sample_rate, seg_len, cfg.segment_seconds)
-            if reason:
-                skipped.append((str(t.path), reason))
-            else:
-                usable.append(t)
-        if not usable:
-            raise DataError(f"data path {root}: no usable audio file")
-        if split is not None:
-            split_of, listed_notes = apply_split_lists(tracks, split)
-            notes += [n for n in listed_notes if n[0] not in {p for p, _ in skipped}]
-            usable = [t for t in usable if t.track_id in split_of]
-            if max_tracks_per_genre:
-                usable = _sample_each_split(usable, split_of, max_tracks_per_genre)
-            how = f"fixed lists ({split.source})"
-        else:
-            if max_tracks_per_genre:
-                usable = _sample(usable, max_tracks_per_genre, groups)
-            dup_of = duplicates(usable, digests)
-            notes += [(str(t.path), f"byte-identical to {dup_of[t.track_id]}: kept, in the "
-                                    f"same split as it") for t in usable if t.track_id in dup_of]
-            train = 1 - cfg.val_fraction - cfg.test_fraction
-            shares = f"{train:.0%}/{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%}"
-            if groups is not None:
-                notes += group_notes
-                # A copy joins its original's group, and so its split.
-                joined = {t.track_id: groups[dup_of.get(t.track_id, t.track_id)]
-                          for t in usable}
-                split_of = split_by_group(usable, joined, cfg.seed, cfg.val_fraction,
-                                          cfg.test_fraction)
-                how = (f"random by group ({len(set(joined.values()))} groups in "
-                       f"{GROUPS_FILE}) inside each genre ({shares} of tracks as nearly as "
-                       f"whole groups allow, seed {cfg.seed}), byte-identical files kept "
-                       f"together")
-            else:
-                split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
-                                                      cfg.test_fraction), dup_of)
-                how = (f"random by track inside each genre ({shares}, seed {cfg.seed}), "
-                       f"byte-identical files kept together")
-                if leaky:
-                    how = _warned(how)
-        if not usable:
-            raise DataError(f"data path {root}: no usable audio file is in the split lists")
-        counts, table = _write_splits(tmp, usable, split_of, cfg, seg_len,
-                                      max_segments_per_track)
-        missing = [s for s in SPLITS if not counts[s]]
-        if missing:
-            raise DataError(f"data path {root}: the {' and '.join(missing)} split(s) hold no "
-                            f"usable track")
-    except DataError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not skipped:
-            raise
-        report = out.parent / f"{key}.data_report.csv"
-        _write_report(report, skipped + notes)
-        raise DataError(f"{e} ({len(skipped)} file(s) were set aside as unusable; "
-                        f"file and reason for each in {report})") from e
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno != errno.ENOSPC:
-            raise
-        free = shutil.disk_usage(out.parent).free / 2**20
-        raise DataError(f"cache folder {out.parent}: the disk filled up while the prepared "
-                        f"set was written ({free:.0f} MB free now that the partial copy is "
-                        f"removed); free some space or choose another folder with --cache"
-                        ) from e
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    genres = tuple(table)
-    _write_report(tmp / "data_report.csv", skipped + notes)
+
+def _fill(job: _Job, tmp: Path, settings: dict) -> str:
+    """Every step that writes the set into `tmp`; the split's description."""
+    usable, digests = _usable(job)
+    usable, split_of, how = _assign(job, usable, digests)
+    counts, table = _write_splits(tmp, usable, split_of, job.cfg, job.seg_len,
+                                  job.max_segments)
+    missing = [s for s in SPLITS if not counts[s]]
+    if missing:
+        raise DataError(f"data path {job.root}: the {' and '.join(missing)} split(s) hold no "
+                        f"usable track")
+    write_report(tmp / "data_report.csv", job.skipped + job.notes)
     (tmp / "split_table.md").write_text(split_table(table))
-    meta = {"root": str(root), "genres": list(genres), "segment_samples": seg_len,
-            "counts": counts, "settings": settings, "skipped": len(skipped), "split": how,
-            "notes": len(notes),
+    meta = {"root": str(job.root), "genres": list(table), "segment_samples": job.seg_len,
+            "counts": counts, "settings": settings, "skipped": len(job.skipped), "split": how,
+            "notes": len(job.notes),
             # The test split by content, the key of its ledger (raygenre.data.ledger).
             "test_digests": {t.track_id: digests[t.track_id] for t in usable
                              if split_of[t.track_id] == "test"}}
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    try:
-        tmp.rename(out)
-    except OSError:  # a concurrent preparation won: its output is identical
-        shutil.rmtree(tmp, ignore_errors=True)
-    if skipped or notes:
-        log(f"[data] {len(skipped)} file(s) skipped, {len(notes)} noted (duplicates, split "
-            f"lists); file and reason for each in {out / 'data_report.csv'}")
-    log(f"[data] split: {how}")
-    if remote is not None:
-        _share(out, remote, log)
-    return _load_meta(out, reused=False)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last: the set is complete
+    return how
 
 
-# What a prepared set is, file by file: what `_share` puts in a bucket. Not the whole folder: a
-# machine's own records beside the set (the test ledger) are not the set and are not shared.
-PREPARED_FILES = (*(f"{s}.arrow" for s in SPLITS), "data_report.csv", "split_table.md",
-                  "meta.json")
+def _usable(job: _Job) -> tuple[list[Track], dict[str, str]]:
+    """The tracks that can be read and give a segment, and every track's content digest.
+
+    Over the whole folder even when only a sample is kept (a smoke run is how a new folder
+    gets checked). The split is drawn over usable tracks alone, so a corrupt file can never
+    leave a genre's validation or test split silently empty.
+    """
+    usable, digests = [], {}
+    for t in job.tracks:
+        # Read once: the bytes are both decoded and hashed (to find byte-identical files).
+        raw = t.path.read_bytes()
+        digests[t.track_id] = hashlib.sha256(raw).hexdigest()
+        reason = unusable(t.path, raw, job.cfg.sample_rate, job.seg_len,
+                          job.cfg.segment_seconds)
+        if reason:
+            job.skipped.append((str(t.path), reason))
+        else:
+            usable.append(t)
+    if not usable:
+        raise DataError(f"data path {job.root}: no usable audio file")
+    return usable, digests
+
+
+def _assign(job: _Job, usable: list[Track], digests: dict[str, str]
+            ) -> tuple[list[Track], dict[str, str], str]:
+    """Which split each kept track goes to: (the kept tracks, track_id -> split, in words)."""
+    cfg = job.cfg
+    if job.split is not None:
+        split_of, listed_notes = apply_split_lists(job.tracks, job.split)
+        job.notes += [n for n in listed_notes if n[0] not in {p for p, _ in job.skipped}]
+        usable = [t for t in usable if t.track_id in split_of]
+        if job.max_tracks:
+            usable = _sample_each_split(usable, split_of, job.max_tracks)
+        how = f"fixed lists ({job.split.source})"
+    else:
+        if job.max_tracks:
+            usable = _sample(usable, job.max_tracks, job.groups)
+        dup_of = duplicates(usable, digests)
+        job.notes += [(str(t.path), f"byte-identical to {dup_of[t.track_id]}: kept, in the "
+                                    f"same split as it") for t in usable if t.track_id in dup_of]
+        train = 1 - cfg.val_fraction - cfg.test_fraction
+        shares = f"{train:.0%}/{cfg.val_fraction:.0%}/{cfg.test_fraction:.0%}"
+        if job.groups is not None:
+            job.notes += job.group_notes
+            # A copy joins its original's group, and so its split.
+            joined = {t.track_id: job.groups[dup_of.get(t.track_id, t.track_id)]
+                      for t in usable}
+            split_of = split_by_group(usable, joined, cfg.seed, cfg.val_fraction,
+                                      cfg.test_fraction)
+            how = (f"random by group ({len(set(joined.values()))} groups in "
+                   f"{GROUPS_FILE}) inside each genre ({shares} of tracks as nearly as "
+                   f"whole groups allow, seed {cfg.seed}), byte-identical files kept "
+                   f"together")
+        else:
+            split_of = keep_together(split_tracks(usable, cfg.seed, cfg.val_fraction,
+                                                  cfg.test_fraction), dup_of)
+            how = (f"random by track inside each genre ({shares}, seed {cfg.seed}), "
+                   f"byte-identical files kept together")
+            if job.leaky:
+                how = _warned(how)
+    if not usable:
+        raise DataError(f"data path {job.root}: no usable audio file is in the split lists")
+    return usable, split_of, how
+
+
+def _failed(e: DataError | OSError, job: _Job, out: Path, key: str) -> Exception:
+    """What a failed preparation raises, once its partial copy is gone: a data error with the
+    report of the files set aside beside the cache, or a full disk named as such."""
+    if isinstance(e, FolderNotCreated):
+        return DataError(f"cache folder {out.parent} is not writable ({e}); "
+                         f"choose another with --cache")
+    if isinstance(e, DataError):
+        if not job.skipped:
+            return e
+        report = out.parent / f"{key}.data_report.csv"
+        write_report(report, job.skipped + job.notes)
+        return DataError(f"{e} ({len(job.skipped)} file(s) were set aside as unusable; "
+                         f"file and reason for each in {report})")
+    if e.errno != errno.ENOSPC:
+        return e
+    free = shutil.disk_usage(out.parent).free / 2**20
+    return DataError(f"cache folder {out.parent}: the disk filled up while the prepared set "
+                     f"was written ({free:.0f} MB free now that the partial copy is removed); "
+                     f"free some space or choose another folder with --cache")
 
 
 def _share(out: Path, remote: Location, log: Callable[[str], None]) -> None:
@@ -444,19 +381,6 @@ def _sample(tracks: list[Track], per_genre: int,
     return [t for t in tracks if t.track_id in chosen]
 
 
-def _unusable(path: Path, raw: bytes, sample_rate: int, seg_len: int,
-              seconds: float) -> str | None:
-    """Why a file cannot give a segment, or None. Decodes it whole: a file corrupt halfway
-    through must be caught here, not while writing."""
-    try:
-        wave = load_audio(path, sample_rate, raw)
-    except DataError as e:
-        return str(e).split(": ", 1)[-1]
-    if len(wave) < seg_len:
-        return f"shorter than one {seconds:g}-s segment ({len(wave) / sample_rate:.2f} s)"
-    return None
-
-
 def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], cfg: Config,
                   seg_len: int, max_segments: int | None
                   ) -> tuple[dict[str, int], dict[str, dict[str, list[int]]]]:
@@ -470,7 +394,7 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
     # a shuffle buffer smaller than the data set still sees every genre.
     order = list(tracks)
     random.Random(f"{cfg.seed}:order").shuffle(order)
-    writers = {s: _BlockWriter(folder / f"{s}.arrow", schema, block_rows(seg_len))
+    writers = {s: BlockWriter(folder / f"{s}.arrow", schema, block_rows(seg_len))
                for s in SPLITS}
     try:
         for t in order:
@@ -491,110 +415,6 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
     return counts, table
 
 
-class _BlockWriter:
-    """An Arrow IPC file written in record batches of `rows` rows (the last one shorter): the
-    blocks `sweep.feed.ray_dataset` puts in the object store as they are, one `split_batches`
-    read each."""
-
-    def __init__(self, path: Path, schema: pa.Schema, rows: int) -> None:
-        self.writer = pa.ipc.new_file(str(path), schema)
-        self.rows, self.pending, self.held = rows, [], 0
-
-    def write(self, table: pa.Table) -> None:
-        self.pending.append(table)
-        self.held += table.num_rows
-        if self.held >= self.rows:
-            whole = pa.concat_tables(self.pending).combine_chunks()
-            cut = self.held - self.held % self.rows
-            self.writer.write_table(whole.slice(0, cut), max_chunksize=self.rows)
-            self.pending = [whole.slice(cut)] if cut < self.held else []
-            self.held -= cut
-
-    def close(self) -> None:
-        if self.held:
-            self.writer.write_table(pa.concat_tables(self.pending).combine_chunks())
-        self.writer.close()
-
-
-def _write_report(path: Path, skipped: list[tuple[str, str]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "reason"])
-        w.writerows(skipped)
-
-
-def split_table(table: dict[str, dict[str, list[int]]]) -> str:
-    """Markdown: per genre, tracks and segments in each split."""
-    lines = ["| genre | train tracks | val tracks | test tracks | train seg | val seg | test seg |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
-    tot = {s: [0, 0] for s in SPLITS}
-    for g, row in table.items():
-        lines.append(f"| {g} | " + " | ".join(str(row[s][0]) for s in SPLITS) + " | "
-                     + " | ".join(str(row[s][1]) for s in SPLITS) + " |")
-        for s in SPLITS:
-            tot[s][0] += row[s][0]
-            tot[s][1] += row[s][1]
-    lines.append("| **all** | " + " | ".join(str(tot[s][0]) for s in SPLITS) + " | "
-                 + " | ".join(str(tot[s][1]) for s in SPLITS) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def open_prepared(path: str | os.PathLike) -> Prepared:
-    """A prepared set already on disk (a run's summary.md names its folder)."""
-    return _load_meta(Path(path), reused=True)
-
-
 def _warned(how: str) -> str:
     """The split's description with the GTZAN warning: the summary and best.json carry it."""
     return f"{how}; warning: {GTZAN_WARNING}"
-
-
-def _load_meta(path: Path, reused: bool) -> Prepared:
-    meta = json.loads((path / "meta.json").read_text())
-    return Prepared(path=path, genres=tuple(meta["genres"]),
-                    segment_samples=meta["segment_samples"], counts=meta["counts"],
-                    reused=reused, split=meta.get("split", "random by track"))
-
-
-def read_split(prepared: Prepared, split: str) -> pa.Table:
-    """One split as an Arrow table, whole (tests, benchmarks; trials read through Ray Data),
-    mapped from its file: pages are read as they are used."""
-    return pa.ipc.open_file(pa.memory_map(str(prepared.split_path(split)))).read_all()
-
-
-def split_batches(prepared: Prepared, split: str, rows: int | None = None,
-                  columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """A split's rows in file order, in batches of at most `rows` (default: the file's blocks),
-    read a block at a time: memory holds one block, whatever the split's size. (Not mapped:
-    every page of a mapped file stays counted in this process's memory until the end.)"""
-    path = prepared.split_path(split)
-    try:
-        reader = pa.ipc.open_file(pa.OSFile(str(path)))
-    except (OSError, pa.ArrowInvalid) as e:
-        raise DataError(f"{path}: cannot read the prepared {split} split ({e}); delete "
-                        f"{prepared.path} and run again to prepare it anew") from e
-    for i in range(reader.num_record_batches):
-        block = reader.get_batch(i)
-        if columns is not None:
-            block = block.select(columns)
-        step = rows or block.num_rows
-        for start in range(0, block.num_rows, step):
-            yield block.slice(start, step)
-
-
-def to_tensor(column: pa.ChunkedArray | pa.Array) -> torch.Tensor:
-    """A fixed-size-list column as an (n, length) float32 tensor (one copy, no per-row work)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    flat = np.array(arr.flatten().to_numpy(zero_copy_only=False))  # Arrow memory is read-only
-    return torch.from_numpy(flat.reshape(len(arr), arr.type.list_size))
-
-
-# Rows per object-store block: Ray Data's blocks are best at tens of MB (a 5-s segment is
-# 441 KB); much smaller blocks made the first pass over the data ~10x slower.
-BLOCK_BYTES = 64 * 2**20
-
-
-def block_rows(segment_samples: int) -> int:
-    """Rows in a block of the prepared files and of the Ray Datasets made from them."""
-    return max(1, BLOCK_BYTES // (segment_samples * 4))
-

@@ -13,11 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from raygenre.data.folders import atomic_folder
 
 SAMPLE_RATE = 22_050
 # Bump when the generator changes: the folder name carries it, so an old set is never reused.
@@ -205,23 +208,10 @@ def render_track(genre: str, rng: np.random.Generator, seconds: float = 30.0) ->
                 add(drums[name], t0, 0.5 * v * mix[0] * rng.uniform(0.8, 1.0))
         if g.ride and pos % 4 in (0, 2) and (pos % 8 != 2 or rng.random() < 0.6):
             add(drums["ride"], t0, 0.25 * mix[0])
-        # harmony
-        style, cg = g.chord_style, 0.18 * mix[1]
-        if style == "pad" and pos == 0:
-            for d in chord:
-                add(chords.note(degree(d), bar_len), t0, cg)
-        elif style == "stab_offbeat" and pos % 4 == 2:
-            for d in chord:
-                add(chords.note(degree(d, 1), int(step * 1.5 * sr)), t0, cg)
-        elif style == "arpeggio" and pos % 2 == 0:
-            d = chord[(pos // 2) % len(chord)] + 7 * ((pos // 8) % 2)
-            add(chords.note(degree(d), int(step * 4 * sr)), t0, cg * 1.2)
-        elif style == "strum" and pos % 4 == 0:
-            for k, d in enumerate(chord):
-                add(chords.note(degree(d), int(step * 4 * sr)), t0 + k * int(0.012 * sr), cg)
-        elif style == "power" and pos % 2 == 0:
-            for d in (root_deg, root_deg + 4):
-                add(chords.note(degree(d, -1), int(step * 2 * sr)), t0, cg * 1.1)
+        cg = 0.18 * mix[1]
+        for sig, when, gain in _harmony(g.chord_style, chords, chord, pos, step, bar_len,
+                                        degree):
+            add(sig, t0 + when, cg * gain)  # (x * 1.0 is x: the chord level as it was)
         # bass
         bs, bg = g.bass_style, 0.35 * mix[2]
         bn = int(step * 4 * sr)
@@ -241,10 +231,35 @@ def render_track(genre: str, rng: np.random.Generator, seconds: float = 30.0) ->
             melody_note = int(np.clip(melody_note + rng.integers(-2, 3), -3, 10))
             add(lead.note(degree(melody_note, 1), int(step * 2 * sr)), t0, 0.2 * mix[3])
 
-    out = buf[:n_total]
-    out += rng.normal(0, 10 ** rng.uniform(-3.5, -2.5), size=n_total).astype(np.float32)
+    return _master(buf[:n_total], rng)
+
+
+def _harmony(style: str, chords: _Voice, chord: list[int], pos: int, step: float,
+             bar_len: int, degree: Callable[..., int]) -> list[tuple[np.ndarray, int, float]]:
+    """The chord notes a `style` plays at 16th `pos` of a bar: (note, delay, gain relative to
+    the chord level). Draws nothing from the track's stream."""
+    sr = SAMPLE_RATE
+    if style == "pad" and pos == 0:
+        return [(chords.note(degree(d), bar_len), 0, 1.0) for d in chord]
+    if style == "stab_offbeat" and pos % 4 == 2:
+        return [(chords.note(degree(d, 1), int(step * 1.5 * sr)), 0, 1.0) for d in chord]
+    if style == "arpeggio" and pos % 2 == 0:
+        d = chord[(pos // 2) % len(chord)] + 7 * ((pos // 8) % 2)
+        return [(chords.note(degree(d), int(step * 4 * sr)), 0, 1.2)]
+    if style == "strum" and pos % 4 == 0:
+        return [(chords.note(degree(d), int(step * 4 * sr)), k * int(0.012 * sr), 1.0)
+                for k, d in enumerate(chord)]
+    if style == "power" and pos % 2 == 0:
+        return [(chords.note(degree(d, -1), int(step * 2 * sr)), 0, 1.1)
+                for d in (chord[0], chord[0] + 4)]
+    return []
+
+
+def _master(out: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A noise floor, then a random loudness (the level says nothing of the genre)."""
+    out += rng.normal(0, 10 ** rng.uniform(-3.5, -2.5), size=len(out)).astype(np.float32)
     rms = float(np.sqrt(np.mean(out**2))) + 1e-9
-    target_db = rng.uniform(-28, -14)  # random loudness: level says nothing of genre
+    target_db = rng.uniform(-28, -14)
     out *= 10 ** (target_db / 20) / rms
     return np.clip(out, -1, 1).astype(np.float32)
 
@@ -266,24 +281,21 @@ def ensure_builtin(cache_dir: str | os.PathLike, tracks_per_genre: int = BUILTIN
     root = builtin_root(cache_dir, tracks_per_genre, seconds, seed)
     if (root / "DONE").exists():
         return root
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     if not quiet:
         print(f"[data] generating the built-in set ({len(GENRES)} genres x {tracks_per_genre} "
               f"tracks x {seconds:g} s) in {root}", flush=True)
-    for genre in GENRES:
-        (tmp / genre).mkdir(parents=True, exist_ok=True)
-        for k in range(tracks_per_genre):
-            # Each track has its own stream, so one track does not depend on how many precede it.
-            digest = hashlib.sha256(f"{seed}/{genre}/{k}".encode()).digest()
-            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-            audio = render_track(genre, rng, seconds)
-            sf.write(tmp / genre / f"{genre}.{k:05d}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
-    (tmp / "DONE").write_text(json.dumps({"version": GENERATOR_VERSION, "seed": seed,
-                                          "tracks_per_genre": tracks_per_genre,
-                                          "seconds": seconds}))
-    try:
-        tmp.rename(root)
-    except OSError:  # another process finished first: theirs is identical
-        if not (root / "DONE").exists():
-            raise
+    with atomic_folder(root) as tmp:
+        for genre in GENRES:
+            (tmp / genre).mkdir(parents=True, exist_ok=True)
+            for k in range(tracks_per_genre):
+                # Each track has its own stream, so one track does not depend on how many
+                # precede it.
+                digest = hashlib.sha256(f"{seed}/{genre}/{k}".encode()).digest()
+                rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+                audio = render_track(genre, rng, seconds)
+                sf.write(tmp / genre / f"{genre}.{k:05d}.wav", audio, SAMPLE_RATE,
+                         subtype="PCM_16")
+        (tmp / "DONE").write_text(json.dumps({"version": GENERATOR_VERSION, "seed": seed,
+                                              "tracks_per_genre": tracks_per_genre,
+                                              "seconds": seconds}))
     return root
