@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from raygenre.data.sets import Prepared, prepare, read_split, to_tensor  # noqa: E402
 from raygenre.grid.file import best_epoch, load_grid, resolve_base  # noqa: E402
 from raygenre.sweep.inputs import cell_configs, data_root, runtime_facts  # noqa: E402
+from raygenre.training.builder import Runtime  # noqa: E402
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +55,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     prepared, device, folder = job["prepared"], job["device"], Path(job["folder"])
     data = {s: _split(prepared, s, device) for s in ("train", "val")}
     seam = LocalSeam(data, folder, device=device)
-    train_loop(job["config"], seam)
+    train_loop(job["config"], job["runtime"], seam)
     best = best_epoch(seam.reports, *job["objective"])
     checkpoint = folder / f"epoch_{best['epoch']:04d}"
     val = evaluate(checkpoint, prepared, "val", device)
@@ -124,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"screen{os.getpid()}"
     # Longest first, so the short ones fill the gaps at the end.
-    jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
+    jobs = sorted(({"variant": v, "seed": s, "config": c, "runtime": Runtime(**runtime),
                     "prepared": prepared, "device": device,
                     "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}"),
                     "show_test": (f"bench/screen.py --show-test ({args.grid}, variant {v}, "
                                   f"seed {s})" if args.show_test else "")}
-                   for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
+                   for v, s, c in configs), key=lambda j: -j["config"].epochs)
     rows: list[dict[str, Any]] = []
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     with ctx.Pool(args.procs) as pool, open(out / "screen.jsonl", "a") as f:

@@ -40,7 +40,7 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
         split: str | os.PathLike[str] | None = None, address: str | None = None,
         workers_per_trial: int = 1, cpus_per_trial: float | None = None,
         gpus_per_trial: float | None = None, max_concurrent: int | None = None,
-        logger: str | Sequence[str] | None = None) -> Results:
+        checkpoint_every: int = 1, logger: str | Sequence[str] | None = None) -> Results:
     """Run one sweep of `grid` (a grid name, as `python -m raygenre.grid --list` shows them, or
     a path to a grid .yaml file) and return what it wrote (`Results`, results/<grid>/).
 
@@ -51,6 +51,7 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
     ~/raygenre_runs or $RAYGENRE_STORAGE); `resume` continues an interrupted run
     (`resume="auto"`: continues it if there is one, else starts it, so one cell serves a first
     run and a re-run after a disconnect), `fresh` deletes the stored one first;
+    `checkpoint_every` k writes a checkpoint every k epochs (a resume redoes up to k-1);
     `logger` "mlflow" and/or "wandb" (a name, a list, or "mlflow,wandb") also logs each cell
     there (`docs/cli.md`, `--logger`).
 
@@ -74,7 +75,8 @@ def run(grid: str | os.PathLike[str], *, data: str | os.PathLike[str] | None = N
                       resume=resume, fresh=fresh, preset=preset, grids=grids, split=split,
                       address=address, workers_per_trial=workers_per_trial,
                       cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                      max_concurrent=max_concurrent, logger=logger)
+                      max_concurrent=max_concurrent, checkpoint_every=checkpoint_every,
+                      logger=logger)
     return run_options(opts)
 
 
@@ -166,7 +168,8 @@ class Results:
         (22 050 Hz mono, batch x samples); `meta` holds its config, the runtime facts it was
         built with and its epoch's metrics. Reads no data split (no test read is recorded)."""
         from raygenre.storage import Location
-        from raygenre.training.loop import checkpoint_scratch, load_checkpoint
+        from raygenre.training.checkpoints import load_checkpoint
+        from raygenre.training.scratch import checkpoint_scratch
 
         with checkpoint_scratch() as d:
             where = Location.parse(self.checkpoint(cell_id), "checkpoint")

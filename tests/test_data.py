@@ -8,9 +8,9 @@ import pytest
 
 from raygenre.config import Config
 from raygenre.data.sets import (
+    BlockWriter,
     DataError,
     Prepared,
-    _BlockWriter,
     discover,
     load_audio,
     prepare,
@@ -79,7 +79,7 @@ def test_split_files_are_written_in_whole_blocks_in_order(tmp_path: Path) -> Non
     import pyarrow as pa
 
     schema = pa.schema([("x", pa.list_(pa.float32(), 2)), ("label", pa.int64())])
-    w = _BlockWriter(tmp_path / "train.arrow", schema, rows=4)
+    w = BlockWriter(tmp_path / "train.arrow", schema, rows=4)
     for t in range(5):
         w.write(pa.table({"x": pa.FixedSizeListArray.from_arrays(
             pa.array(np.arange(6, dtype=np.float32) + 6 * t), 2),

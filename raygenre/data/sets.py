@@ -470,7 +470,7 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
     # a shuffle buffer smaller than the data set still sees every genre.
     order = list(tracks)
     random.Random(f"{cfg.seed}:order").shuffle(order)
-    writers = {s: _BlockWriter(folder / f"{s}.arrow", schema, block_rows(seg_len))
+    writers = {s: BlockWriter(folder / f"{s}.arrow", schema, block_rows(seg_len))
                for s in SPLITS}
     try:
         for t in order:
@@ -491,7 +491,7 @@ def _write_splits(folder: Path, tracks: list[Track], split_of: dict[str, str], c
     return counts, table
 
 
-class _BlockWriter:
+class BlockWriter:
     """An Arrow IPC file written in record batches of `rows` rows (the last one shorter): the
     blocks `sweep.feed.ray_dataset` puts in the object store as they are, one `split_batches`
     read each."""

@@ -59,6 +59,11 @@ class RunOptions:
     cpus_per_trial: float | None = None
     gpus_per_trial: float | None = None
     max_concurrent: int | None = None
+    # A checkpoint every k epochs (and at each trial's last epoch and every epoch the sweep
+    # judges, tests or may stop a trial at). 1: a checkpoint per epoch, so a resume redoes at
+    # most the epoch under way; a larger k writes about k times less to the bucket and a resume
+    # redoes up to k-1 epochs more. The numbers do not depend on it.
+    checkpoint_every: int = 1
     # Trackers that get one entry per cell (docs/cli.md, --logger): "mlflow", "wandb".
     # A string may name several, comma-separated, as the command line takes them.
     logger: tuple[str, ...] = ()
@@ -100,7 +105,8 @@ class RunOptions:
                               f"{', '.join(['auto', *PRESETS])}")
         # argparse types the command line; a notebook's values are checked here instead, so a
         # string seed fails now rather than inside the first trial.
-        for name in ("seed", "replicates", "workers_per_trial", "max_concurrent"):
+        for name in ("seed", "replicates", "workers_per_trial", "max_concurrent",
+                     "checkpoint_every"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"--{_flag(name)}: an integer, got {value!r}")
@@ -108,6 +114,9 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, Real)):
                 raise ConfigError(f"--{_flag(name)}: a number, got {value!r}")
+        if isinstance(self.checkpoint_every, int) and self.checkpoint_every < 1:
+            raise ConfigError(f"--checkpoint-every: 1 or more epochs, got "
+                              f"{self.checkpoint_every}")
         for name in self.logger:
             check_logger(name)
 

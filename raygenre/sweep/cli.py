@@ -106,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
                         "0 runs CPU trials on a GPU cluster (default: one trial per 4 of the "
                         "CPUs that go with a GPU, at most 4 per GPU)")
     p.add_argument("--max-concurrent", type=int, help="cap on trials running at once")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
+                   help="checkpoint every K epochs (and at each trial's last, and wherever the "
+                        "sweep judges or may stop a trial): about K times less written to the "
+                        "bucket; a resume then redoes up to K-1 epochs (default 1)")
     p.add_argument("--logger", action="append", metavar="mlflow|wandb",
                    help="also log each cell (its config and per-epoch metrics) to MLflow "
                         "(default store RESULTS/mlflow, or $MLFLOW_TRACKING_URI) or W&B; "
@@ -123,7 +127,7 @@ def options(args: argparse.Namespace, argv: list[str]) -> RunOptions:
         stages=args.stages, split=args.split, address=args.address,
         workers_per_trial=args.workers_per_trial, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent,
-        logger=args.logger,
+        checkpoint_every=args.checkpoint_every, logger=args.logger,
         command=" ".join(["python -m raygenre.grid", *map(shlex.quote, argv)]))
 
 
