@@ -101,15 +101,20 @@ def kept_epoch(name: str) -> int | None:
 
 
 def asha_rungs(grid: Grid, base: Config) -> tuple[int, ...]:
-    """The epochs at which ASHA may stop a trial (and judge it there): grace_period times each
-    power of the reduction factor below max_t, as Ray 2.60's one-bracket ASHA lays out its
-    rungs (`ray.tune.schedulers.async_hyperband._Bracket`; tests/test_train.py checks the
-    two agree). () without ASHA."""
+    """The epochs at which the grid's ASHA may stop a trial (and judge it there); () without
+    ASHA."""
     if not grid.asha:
         return ()
-    min_t, rf, max_t = grid.grace_period, grid.reduction_factor, grid.max_epochs(base)
-    count = int(np.log(max_t / min_t) / np.log(rf) + 1)
-    return tuple(sorted({math.ceil(min_t * rf ** k) for k in range(count)}))
+    return rung_epochs(grid.grace_period, grid.reduction_factor, grid.max_epochs(base))
+
+
+def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> tuple[int, ...]:
+    """grace_period times each power of the reduction factor below max_t, as Ray 2.60's
+    one-bracket ASHA lays out its rungs (`ray.tune.schedulers.async_hyperband._Bracket`, in
+    its arithmetic; tests/test_checkpoint_every.py checks the two agree by ASHA's decisions)."""
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+    return tuple(sorted({math.ceil(grace_period * reduction_factor ** k)
+                         for k in range(count)}))
 
 
 @dataclass(frozen=True)
