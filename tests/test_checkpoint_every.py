@@ -237,23 +237,27 @@ def _tune_checkpoints(run: Path) -> list[int]:
     return sorted(read_meta(d)["metrics"]["epoch"] for d in run.glob("*_00000/checkpoint_*"))
 
 
+@pytest.fixture(scope="module")
+def every_epoch(smoke_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The grid judged at the best epoch, a checkpoint every epoch (k = 1): the reference of
+    both slow tests (the history does not depend on where a cell is judged)."""
+    folder = tmp_path_factory.mktemp("k1")
+    proc = run_cli(_sweep(folder, smoke_run["base"] / "cache", "every", "best"), cwd=folder)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return folder / "r" / "every"
+
+
 @pytest.mark.slow
-def test_checkpoint_every_changes_no_number_a_sweep_reports(smoke_run: dict,
+def test_checkpoint_every_changes_no_number_a_sweep_reports(smoke_run: dict, every_epoch: Path,
                                                             tmp_path: Path) -> None:
     """Judged at the best epoch, one trial standing for two cells: with k = 3 the history,
     the judged epochs, their validation and test figures and the winner are those of k = 1
     (the best epochs and the shorter cell's were kept; the others were not written)."""
-    cache = smoke_run["base"] / "cache"
-    outs = {}
-    for k in (1, 3):
-        folder = tmp_path / f"k{k}"
-        folder.mkdir()
-        proc = run_cli(_sweep(folder, cache, "every", "best", "--checkpoint-every", str(k)),
-                       cwd=folder)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        outs[k] = folder / "r" / "every"
-        if k == 3:
-            assert "a resume repeats up to 2 epoch(s)" in proc.stdout
+    proc = run_cli(_sweep(tmp_path, smoke_run["base"] / "cache", "every", "best",
+                          "--checkpoint-every", "3"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "a resume repeats up to 2 epoch(s)" in proc.stdout
+    outs = {1: every_epoch, 3: tmp_path / "r" / "every"}
     assert history_by_config(outs[3] / "history.csv") == \
         history_by_config(outs[1] / "history.csv")
     assert _judged(outs[3]) == _judged(outs[1])
@@ -264,16 +268,12 @@ def test_checkpoint_every_changes_no_number_a_sweep_reports(smoke_run: dict,
 
 @pytest.mark.slow
 def test_a_trial_killed_between_checkpoints_resumes_to_the_same_history(
-        smoke_run: dict, tmp_path: Path) -> None:
+        smoke_run: dict, every_epoch: Path, tmp_path: Path) -> None:
     """Judged at the last epoch, k = 3: checkpoints at 3, 4 (the shorter cell's), 6 and 8.
     Killed (driver and Ray) once epoch 5 is reported, resumed: the epochs after the latest
     checkpoint are trained again and the history equals an uninterrupted k = 1 run's."""
-    cache = smoke_run["base"] / "cache"
-    ref = tmp_path / "ref"
-    ref.mkdir()
-    proc = run_cli(_sweep(ref, cache, "every", "last"), cwd=ref)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    args = _sweep(tmp_path, cache, "every", "last", "--checkpoint-every", "3")
+    args = _sweep(tmp_path, smoke_run["base"] / "cache", "every", "last",
+                  "--checkpoint-every", "3")
     child = subprocess.Popen([sys.executable, "-m", "raygenre.grid", *args], cwd=tmp_path,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"},
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -291,5 +291,5 @@ def test_a_trial_killed_between_checkpoints_resumes_to_the_same_history(
     resumed = run_cli([*args, "--resume"], cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert history_by_config(tmp_path / "r" / "every" / "history.csv") == \
-        history_by_config(ref / "r" / "every" / "history.csv")
+        history_by_config(every_epoch / "history.csv")
     assert set(_tune_checkpoints(tmp_path / "s" / "every")) <= {3, 4, 6, 8}
