@@ -29,11 +29,12 @@ from _common import report
 
 from raygenre.config import PRESETS, Config
 from raygenre.data import synth
-from raygenre.data.features import build_features, feature_shape
-from raygenre.data.sets import _BlockWriter, block_rows, discover, prepare, segment
+from raygenre.data.features import build_features
+from raygenre.data.sets import BlockWriter, block_rows, discover, prepare, segment
 from raygenre.paths import default_cache
 from raygenre.sweep.feed import HeldSplit, ray_dataset, torch_batches
-from raygenre.training.models import build_model
+from raygenre.training.builder import Runtime, build_training
+from raygenre.training.loop import train_epoch
 
 BATCH = 32
 
@@ -68,7 +69,7 @@ def stages(root: Path, cfg: Config) -> dict[str, float]:
         table = pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(segs.ravel()), seg_len),
                           "label": pa.array(np.zeros(n, dtype=np.int64))})
         def write(path: Path) -> None:  # prepare's own writer, in its blocks
-            w = _BlockWriter(path, table.schema, block_rows(seg_len))
+            w = BlockWriter(path, table.schema, block_rows(seg_len))
             w.write(table)
             w.close()
 
@@ -96,18 +97,17 @@ def input_vs_model(prepared, cfg: Config) -> tuple[float, float, float]:
     held_rate = rate(HeldSplit(ds).batches(BATCH, 0))
     input_rate = rate(torch_batches(ds, BATCH, 0))
     del ds  # its blocks leave the object store with it
-    model = build_model(cfg, feature_shape(cfg, prepared.segment_samples), 10)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    x = feats(torch.randn(BATCH, prepared.segment_samples) * 0.1).detach()
-    y = torch.randint(0, 10, (BATCH,))
+    # A trial's own training step (the loop's set-up and pass) on one batch of features.
+    training = build_training(cfg, Runtime(10, prepared.segment_samples), "cpu")
+    with torch.no_grad():
+        x = training.feats(torch.randn(BATCH, prepared.segment_samples) * 0.1)
+    batch = [{"x": x, "label": torch.randint(0, 10, (BATCH,))}]
     steps = 2 if cfg.n_fft == Config().n_fft and cfg.model == "cnn1" else 10
     t0 = time.perf_counter()
     for i in range(steps + 1):
         if i == 1:
             t0 = time.perf_counter()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        train_epoch(training, batch, torch.nn.Identity())
     return held_rate, input_rate, steps / (time.perf_counter() - t0)
 
 

@@ -25,6 +25,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -32,14 +33,14 @@ from _common import report
 
 from raygenre.config import Config
 from raygenre.data import synth
-from raygenre.data.features import band_stats, build_augment, feature_key
+from raygenre.data.features import band_stats, feature_key
 from raygenre.data.sets import prepare, read_split, to_tensor
 from raygenre.grid.file import load_grid
 from raygenre.grid.resolved import resolve_base
 from raygenre.paths import default_cache
 from raygenre.training import loop as train
-from raygenre.training.loop import EVAL_BATCH, HeldFeatures, LocalSeam, build, make_deterministic
-from raygenre.training.optim import build_optimizer
+from raygenre.training.builder import Runtime, build_training
+from raygenre.training.loop import EVAL_BATCH, HeldFeatures, LocalSeam, run_epoch, train_epoch
 
 MUSIC_TRAIN, MUSIC_VAL = 1812, 240  # builtin:music's splits, for the per-row scale-up
 
@@ -52,86 +53,88 @@ def small_cnn() -> Config:
     return base.replace(**cell.deltas)
 
 
-def phases(cfg: Config, runtime: dict, seam: LocalSeam) -> dict[str, float]:
-    """Seconds per phase over one training epoch and one validation pass, run_epoch's steps
-    one by one (the model's numbers are not the loop's: this is timing only)."""
-    make_deterministic(cfg)
-    feats, model = build(cfg, runtime)
-    semitone, norm = feats[0], feats[1]
-    augment = build_augment(cfg)
-    opt = build_optimizer(model.parameters(), cfg)
-    beta = torch.distributions.Beta(cfg.mixup, cfg.mixup)
-    t: dict[str, float] = defaultdict(float)
-    clock = time.process_time
+class Phases:
+    """CPU seconds per phase of the loop's own passes, split where the loop calls out: the
+    batches it reads, the feature modules' and the augmentation's forward hooks, the model's
+    backward (a full backward pre-hook: the forward, mixup and loss are done) and the
+    optimizer's step (a step pre-hook: the backward is done). Each `lap` gives the time since
+    the last one to a phase; the loop's arithmetic is untouched, so its numbers are the loop's."""
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        t0 = clock()
-        s = semitone.spec(x)
-        t1 = clock()
-        bands = torch.matmul(s.transpose(-1, -2), semitone.fb).transpose(-1, -2)
-        t2 = clock()
-        db = semitone.db(bands.unsqueeze(1))
-        t3 = clock()
-        out = norm(db)
-        t4 = clock()
-        t["features: STFT"] += t1 - t0
-        t["features: semitone filterbank"] += t2 - t1
-        t["features: dB"] += t3 - t2
-        t["features: band norm"] += t4 - t3
-        return out
+    def __init__(self) -> None:
+        self.t: dict[str, float] = defaultdict(float)
+        self.validating = False
+        self.mark = time.process_time()
 
-    model.train()
-    t_read = clock()
-    for batch in seam.batches("train", cfg.batch_size, 1):
-        t0 = clock()
-        t["read batch"] += t0 - t_read
-        x, y = batch["x"], batch["label"]
-        with torch.no_grad():  # as in the loop: features hold no graph
-            x = features(x)
-        t1 = clock()
-        x = augment(x)
-        t2 = clock()
-        lam = float(beta.sample())
-        perm = torch.randperm(len(y))
-        logits = model(lam * x + (1 - lam) * x[perm])
-        loss = (lam * torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
-                + (1 - lam) * torch.nn.functional.cross_entropy(logits, y[perm],
-                                                                label_smoothing=0.1))
-        t3 = clock()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t4 = clock()
-        opt.step()
-        loss.item()
-        t5 = clock()
-        t["augment: pitch shift + SpecAugment"] += t2 - t1
-        t["model: mixup + forward + loss"] += t3 - t2
-        t["model: backward"] += t4 - t3
-        t["optimizer step"] += t5 - t4
-        t_read = clock()
-    model.eval()
-    t0 = clock()
-    with torch.no_grad():
-        for batch in seam.batches("val", EVAL_BATCH, None):
-            t1 = clock()
-            x = feats(batch["x"])
-            t2 = clock()
-            model(x).log_softmax(1)
-            t["validation: features"] += t2 - t1
-            t["validation: forward"] += clock() - t2
-    t["validation: total"] = clock() - t0
+    def lap(self, phase: str) -> None:
+        now = time.process_time()
+        if self.validating:  # validation's own columns: its features, its forward, the rest
+            phase = {"model forward": "validation: forward"}.get(
+                phase, "validation: features" if phase.startswith("features") else
+                "validation: other")
+        self.t[phase] += now - self.mark
+        self.mark = now
+
+    def hook(self, phase: str) -> Callable[..., None]:
+        return lambda *_: self.lap(phase)
+
+    def batches(self, batches: Iterable[dict]) -> Iterator[dict]:
+        """`batches`, the time spent fetching each one as "read batch", and what ran since the
+        optimizer's step began (the step, the loss and accuracy tallies) as "optimizer step"."""
+        it = iter(batches)
+        while True:
+            self.lap("optimizer step")
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self.lap("read batch")
+            yield batch
+
+
+def phases(cfg: Config, runtime: Runtime, seam: LocalSeam) -> dict[str, float]:
+    """Seconds per phase over one training epoch and one validation pass of the loop's own
+    set-up and passes (`build_training`, `train_epoch`, `run_epoch`), features per batch."""
+    training = build_training(cfg, runtime, "cpu")
+    semitone, norm = training.feats[0], training.feats[1]
+    p = Phases()
+    hooks = [semitone.register_forward_pre_hook(p.hook("read batch")),
+             semitone.spec.register_forward_hook(p.hook("features: STFT")),
+             semitone.db.register_forward_pre_hook(p.hook("features: semitone filterbank")),
+             semitone.db.register_forward_hook(p.hook("features: dB")),
+             norm.register_forward_hook(p.hook("features: band norm")),
+             training.augment.register_forward_hook(
+                 p.hook("augment: pitch shift + SpecAugment")),
+             training.model.register_full_backward_pre_hook(
+                 p.hook("model: mixup + forward + loss")),
+             training.opt.register_step_pre_hook(p.hook("model: backward"))]
+    p.mark = time.process_time()
+    train_epoch(training, p.batches(seam.batches("train", cfg.batch_size, 1)))
+    p.validating = True
+    hooks += [training.judged.register_forward_pre_hook(p.hook("validation: other")),
+              training.judged.register_forward_hook(p.hook("model forward"))]
+    t0 = p.mark = time.process_time()
+    run_epoch(training.judged, training.feats, seam.batches("val", EVAL_BATCH, None),
+              training.device, precision=cfg.precision, outputs=[])
+    order = ["read batch", "features: STFT", "features: semitone filterbank", "features: dB",
+             "features: band norm", "augment: pitch shift + SpecAugment",
+             "model: mixup + forward + loss", "model: backward", "optimizer step"]
+    t = {k: p.t[k] for k in sorted(p.t, key=lambda k: order.index(k) if k in order else 99)}
+    t["validation: total"] = time.process_time() - t0
+    for h in hooks:
+        h.remove()
     # What a held batch costs instead of its features: one gather (the loop's lookup path).
+    clock = time.process_time
     t0 = clock()
-    held = HeldFeatures.compute(feats, seam.batches("train", cfg.batch_size, None),
+    held = HeldFeatures.compute(training.feats, seam.batches("train", cfg.batch_size, None),
                                 cfg.batch_size, True, torch.device("cpu"), 2**31)
     t["held: the one pass (per trial)"] = clock() - t0
     assert held is not None
     t0 = clock()
-    for _ in held.batches(seam.batches("train", cfg.batch_size, 1), feats, "cpu"):
+    for _ in held.batches(seam.batches("train", cfg.batch_size, 1), training.feats, "cpu"):
         pass
     t["held: read batch + gather (per epoch)"] = clock() - t0
     t["held bytes (train)"] = held.x.nbytes
-    return dict(t)
+    return t
 
 
 class Timed(LocalSeam):
@@ -143,12 +146,12 @@ class Timed(LocalSeam):
         self.mark = time.process_time()  # the checkpoint's copy is the seam's, not the loop's
 
 
-def loop(cfg: Config, runtime: dict, data: dict, budget: int) -> list[dict]:
+def loop(cfg: Config, runtime: Runtime, data: dict, budget: int) -> list[dict]:
     train.FEATURE_CACHE_BYTES = budget
     with tempfile.TemporaryDirectory() as d:
         seam = Timed(data, Path(d))
         seam.mark = time.process_time()
-        train.train_loop({**cfg.to_dict(), **runtime}, seam)
+        train.train_loop(cfg, runtime, seam)
     return seam.reports
 
 
@@ -168,9 +171,9 @@ def main() -> None:
         n = args.rows if split == "train" and args.rows else len(y)
         data[split] = (x[:n], y[:n])
     n_train, n_val = len(data["train"][1]), len(data["val"][1])
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples,
-               "threads": 1, "band_stats": {feature_key(cfg): band_stats(
-                   cfg, (data["train"][0][i:i + 64] for i in range(0, n_train, 64)))}}
+    runtime = Runtime(len(prepared.genres), prepared.segment_samples, threads=1,
+                      band_stats={feature_key(cfg): band_stats(
+                          cfg, (data["train"][0][i:i + 64] for i in range(0, n_train, 64)))})
     seam = LocalSeam(data, Path(tempfile.gettempdir()))
     where = (f"data: the built-in synthetic set (`builtin`, {prepared.path.name}): {n_train} "
              f"train, {n_val} val segments of {prepared.segment_samples} samples "

@@ -28,7 +28,8 @@ from raygenre.data.features import build_features, feature_shape
 from raygenre.data.sets import prepare
 from raygenre.paths import default_cache
 from raygenre.sweep.feed import ray_dataset
-from raygenre.training.models import build_model
+from raygenre.training.builder import Runtime, build_training
+from raygenre.training.loop import train_epoch
 
 BATCH = 32
 
@@ -43,16 +44,15 @@ def one_pass(ds: ray.data.Dataset, fn=None) -> tuple[float, int]:
 
 
 def model_pass(cfg: Config, n_samples: int, rows: int) -> float:
-    feats = build_features(cfg)
-    model = build_model(cfg, feature_shape(cfg, n_samples), 10)
-    opt = torch.optim.Adam(model.parameters(), 4e-4)
-    x, y = feats(torch.randn(BATCH, n_samples) * 0.1), torch.randint(0, 10, (BATCH,))
+    """Seconds per epoch of the loop's own training step (its set-up and pass) on features."""
+    training = build_training(cfg, Runtime(10, n_samples), "cpu")
+    with torch.no_grad():
+        x = training.feats(torch.randn(BATCH, n_samples) * 0.1)
+    batch = [{"x": x, "label": torch.randint(0, 10, (BATCH,))}]
     steps = 6
     t0 = time.perf_counter()
     for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+        train_epoch(training, batch, torch.nn.Identity())
     return (time.perf_counter() - t0) / steps * rows / BATCH
 
 

@@ -103,9 +103,9 @@ def loop_section(state: dict, smoke: bool) -> None:
     import torch
 
     from raygenre.config import Config
-    from raygenre.data.features import band_stats, build_augment, feature_key
-    from raygenre.training.loop import LocalSeam, build, make_deterministic, run_epoch
-    from raygenre.training.optim import build_optimizer
+    from raygenre.data.features import band_stats, feature_key
+    from raygenre.training.builder import Runtime, build_training
+    from raygenre.training.loop import LocalSeam, train_epoch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n = 64 if smoke else 960  # the built-in set's train split
@@ -119,16 +119,11 @@ def loop_section(state: dict, smoke: bool) -> None:
         if smoke:
             deltas = {**deltas, "n_fft": 126, "hop_length": 1024}
         cfg = Config().replace(**deltas, batch_size=batch)
-        runtime = {"num_classes": 10, "segment_samples": STUDY_SAMPLES}
-        if cfg.band_norm:
-            runtime["band_stats"] = {feature_key(cfg): band_stats(
-                cfg.replace(band_norm=False), (x[i:i + 64] for i in range(0, n, 64)))}
-        make_deterministic(cfg)
-        feats, model = build(cfg, runtime)
-        feats, model = feats.to(device), model.to(device)
-        opt = build_optimizer(model.parameters(), cfg)
-        augment = build_augment(cfg)
-        augment = augment.to(device) if augment is not None else None
+        stats = ({feature_key(cfg): band_stats(
+            cfg.replace(band_norm=False), (x[i:i + 64] for i in range(0, n, 64)))}
+            if cfg.band_norm else {})
+        # The loop's own set-up and training pass (what a trial runs), timed.
+        training = build_training(cfg, Runtime(10, STUDY_SAMPLES, band_stats=stats), device)
 
         times = []
         with Utilisation() as util:
@@ -136,13 +131,12 @@ def loop_section(state: dict, smoke: bool) -> None:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 t0 = time.perf_counter()
-                run_epoch(model, feats, seam.batches("train", batch, None), device, opt,
-                          augment, cfg.mixup, cfg.precision)
+                train_epoch(training, seam.batches("train", batch, None))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 if i:
                     times.append(time.perf_counter() - t0)
-        weights = sum(p.numel() for p in model.parameters())
+        weights = sum(p.numel() for p in training.model.parameters())
         mem = (torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda"
                else float("nan"))
         if device.type == "cuda":
@@ -159,6 +153,8 @@ def loop_section(state: dict, smoke: bool) -> None:
 def determinism_section(state: dict, smoke: bool) -> None:
     import torch
 
+    from raygenre.config import Config
+    from raygenre.training.builder import Runtime
     from raygenre.training.loop import LocalSeam, train_loop
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -176,13 +172,12 @@ def determinism_section(state: dict, smoke: bool) -> None:
         runs = []
         for _ in range(2):
             with tempfile.TemporaryDirectory() as d:
-                cfg = {"model": "cnn1", "features": "spectrogram", "epochs": 2,
-                       "batch_size": 32, "seed": 0, **deltas, "num_classes": 10,
-                       "segment_samples": STUDY_SAMPLES}
+                cfg = Config(model="cnn1", features="spectrogram", epochs=2, batch_size=32,
+                             seed=0).replace(**deltas)
                 if smoke:
-                    cfg.update(n_fft=126, hop_length=1024)
+                    cfg = cfg.replace(n_fft=126, hop_length=1024)
                 seam = LocalSeam(data, Path(d), device=device)
-                train_loop(cfg, seam)
+                train_loop(cfg, Runtime(10, STUDY_SAMPLES), seam)
                 state_dict = torch.load(Path(d) / "epoch_0002" / "state.pt",
                                         map_location="cpu", weights_only=True)["model"]
                 runs.append(([{k: v for k, v in r.items() if k not in ("epoch_s", "train_s")}

@@ -38,8 +38,8 @@ def plain(epochs: int) -> None:
     from raygenre.data import synth
     from raygenre.data.sets import prepare, read_split, to_tensor
     from raygenre.paths import default_cache
-    from raygenre.training.loop import build, make_deterministic, run_epoch
-    from raygenre.training.optim import build_optimizer
+    from raygenre.training.builder import Runtime, build_training
+    from raygenre.training.loop import run_epoch, train_epoch
 
     torch.set_num_threads(1)
     cfg = Config().replace(**PRESETS["cpu"], model="cnn1", features="spectrogram",
@@ -51,10 +51,9 @@ def plain(epochs: int) -> None:
     for split in ("train", "val"):  # not test: see the module's docstring
         t = read_split(prepared, split)
         data[split] = (to_tensor(t.column("x")), torch.tensor(t.column("label").to_numpy()))
-    make_deterministic(cfg)
-    feats, model = build(cfg, {"num_classes": len(prepared.genres),
-                               "segment_samples": prepared.segment_samples})
-    opt = build_optimizer(model.parameters(), cfg)
+    # The loop's own set-up and passes: the plain loop lacks only Ray, the seam and checkpoints.
+    training = build_training(cfg, Runtime(len(prepared.genres), prepared.segment_samples),
+                              "cpu")
 
     def batches(split: str, size: int, seed: int | None = None):
         x, y = data[split]
@@ -67,8 +66,8 @@ def plain(epochs: int) -> None:
     train_s = 0.0
     for epoch in range(1, epochs + 1):
         t = time.perf_counter()
-        loss, acc = run_epoch(model, feats, batches("train", cfg.batch_size, epoch), "cpu", opt)
-        _, val_acc = run_epoch(model, feats, batches("val", 128), "cpu")
+        loss, acc = train_epoch(training, batches("train", cfg.batch_size, epoch))
+        _, val_acc = run_epoch(training.judged, training.feats, batches("val", 128), "cpu")
         train_s += time.perf_counter() - t
         print(f"plain epoch {epoch}/{epochs} val/acc {val_acc:.3f} "
               f"at {time.perf_counter() - T0:.1f}s", flush=True)

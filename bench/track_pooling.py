@@ -26,7 +26,7 @@ from _common import report
 
 from raygenre.data.sets import open_prepared
 from raygenre.report.evaluate import predict, scores
-from raygenre.training.loop import read_meta
+from raygenre.training.checkpoints import read_meta
 from raygenre.training.votes import track_groups
 
 WAYS = ("segment", "vote", "mean_prob", "mean_log_prob")

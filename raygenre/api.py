@@ -155,7 +155,8 @@ class Results:
         (22 050 Hz mono, batch x samples); `meta` holds its config, the runtime facts it was
         built with and its epoch's metrics. Reads no data split (no test read is recorded)."""
         from raygenre.storage import Location
-        from raygenre.training.loop import checkpoint_scratch, load_checkpoint
+        from raygenre.training.checkpoints import load_checkpoint
+        from raygenre.training.scratch import checkpoint_scratch
 
         with checkpoint_scratch() as d:
             where = Location.parse(self.checkpoint(cell_id), "checkpoint")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from raygenre.config import Config
-from raygenre.data.prepared import BlockWriter
 from raygenre.data.sets import (
+    BlockWriter,
     DataError,
     Prepared,
     discover,

@@ -89,8 +89,8 @@ DOCS_NOT_MEASURED = {
                    "3.7": "a Python version", "3.12": "a Python version",
                    "0.68": "issue 36's measurement: study-preset CNN1 checkpoints in a bucket",
                    "2.7": "the same measurement (four checkpoints; no file kept)",
-                   "0.679": "arithmetic: raygenre.training.loop.checkpoint_bytes (printed by "
-                            "bench/checkpoint_traffic.py)"},
+                   "0.679": "arithmetic: raygenre.training.checkpoints.checkpoint_bytes "
+                            "(printed by bench/checkpoint_traffic.py)"},
     "colab.md": {"1.2": "GTZAN's size as distributed (about 1.2 GB), not measured here"},
     "data.md": {
         "0.90": "a one-off measurement of a waveform MLP on the synthetic set (no file kept)",

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from ray.tune import ExperimentAnalysis
 
-from raygenre.training.loop import STATE_FILE, read_meta
+from raygenre.training.checkpoints import STATE_FILE, read_meta
 
 from .conftest import run_cli
 

@@ -111,7 +111,7 @@ def test_best_json_agrees_with_an_independent_evaluation(smoke_run: dict) -> Non
     import torch
     from ray.tune import ExperimentAnalysis
 
-    from raygenre.training.loop import load_checkpoint
+    from raygenre.training.checkpoints import load_checkpoint
 
     out = smoke_run["out"]
     best = json.loads((out / "best.json").read_text())

@@ -16,7 +16,8 @@ import pytest
 
 import raygenre
 from raygenre.config import METRICS, Config, ConfigError
-from raygenre.grid.file import Objective, load_grid
+from raygenre.grid.file import load_grid
+from raygenre.grid.objective import Objective
 from raygenre.grid.options import RunOptions
 from raygenre.paths import RunPaths
 from raygenre.storage import Location

@@ -21,7 +21,7 @@ from raygenre.report.records import (
     whole_checkpoints,
 )
 from raygenre.storage import Location
-from raygenre.training.loop import META_FILE, STATE_FILE
+from raygenre.training.checkpoints import META_FILE, STATE_FILE
 
 ACC = Objective("val/acc", "max", "best")  # early stopping: the rule these cases test
 LAST = Objective("val/acc", "max", "last")
@@ -137,9 +137,9 @@ def test_by_default_a_cell_is_judged_and_tested_at_its_last_epoch() -> None:
 
 
 def test_member_pins_keep_each_shorter_members_last_epoch() -> None:
-    from raygenre.sweep.runners import MemberPins
+    from raygenre.sweep.runners import MemberCheckpoints
 
-    pins = MemberPins(Location("/nowhere"), [2, 4, 6], LAST)
+    pins = MemberCheckpoints(Location("/nowhere"), [2, 4, 6], LAST)
     accs = [0.5, 0.6, 0.6, 0.55, 0.7, 0.4]
     want = [set(), {2}, {2}, {2, 4}, {2, 4}, {2, 4}]
     for e, keep in enumerate(want, start=1):
@@ -220,14 +220,14 @@ def test_heatmap_over_a_list_valued_axis(tmp_path: Path,
 def test_member_pins_keep_what_a_shorter_member_will_be_tested_at() -> None:
     """Members of 2, 4 and 6 epochs: after each epoch, the checkpoints to keep are the best of
     each finished shorter member and the best so far while a shorter member is still ahead."""
-    from raygenre.sweep.runners import MemberPins
+    from raygenre.sweep.runners import MemberCheckpoints
 
-    pins = MemberPins(Location("/nowhere"), [2, 4, 6], ACC)
+    pins = MemberCheckpoints(Location("/nowhere"), [2, 4, 6], ACC)
     accs = [0.5, 0.6, 0.6, 0.55, 0.7, 0.4]
     want = [{1}, {2}, {2, 3}, {2, 3}, {2, 3}, {2, 3}]
     for e, keep in enumerate(want, start=1):
         assert pins.needed(_history(accs[:e])) == keep, e
-    nan = MemberPins(Location("/nowhere"), [1, 3], ACC)
+    nan = MemberCheckpoints(Location("/nowhere"), [1, 3], ACC)
     assert nan.needed(_history([float("nan")])) == set()  # nothing finite to keep yet
 
 
@@ -238,13 +238,14 @@ def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
     those of a plain forward pass in the same arithmetic."""
     from raygenre.config import PRESETS, Config
     from raygenre.data.sets import prepare, read_split
-    from raygenre.training.loop import build, save_checkpoint
+    from raygenre.training.builder import Runtime, build
+    from raygenre.training.checkpoints import save_checkpoint
 
     # The module, not the function that raygenre.report re-exports under the same name.
     ev = importlib.import_module("raygenre.report.evaluate")
     cfg = Config().replace(**PRESETS["cpu"], precision="bf16", tf32=True)
     prepared = prepare(builtin_small, tmp_path / "cache", cfg, log=lambda _: None)
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    runtime = Runtime(len(prepared.genres), prepared.segment_samples)
     torch.manual_seed(0)
     feats, model = build(cfg, runtime)
     ckpt = tmp_path / "ckpt"

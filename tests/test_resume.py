@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from raygenre.training.loop import scratch_prefix
+from raygenre.training.scratch import scratch_prefix
 
 from .conftest import history_by_config, kill_tree, run_cli
 from .test_grid_e2e import assert_every_row_equal

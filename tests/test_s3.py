@@ -262,20 +262,16 @@ def test_the_checkpoint_size_the_plan_line_states_is_what_a_checkpoint_weighs(
     writes, for Adam's two moments, SGD's momentum buffer with a weight average, plain SGD."""
     import torch
 
-    from raygenre.training.loop import (
-        PREDICTIONS_FILE,
-        STATE_FILE,
-        LocalSeam,
-        checkpoint_bytes,
-        train_loop,
-    )
+    from raygenre.training.builder import Runtime
+    from raygenre.training.checkpoints import PREDICTIONS_FILE, STATE_FILE, checkpoint_bytes
+    from raygenre.training.loop import LocalSeam, train_loop
 
     g = torch.Generator().manual_seed(0)
     data = {s: (torch.randn(n, 2048, generator=g), torch.randint(0, 3, (n,), generator=g))
             for s, n in (("train", 16), ("val", 24))}
     cfg = Config(model="mlp", features="waveform", hidden=(256,), batch_size=8, epochs=2, **kw)
     seam = LocalSeam(data, tmp_path)
-    train_loop({**cfg.to_dict(), "num_classes": 3, "segment_samples": 2048, "threads": 1}, seam)
+    train_loop(cfg, Runtime(num_classes=3, segment_samples=2048, threads=1), seam)
     for epoch in (1, 2):
         folder = tmp_path / f"epoch_{epoch:04d}"
         written = sum((folder / f).stat().st_size for f in (STATE_FILE, PREDICTIONS_FILE))
@@ -287,7 +283,7 @@ def test_the_checkpoint_size_the_plan_line_states_is_what_a_checkpoint_weighs(
 def test_checkpoint_size_is_priced_for_every_feature(features: str) -> None:
     """The plan line prices a checkpoint for every feature in the registry (a mel filterbank
     built on the meta device failed on logmel: the music_search grid could not start)."""
-    from raygenre.training.loop import checkpoint_bytes
+    from raygenre.training.checkpoints import checkpoint_bytes
 
     model = "mlp" if features == "waveform" else "small_cnn"
     cfg = Config(model=model, features=features, hidden=(16,))

@@ -16,7 +16,9 @@ from raygenre.data.sets import prepare, read_split, split_batches
 from raygenre.grid.file import load_grid
 from raygenre.report.uncertainty import METRIC_STAT
 from raygenre.sweep.feed import _with_track_numbers
-from raygenre.training.loop import PREDICTIONS_FILE, LocalSeam, train_loop
+from raygenre.training.builder import Runtime
+from raygenre.training.checkpoints import PREDICTIONS_FILE
+from raygenre.training.loop import LocalSeam, train_loop
 from raygenre.training.votes import tally_accuracy, track_tally
 
 from .conftest import write_clip
@@ -65,9 +67,9 @@ def test_the_loop_reports_track_accuracy_each_epoch_from_its_predictions(
     data = _data(length)
     cfg = Config(model="mlp", features=features, hidden=(16,), lr=3e-3, batch_size=8,
                  epochs=3)
-    config = {**cfg.to_dict(), "num_classes": 3, "segment_samples": length, "threads": 1}
+    runtime = Runtime(num_classes=3, segment_samples=length, threads=1)
     seam = LocalSeam(data, tmp_path)
-    train_loop(config, seam)
+    train_loop(cfg, runtime, seam)
     with np.load(tmp_path / "epoch_0003" / PREDICTIONS_FILE) as f:
         logp = dict(zip(f["epochs"].tolist(), f["logp"], strict=True))
     _, labels, tracks = data["val"]
@@ -76,7 +78,7 @@ def test_the_loop_reports_track_accuracy_each_epoch_from_its_predictions(
         assert r["val/track_acc"] == _vote(logp[r["epoch"]], labels, tracks)
 
     untracked = LocalSeam({"train": data["train"], "val": data["val"][:2]}, tmp_path / "u")
-    train_loop(config, untracked)  # a seam that names no tracks: the metric is left out
+    train_loop(cfg, runtime, untracked)  # a seam that names no tracks: the metric is left out
     assert all("val/track_acc" not in r for r in untracked.reports)
 
 

@@ -13,12 +13,13 @@ import torch
 from raygenre.config import PRESETS, Config
 from raygenre.data import ledger
 from raygenre.data.sets import prepare, read_split, to_tensor
-from raygenre.training.loop import build, save_checkpoint
+from raygenre.training.builder import Runtime, build
+from raygenre.training.checkpoints import save_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _checkpoint(folder: Path, cfg: Config, runtime: dict, epoch: int, val_acc: float) -> None:
+def _checkpoint(folder: Path, cfg: Config, runtime: Runtime, epoch: int, val_acc: float) -> None:
     torch.manual_seed(epoch)
     _, model = build(cfg, runtime)
     folder.mkdir(parents=True)
@@ -31,7 +32,7 @@ def test_each_trials_best_val_checkpoint_is_scored_as_the_report_scores_it(
     cfg = Config().replace(**PRESETS["cpu"], model="small_cnn", features="logmel",
                            cnn_channels=(4, 8))
     prepared = prepare(builtin_small, tmp_path / "cache", cfg, log=lambda _: None)
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    runtime = Runtime(len(prepared.genres), prepared.segment_samples)
     run = tmp_path / "run"
     # The later checkpoint is not the best one: the report tests the best val/acc.
     _checkpoint(run / "t_a" / "checkpoint_000000", cfg, runtime, 1, 0.7)

@@ -9,36 +9,34 @@ import tempfile
 import pytest
 import torch
 
-from raygenre.config import Config
-from raygenre.training.loop import (
-    EVAL_BATCH,
-    META_FILE,
-    SCRATCH_PREFIX,
-    STATE_FILE,
-    LocalSeam,
-    build,
-    load_checkpoint,
-    read_meta,
-    run_epoch,
-    scratch_prefix,
-    split_config,
-    train_loop,
-)
+from raygenre.config import Config, ConfigError
+from raygenre.training.builder import Runtime, build
+from raygenre.training.checkpoints import META_FILE, STATE_FILE, load_checkpoint, read_meta
+from raygenre.training.loop import EVAL_BATCH, LocalSeam, run_epoch, train_loop
+from raygenre.training.scratch import SCRATCH_PREFIX, scratch_prefix
 
 
-def test_split_config_separates_runtime_facts() -> None:
-    cfg, rt = split_config({**Config(lr=0.01).to_dict(), "num_classes": 4,
-                            "segment_samples": 100, "threads": 1})
-    assert cfg.lr == 0.01 and rt == {"num_classes": 4, "segment_samples": 100, "threads": 1}
-    with pytest.raises(KeyError, match="num_classes"):
-        split_config(Config().to_dict())
+def test_runtime_facts_read_old_and_new_checkpoint_metas() -> None:
+    """A meta written before Runtime was typed holds a plain dict, often without threads or
+    band statistics; one written now holds every field. Both load; a meta missing a fact the
+    model needs, or holding one nobody knows, is an error naming them."""
+    old = Runtime.from_dict({"num_classes": 4, "segment_samples": 100})
+    assert old == Runtime(num_classes=4, segment_samples=100)
+    new = Runtime(4, 100, threads=2, band_stats={"k": {"mean": [0.0]}}, checkpoint_every=3)
+    assert Runtime.from_dict(new.to_dict()) == new
+    with pytest.raises(ConfigError, match="num_classes"):
+        Runtime.from_dict({"segment_samples": 100}, "meta.json")
+    with pytest.raises(ConfigError, match="colour"):
+        Runtime.from_dict({"num_classes": 4, "segment_samples": 100, "colour": 1})
+    with pytest.raises(ConfigError, match="checkpoint_every"):
+        Runtime.from_dict({"num_classes": 4, "segment_samples": 100, "checkpoint_every": 0})
 
 
 def test_run_epoch_learns_and_checkpoint_reloads(tmp_path) -> None:
     torch.manual_seed(0)
     cfg = Config(model="mlp", features="waveform", hidden=(32,), lr=1e-2)
-    rt = {"num_classes": 2, "segment_samples": 64}
-    feats, model = build(cfg, rt)
+    rt = {"num_classes": 2, "segment_samples": 64}  # as checkpoints wrote it before Runtime
+    feats, model = build(cfg, Runtime.from_dict(rt))
     x = torch.randn(64, 64)
     y = (x[:, 0] > 0).long()
     batches = [{"x": x[i:i + 16], "label": y[i:i + 16]} for i in range(0, 64, 16)]
@@ -65,10 +63,11 @@ def _data(n: int = 48, length: int = 64, classes: int = 3) -> dict:
     return out
 
 
-def _config(**kw) -> dict:
+def _config(checkpoint_every: int = 1, **kw) -> tuple[Config, Runtime]:
     cfg = Config(model="mlp", features="waveform", hidden=(16,), lr=3e-3, batch_size=8,
                  dropout=0.2, **kw)
-    return {**cfg.to_dict(), "num_classes": 3, "segment_samples": 64, "threads": 1}
+    return cfg, Runtime(num_classes=3, segment_samples=64, threads=1,
+                        checkpoint_every=checkpoint_every)
 
 
 def _weights(folder) -> dict:
@@ -82,10 +81,10 @@ def test_a_resumed_loop_equals_an_uninterrupted_one_bit_for_bit(tmp_path, ema: f
     ends with the same weights."""
     data = _data()
     whole = LocalSeam(data, tmp_path / "whole")
-    train_loop(_config(epochs=4, scheduler="plateau", ema=ema), whole)
+    train_loop(*_config(epochs=4, scheduler="plateau", ema=ema), whole)
     part = LocalSeam(data, tmp_path / "part")
-    train_loop(_config(epochs=2, scheduler="plateau", ema=ema), part)
-    train_loop(_config(epochs=4, scheduler="plateau", ema=ema), part)  # resumes at epoch 3
+    train_loop(*_config(epochs=2, scheduler="plateau", ema=ema), part)
+    train_loop(*_config(epochs=4, scheduler="plateau", ema=ema), part)  # resumes at epoch 3
     strip = ("epoch_s", "train_s")
     assert [{k: v for k, v in r.items() if k not in strip} for r in whole.reports] == \
         [{k: v for k, v in r.items() if k not in strip} for r in part.reports]
@@ -105,8 +104,8 @@ def test_a_shorter_cell_is_the_first_epochs_of_a_longer_one(tmp_path, scheduler:
     cell are the first 2 of its 4-epoch version; with cosine they are not."""
     data = _data()
     short, long = LocalSeam(data, tmp_path / "s"), LocalSeam(data, tmp_path / "l")
-    train_loop(_config(epochs=2, scheduler=scheduler), short)
-    train_loop(_config(epochs=4, scheduler=scheduler), long)
+    train_loop(*_config(epochs=2, scheduler=scheduler), short)
+    train_loop(*_config(epochs=4, scheduler=scheduler), long)
     same = [r["val/loss"] for r in short.reports] == [r["val/loss"] for r in long.reports[:2]]
     assert same == prefix
     a, b = _weights(short.folder / "epoch_0002"), _weights(long.folder / "epoch_0002")
@@ -183,7 +182,7 @@ def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
     runs = {}
     for precision in ("fp32", "bf16", "fp32"):
         seam = LocalSeam(data, tmp_path / f"{precision}{len(runs)}")
-        train_loop(_config(epochs=1, precision=precision), seam)
+        train_loop(*_config(epochs=1, precision=precision), seam)
         runs.setdefault(precision, []).append(seam.reports[0]["train/loss"])
     assert runs["fp32"][0] == runs["fp32"][1]
     assert runs["bf16"][0] != runs["fp32"][0]
@@ -191,7 +190,7 @@ def test_bf16_precision_runs_the_model_under_autocast(tmp_path) -> None:
 
 
 def test_weight_average_follows_the_weights_and_copies_integer_buffers() -> None:
-    from raygenre.training.loop import WeightAverage
+    from raygenre.training.builder import WeightAverage
 
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     avg = WeightAverage(net, 0.75)
@@ -211,7 +210,7 @@ def test_the_checkpoint_holds_the_weights_validation_judged(tmp_path, ema: float
     (the average's, with ema): the test split is then scored with the weights that were chosen."""
     data = _data()
     seam = LocalSeam(data, tmp_path)
-    train_loop(_config(epochs=3, ema=ema), seam)
+    train_loop(*_config(epochs=3, ema=ema), seam)
     feats, model, _ = load_checkpoint(tmp_path / "epoch_0003")
     loss, acc = run_epoch(model, feats, seam.batches("val", EVAL_BATCH, None), "cpu")
     assert acc == seam.reports[-1]["val/acc"]
@@ -229,7 +228,7 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
     # kill -9 or the out-of-memory killer: its folder outlives it.
     child = subprocess.run(
         [sys.executable, "-c", "import os, signal, tempfile; "
-         "from raygenre.training.loop import scratch_prefix; "
+         "from raygenre.training.scratch import scratch_prefix; "
          f"d = tempfile.mkdtemp(prefix=scratch_prefix(), dir={str(tmp_path)!r}); "
          "open(os.path.join(d, 'state.pt'), 'wb').write(b'0' * 1000); "
          "os.kill(os.getpid(), signal.SIGKILL)"], check=False)
@@ -251,7 +250,7 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
             super().report(metrics, checkpoint)
 
     seam = Watching(_data(), tmp_path / "ckpt")
-    train_loop(_config(epochs=2), seam)
+    train_loop(*_config(epochs=2), seam)
     assert not orphan.exists()
     assert live.exists() and elsewhere.exists() and other.exists()
     # The loop's own scratch names its writer and is gone once the epoch is reported.
@@ -263,7 +262,7 @@ def test_a_killed_writers_checkpoint_scratch_is_removed_when_the_next_loop_start
 @pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() != 0,
                     reason="giving a folder to another user takes root")
 def test_another_users_orphaned_scratch_is_left_to_them(tmp_path) -> None:
-    from raygenre.training.loop import remove_orphaned_scratch
+    from raygenre.training.scratch import remove_orphaned_scratch
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -285,7 +284,7 @@ def _music_like(n_train: int = 36, n_val: int = 20, samples: int = 44100) -> dic
             for split, n in (("train", n_train), ("val", n_val))}
 
 
-def _small_cnn(**kw) -> tuple[Config, dict]:
+def _small_cnn(**kw) -> tuple[Config, Runtime]:
     """grids/best.yaml's small_cnn recipe (the CPU preset), shrunk to a test's size."""
     from raygenre.config import PRESETS
     from raygenre.data.features import band_stats, feature_key
@@ -296,8 +295,8 @@ def _small_cnn(**kw) -> tuple[Config, dict]:
         "lr": 0.003, "weight_decay": 0.0001, "scheduler": "cosine", "epochs": 3,
         "batch_size": 8, **kw})
     stats = band_stats(cfg, [_music_like()["train"][0]])
-    return cfg, {"num_classes": 4, "segment_samples": 44100, "threads": 1,
-                 "band_stats": {feature_key(cfg): stats}}
+    return cfg, Runtime(num_classes=4, segment_samples=44100, threads=1,
+                        band_stats={feature_key(cfg): stats})
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -360,7 +359,6 @@ def test_a_loop_on_held_features_gives_the_per_batch_loops_numbers_and_resumes_e
     from raygenre.training import loop as train
 
     cfg, rt = _small_cnn()
-    config = {**cfg.to_dict(), **rt}
     data = _music_like()
     held, hold = [], train.hold_features
 
@@ -373,11 +371,11 @@ def test_a_loop_on_held_features_gives_the_per_batch_loops_numbers_and_resumes_e
     for name, budget in (("per_batch", 0), ("held", train.FEATURE_CACHE_BYTES)):
         monkeypatch.setattr(train, "FEATURE_CACHE_BYTES", budget)
         seams[name] = LocalSeam(data, tmp_path / name)
-        train_loop(config, seams[name])
+        train_loop(cfg, rt, seams[name])
     with pytest.raises(_Stopped):
-        train_loop(config, _StopsAfter(data, tmp_path / "resumed", stop=1))
+        train_loop(cfg, rt, _StopsAfter(data, tmp_path / "resumed", stop=1))
     seams["resumed"] = LocalSeam(data, tmp_path / "resumed")
-    train_loop(config, seams["resumed"])  # epochs 2 and 3, from epoch 1's checkpoint
+    train_loop(cfg, rt, seams["resumed"])  # epochs 2 and 3, from epoch 1's checkpoint
     assert [sorted(h) for h in held] == [[], ["train", "val"], ["train", "val"],
                                           ["train", "val"]]
 

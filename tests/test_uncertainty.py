@@ -32,7 +32,8 @@ from raygenre.report.uncertainty import (
     track_stats,
 )
 from raygenre.report.verdict import ReportError, carried_choice, judge
-from raygenre.training.loop import ValPredictions, build, save_checkpoint
+from raygenre.training.builder import Runtime, build
+from raygenre.training.checkpoints import ValPredictions, save_checkpoint
 
 CLASSES, TRACKS, SEGMENTS = 10, 6, 6
 
@@ -246,7 +247,7 @@ def test_the_test_split_is_read_only_by_a_named_reader_and_each_read_is_entered(
         builtin_small: Path, tmp_path: Path) -> None:
     cfg = Config().replace(model="mlp", features="waveform", hidden=(4,))
     prepared = prepare(builtin_small, tmp_path / "cache", cfg, log=lambda _: None)
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    runtime = Runtime(len(prepared.genres), prepared.segment_samples)
     ck = tmp_path / "ck"
     ck.mkdir()
     _, model = build(cfg, runtime)

@@ -68,7 +68,6 @@ from raygenre.storage import Location, StorageError
 __all__ = ["AUDIO_EXTS", "BLOCK_BYTES", "DECODE_ERRORS", "PREPARED_FILES", "SPLITS", "DataError",
            "Prepared", "block_rows", "discover", "load_audio", "open_prepared", "prepare",
            "read_split", "segment", "split_batches", "split_table", "split_tracks", "to_tensor"]
-_BlockWriter = BlockWriter  # bench/data.py's name for it, until it imports BlockWriter
 
 # Bump when the prepared format changes: it is part of the cache key.
 PREP_VERSION = 2

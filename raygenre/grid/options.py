@@ -115,6 +115,13 @@ class RunOptions:
               "trials on a GPU cluster (default: one trial per 4 of the CPUs that go with a "
               "GPU, at most 4 per GPU)")
     max_concurrent: int | None = option(None, "cap on trials running at once")
+    # 1: a checkpoint per epoch, so a resume redoes at most the epoch under way; a larger k
+    # writes about k times less to the bucket and a resume redoes up to k-1 epochs more. The
+    # numbers do not depend on it (the epochs a sweep judges, tests or may stop at are kept).
+    checkpoint_every: int = option(
+        1, "checkpoint every K epochs (and at each trial's last, and wherever the sweep judges "
+           "or may stop a trial): about K times less written to the bucket; a resume then "
+           "redoes up to K-1 epochs", minimum=1, cli={"metavar": "K"})
     # Trackers that get one entry per cell: "mlflow", "wandb". A string may name several,
     # comma-separated, as the command line takes them.
     logger: tuple[str, ...] = option(

@@ -43,7 +43,7 @@ from raygenre.report.uncertainty import (
     track_stats,
 )
 from raygenre.report.verdict import CARRY_RULE, carried_choice, judge
-from raygenre.training.loop import PREDICTIONS_FILE, ValPredictions
+from raygenre.training.checkpoints import PREDICTIONS_FILE, ValPredictions
 
 __all__ = ["CELLS_FILE", "TEST_PREDICTIONS", "NoResults", "SweepFacts", "TrialRecord", "evaluate",
            "read_test_predictions", "write_index", "write_pipeline", "write_results"]

@@ -12,7 +12,9 @@ import torch
 from raygenre.data import ledger
 from raygenre.data.sets import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
-from raygenre.training.loop import autocast, checkpoint_scratch, load_checkpoint
+from raygenre.training.checkpoints import load_checkpoint
+from raygenre.training.loop import autocast
+from raygenre.training.scratch import checkpoint_scratch
 from raygenre.training.votes import track_votes
 
 

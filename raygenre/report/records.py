@@ -21,7 +21,7 @@ from raygenre.grid.file import Grid
 from raygenre.grid.objective import Objective, best_epoch
 from raygenre.paths import epoch_dir
 from raygenre.storage import Location
-from raygenre.training.loop import META_FILE, STATE_FILE
+from raygenre.training.checkpoints import META_FILE, STATE_FILE
 
 
 @dataclass

@@ -32,7 +32,7 @@ from raygenre.report.uncertainty import (
     selection,
     track_stats,
 )
-from raygenre.training.loop import ValPredictions
+from raygenre.training.checkpoints import ValPredictions
 
 REPLICATE_KEY = "seed"  # configurations that differ only in it are replicates of one
 

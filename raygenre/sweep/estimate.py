@@ -12,7 +12,7 @@ from raygenre.config import Config
 from raygenre.data.sets import Prepared
 from raygenre.grid.resolved import TrialPlan
 from raygenre.sweep.plan import Plan
-from raygenre.training.loop import build
+from raygenre.training.builder import Runtime, build
 from raygenre.training.optim import build_optimizer
 
 TIMED_BATCH = 8  # small: at the study's 201x552 a CNN1 batch of 32 takes seconds on a CPU
@@ -57,7 +57,7 @@ def _forward_rate(feats: torch.nn.Module, model: torch.nn.Module, x: torch.Tenso
 
 def _train_rate(cfg: Config, prepared: Prepared, device: torch.device) -> tuple[float, float]:
     """(training, evaluation) samples/s of this config's model on random segments."""
-    runtime = {"num_classes": len(prepared.genres), "segment_samples": prepared.segment_samples}
+    runtime = Runtime(len(prepared.genres), prepared.segment_samples)
     feats, model = build(cfg.replace(band_norm=False), runtime)
     feats, model = feats.to(device), model.to(device)
     opt = build_optimizer(model.parameters(), cfg)

@@ -1,4 +1,4 @@
-"""The trial body: the one loop (`train.train_loop`), run by one of two runners.
+"""The trial body: the one loop (`training.loop.train_loop`), run by one of two runners.
 
 - One worker (the default: a CPU core or two, one GPU or a fraction of one): the loop runs inside
   the Tune trial's own process, as Ray's Train guide advises for trials that fit one device. One
@@ -8,36 +8,45 @@
   workers run the same loop under DDP (a trial spanning several GPUs or machines). Train keeps
   those checkpoints in `<run folder>/_train/<trial_id>/` (Tune only sees their paths).
 
-Each runner hands the loop a seam onto its own reporting, checkpoints and data. A trial that
-stands for several cells (epoch-prefix members) also keeps, for each shorter member, the
-checkpoint that member would be tested at (`MemberPins`).
+Each runner hands the loop its config and runtime facts, typed and side by side, and a seam onto
+its own reporting, checkpoints and data. A trial that stands for several cells (epoch-prefix
+members) also keeps, for each shorter member, the checkpoint that member would be tested at
+(`MemberCheckpoints`). With `--checkpoint-every k` the loop skips the checkpoints between every
+k-th epoch, never one the sweep will judge, test or stop a trial at (`MustKeep`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
 
+from raygenre.config import Config
 from raygenre.grid.file import unpack
 from raygenre.grid.objective import Objective, best_epoch
+from raygenre.grid.resolved import ResolvedSweep
 from raygenre.paths import RunPaths, epoch_dir
 from raygenre.storage import Location
 from raygenre.sweep.cluster import CPU_FOR_MISSING_GPU
 from raygenre.sweep.feed import HeldSplit, torch_batches
 from raygenre.sweep.plan import Plan
-from raygenre.training.loop import META_FILE, read_meta, train_loop
+from raygenre.training.builder import Runtime
+from raygenre.training.checkpoints import META_FILE, read_meta
+from raygenre.training.loop import train_loop
 
 
-class MemberPins:
+class MemberCheckpoints:
     """Keeps the test checkpoint of each shorter member of a shared trial.
 
     A member of e epochs is judged and tested at its epoch e (or, judged at its best epoch,
@@ -72,13 +81,78 @@ class MemberPins:
         if epoch in needed:
             (self.folder / epoch_dir(epoch)).put_dir(checkpoint, last=META_FILE)
         for name in self.folder.listdir():
-            if pin_epoch(name) not in needed:
+            if kept_epoch(name) not in needed:
                 (self.folder / name).rmtree()
 
+    def spec(self) -> dict[str, Any]:
+        """Plain values, for a Ray Train worker (`from_spec`)."""
+        return {"folder": self.folder.uri, "members": self.members,
+                "metric": self.objective.metric, "mode": self.objective.mode,
+                "epoch": self.objective.epoch}
 
-def pin_epoch(name: str) -> int | None:
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> MemberCheckpoints:
+        # A spec without "epoch": a trial started when every member was judged at its best.
+        return cls(Location(spec["folder"]), spec["members"],
+                   Objective(spec["metric"], spec["mode"], spec.get("epoch", "best")))
+
+
+def kept_epoch(name: str) -> int | None:
     m = re.fullmatch(r"epoch_(\d+)", name)
     return int(m.group(1)) if m else None
+
+
+def asha_rungs(sweep: ResolvedSweep) -> tuple[int, ...]:
+    """The epochs at which the grid's ASHA may stop a trial (and judge it there); () without
+    ASHA."""
+    grid = sweep.grid
+    if not grid.asha:
+        return ()
+    return rung_epochs(grid.grace_period, grid.reduction_factor, sweep.max_epochs)
+
+
+def rung_epochs(grace_period: int, reduction_factor: float, max_t: int) -> tuple[int, ...]:
+    """grace_period times each power of the reduction factor below max_t, as Ray 2.60's
+    one-bracket ASHA lays out its rungs (`ray.tune.schedulers.async_hyperband._Bracket`, in
+    its arithmetic; tests/test_checkpoint_every.py checks the two agree by ASHA's decisions)."""
+    count = int(np.log(max_t / grace_period) / np.log(reduction_factor) + 1)
+    return tuple(sorted({math.ceil(grace_period * reduction_factor ** k)
+                         for k in range(count)}))
+
+
+@dataclass(frozen=True)
+class MustKeep:
+    """The epochs a trial must checkpoint even between `--checkpoint-every`'s: a rung ASHA may
+    stop it at (its test and resume then start there), its best so far when the grid judges at
+    the best epoch (Tune's retention keeps the best of the checkpoints it is given), and what a
+    shorter member of a shared trial will be tested at."""
+
+    objective: Objective
+    rungs: tuple[int, ...] = ()
+    members: MemberCheckpoints | None = None
+
+    def __call__(self, history: list[dict[str, Any]]) -> bool:
+        epoch = history[-1]["epoch"]
+        if epoch in self.rungs:
+            return True
+        if self.objective.epoch == "best":
+            best = best_epoch(history, self.objective.metric, self.objective.mode)
+            if best is not None and best["epoch"] == epoch:
+                return True
+        return self.members is not None and epoch in self.members.needed(history)
+
+    def spec(self) -> dict[str, Any]:
+        """Plain values, for a Ray Train worker (`from_spec`)."""
+        return {"objective": [self.objective.metric, self.objective.mode,
+                              self.objective.epoch],
+                "rungs": list(self.rungs),
+                "members": self.members.spec() if self.members is not None else None}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> MustKeep:
+        members = spec["members"]
+        return cls(Objective(*spec["objective"]), tuple(spec["rungs"]),
+                   MemberCheckpoints.from_spec(members) if members is not None else None)
 
 
 def _node() -> str:
@@ -87,11 +161,11 @@ def _node() -> str:
 
 
 class _RaySeam:
-    """What both seams share: the latest checkpoint's folder, where each epoch ran, and the
-    copies kept for shorter members."""
+    """What both seams share: the latest checkpoint's folder, where each epoch ran, which
+    epochs must be checkpointed, and the copies kept for shorter members."""
 
-    def __init__(self, pins: MemberPins | None) -> None:
-        self.pins = pins
+    def __init__(self, keep: MustKeep) -> None:
+        self.keep = keep
         self.node = _node()
 
     def _latest(self) -> Any:
@@ -106,10 +180,15 @@ class _RaySeam:
         with checkpoint.as_directory() as d:
             yield Path(d)
 
-    def _stamp(self, metrics: dict[str, Any], checkpoint: Path | None) -> dict[str, Any]:
-        """The epoch's metrics with where it ran; keeps a member's copy before the report."""
-        if checkpoint is not None and self.pins is not None:
-            self.pins.update(checkpoint)
+    def must_keep(self, history: list[dict[str, Any]]) -> bool:
+        return self.keep(history)
+
+    def _keep_member_copies(self, checkpoint: Path | None) -> None:
+        """Before the report: Tune may drop this checkpoint once it has the next one."""
+        if checkpoint is not None and self.keep.members is not None:
+            self.keep.members.update(checkpoint)
+
+    def _where_it_ran(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {**metrics, "node": self.node, "pid": os.getpid()}
 
 
@@ -119,9 +198,8 @@ class TuneSeam(_RaySeam):
     rank = 0
     numbered_rows = True  # HeldSplit's batches carry their row numbers
 
-    def __init__(self, datasets: dict[str, Any], device: torch.device,
-                 pins: MemberPins | None) -> None:
-        super().__init__(pins)
+    def __init__(self, datasets: dict[str, Any], device: torch.device, keep: MustKeep) -> None:
+        super().__init__(keep)
         self.datasets, self.device = datasets, device
         self.held: dict[str, HeldSplit] = {}
 
@@ -137,18 +215,19 @@ class TuneSeam(_RaySeam):
         return tune.get_checkpoint()
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = self._stamp(metrics, checkpoint)
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint)
+        self._keep_member_copies(checkpoint)
+        tune.report(self._where_it_ran(metrics),
+                    checkpoint=tune.Checkpoint.from_directory(checkpoint)
                     if checkpoint is not None else None)
 
 
 class TrainSeam(_RaySeam):
     """The loop on one of a data-parallel trial's Ray Train workers."""
 
-    def __init__(self, pins: MemberPins | None) -> None:
+    def __init__(self, keep: MustKeep) -> None:
         import ray.train.torch
 
-        super().__init__(pins)
+        super().__init__(keep)
         self.rank = ray.train.get_context().get_world_rank()
         self.device = ray.train.torch.get_device()
 
@@ -166,7 +245,8 @@ class TrainSeam(_RaySeam):
         return ray.train.get_checkpoint()
 
     def report(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        metrics = self._stamp(metrics, checkpoint)
+        self._keep_member_copies(checkpoint)
+        metrics = self._where_it_ran(metrics)
         if checkpoint is None:
             ray.train.report(metrics)
             return
@@ -175,14 +255,11 @@ class TrainSeam(_RaySeam):
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """A Ray Train worker's function: the loop, with its pins rebuilt from plain values."""
-    config = dict(config)
-    spec = config.pop("_pins", None)
-    # A spec without "epoch": a trial started when every member was judged at its best epoch.
-    pins = (MemberPins(Location(spec["folder"]), spec["members"],
-                       Objective(spec["metric"], spec["mode"], spec.get("epoch", "best")))
-            if spec else None)
-    train_loop(config, TrainSeam(pins))
+    """A Ray Train worker's function: the loop, its config, runtime facts and what it must
+    keep rebuilt from the plain values `_data_parallel` hands Train."""
+    train_loop(Config.from_dict(config["config"], "trial config"),
+               Runtime.from_dict(config["runtime"], "trial runtime"),
+               TrainSeam(MustKeep.from_spec(config["keep"])))
 
 
 def trial_device(trial_id: str, use_gpu: bool) -> torch.device:
@@ -203,23 +280,26 @@ def trial_device(trial_id: str, use_gpu: bool) -> torch.device:
     return torch.device("cpu")
 
 
-def train_trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: dict[str, Any],
-                plan: Plan, paths: RunPaths, objective: Objective) -> None:
+def train_trial(config: dict[str, Any], train_ds: Any, val_ds: Any, runtime: Runtime,
+                plan: Plan, paths: RunPaths,
+                objective: Objective, rungs: tuple[int, ...] = ()) -> None:
     """Tune's trainable: one Tune trial, which may stand for several cells of the grid
-    (epoch-prefix members sharing its first epochs; `gridfile.unpack`)."""
+    (epoch-prefix members sharing its first epochs; `grid.file.unpack`). What Tune hands it
+    becomes the loop's typed config and runtime facts here, side by side."""
     hp, _variant, members = unpack(config)
     trial_id = tune.get_context().get_trial_id()
-    loop_config = {**hp, **runtime}
-    pins = (MemberPins(paths.members(trial_id), members, objective)
-            if len(set(members)) > 1 else None)
+    cfg = Config.from_dict(hp, f"trial {trial_id}'s config")
+    keep = MustKeep(objective, tuple(rungs),
+                    MemberCheckpoints(paths.members(trial_id), members, objective)
+                    if len(set(members)) > 1 else None)
     if not plan.data_parallel:
         device = trial_device(trial_id, plan.use_gpu)
-        train_loop(loop_config, TuneSeam({"train": train_ds, "val": val_ds}, device, pins))
+        train_loop(cfg, runtime, TuneSeam({"train": train_ds, "val": val_ds}, device, keep))
         return
-    _data_parallel(trial_id, loop_config, pins, train_ds, val_ds, plan, paths, objective)
+    _data_parallel(trial_id, cfg, runtime, keep, train_ds, val_ds, plan, paths, objective)
 
 
-def _data_parallel(trial_id: str, loop_config: dict[str, Any], pins: MemberPins | None,
+def _data_parallel(trial_id: str, cfg: Config, runtime: Runtime, keep: MustKeep,
                    train_ds: Any, val_ds: Any, plan: Plan, paths: RunPaths,
                    objective: Objective) -> None:
     """The loop on `plan.workers` Ray Train workers (DDP), as a Train run named by the trial
@@ -229,13 +309,11 @@ def _data_parallel(trial_id: str, loop_config: dict[str, Any], pins: MemberPins 
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    if pins is not None:
-        loop_config = {**loop_config, "_pins": {
-            "folder": pins.folder.uri, "members": pins.members, "metric": objective.metric,
-            "mode": objective.mode, "epoch": objective.epoch}}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=loop_config,
+        # Plain values (Train may record its config): rebuilt typed by `train_worker`.
+        train_loop_config={"config": cfg.to_dict(), "runtime": runtime.to_dict(),
+                           "keep": keep.spec()},
         scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=plan.use_gpu,
                                                resources_per_worker=plan.worker_resources()),
         datasets={"train": train_ds, "val": val_ds},

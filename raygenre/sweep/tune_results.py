@@ -11,7 +11,7 @@ from raygenre.grid.objective import Objective, best_epoch
 from raygenre.paths import RunPaths
 from raygenre.report.records import TrialRecord, best_of, whole_checkpoints
 from raygenre.storage import Location
-from raygenre.training.loop import META_FILE
+from raygenre.training.checkpoints import META_FILE
 
 
 def trial_dirname(trial: Any) -> str:

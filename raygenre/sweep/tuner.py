@@ -33,9 +33,10 @@ from raygenre.sweep.clock import WallClock
 from raygenre.sweep.estimate import LONG_MIN, Estimate, cheaper, estimate
 from raygenre.sweep.feed import ray_dataset
 from raygenre.sweep.plan import Node, Plan, nodes_from_ray, plan_resources
-from raygenre.sweep.runners import train_trial
+from raygenre.sweep.runners import asha_rungs, train_trial
 from raygenre.sweep.tune_results import trial_dirname, trial_records
-from raygenre.training.loop import checkpoint_bytes
+from raygenre.training.builder import Runtime
+from raygenre.training.checkpoints import checkpoint_bytes
 
 
 def choose_preset(asked: str, data: str | None, plan: Plan) -> tuple[str, str]:
@@ -131,15 +132,18 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     grid = sweep.grid
     # The test ledger also lives beside the run folders: it travels with the storage.
     prepared = ledger.at(setup.prepared, paths.storage)
-    trackers = _open_run(setup, opts, paths, restoring)
+    rungs = asha_rungs(sweep)  # checkpointed whatever --checkpoint-every says
+    trackers = _open_run(setup, opts, paths, restoring, rungs)
     t_data = time.time()
     train_ds, val_ds = (ray_dataset(prepared, s) for s in ("train", "val"))
     print(f"[grid] train and val splits in Ray's object store ({time.time() - t_data:.1f} s); "
           f"starting trials")
-    runtime = inputs.runtime_facts(sweep, prepared, plan.threads)
+    runtime = Runtime(**inputs.runtime_facts(sweep, prepared, plan.threads),
+                      checkpoint_every=opts.checkpoint_every)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, train_ds=train_ds, val_ds=val_ds, runtime=runtime,
-                             plan=plan, paths=paths, objective=grid.objective),
+                             plan=plan, paths=paths, objective=grid.objective,
+                             rungs=rungs),
         plan.trial_resources())
     # Our progress lines say what the user needs; Tune's own tables would repeat them (and point
     # TensorBoard at its driver folder, not at ours). Tune snapshots its state after every
@@ -189,8 +193,8 @@ def run_sweep(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
     return best
 
 
-def _open_run(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool
-              ) -> list[tune.Callback]:
+def _open_run(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool,
+              rungs: tuple[int, ...]) -> list[tune.Callback]:
     """Check a resumed run against this command, or write a new run's manifest and open its
     trackers; then say what the sweep will do and where. Returns a new run's trackers."""
     grid, plan = setup.sweep.grid, setup.plan
@@ -216,35 +220,50 @@ def _open_run(setup: Setup, opts: RunOptions, paths: RunPaths, restoring: bool
     if plan.waits_for_gpus(nodes_from_ray(ray.nodes())):
         print("[grid] no GPU in the cluster yet: trials wait for the autoscaler's GPU nodes")
     print(f"[grid] run folder: {paths.experiment}   results: {paths.results}")
-    print(f"[grid] {checkpoint_traffic(setup.sweep.plans, setup.prepared, paths)}")
+    traffic = checkpoint_traffic(setup.sweep.plans, setup.prepared, paths,
+                                 opts.checkpoint_every, rungs)
+    print(f"[grid] {traffic}")
     print(f"[grid] TensorBoard: tensorboard --logdir {paths.tensorboard}")
     for line in logged_to:
         print(f"[grid] {line}")
     return trackers
 
 
-def checkpoint_traffic(plans: tuple[TrialPlan, ...], prepared: Prepared, paths: RunPaths) -> str:
-    """What the trials will write to the run folder (a bucket's traffic and bill): one
-    checkpoint per trial per epoch, its size estimated from each model's parameters and what a
-    checkpoint holds (`train.checkpoint_bytes`: ~0.68 GB for the study's CNN1 at 201x552)."""
+def checkpoint_traffic(plans: tuple[TrialPlan, ...], prepared: Prepared, paths: RunPaths,
+                       every: int = 1, rungs: tuple[int, ...] = ()) -> str:
+    """What the trials will write to the run folder (a bucket's traffic and bill): a checkpoint
+    per trial every `every` epochs (--checkpoint-every), at each trial's last and at ASHA's
+    `rungs`, its size estimated from each model's parameters and what a checkpoint holds
+    (`checkpoints.checkpoint_bytes`: ~0.68 GB for the study's CNN1 at 201x552)."""
     n_classes, n_val = len(prepared.genres), prepared.counts["val"]
     per_pass = n_val * n_classes * 4  # a validation pass's predictions, kept from then on
-    sizes, total, epochs, pinned = [], 0, 0, 0
+    sizes, total, epochs, saved, pinned = [], 0, 0, 0, 0
     for p in plans:
         cfg = p.config
         size0 = checkpoint_bytes(cfg, prepared.segment_samples, n_classes, n_val, 0)
         sizes.append(size0 + per_pass)
-        total += cfg.epochs * size0 + per_pass * cfg.epochs * (cfg.epochs + 1) // 2
-        epochs += cfg.epochs
+        written = [e for e in range(1, cfg.epochs + 1)
+                   if e % every == 0 or e == cfg.epochs or e in rungs]
+        total += size0 * len(written) + per_pass * sum(written)
+        epochs, saved = epochs + cfg.epochs, saved + len(written)
         # A shorter cell sharing the trial keeps a copy of its best epoch (more than one while
         # that best moves).
         pinned += sum(size0 + per_pass * m for m in sorted(set(p.members))[:-1])
     low, high = _bytes(min(sizes)), _bytes(max(sizes))
     extra = f", and at least {_bytes(pinned)} of copies kept for shorter cells" if pinned else ""
-    return (f"checkpoints to {'the bucket' if paths.storage.bucket else 'the run folder'}: "
-            f"{low if low == high else f'{low} to {high}'} per trial per epoch, ~{_bytes(total)} "
-            f"in all ({epochs} epochs over {len(plans)} trial(s){extra}); a resume "
-            f"redoes at most the epoch under way")
+    where = "the bucket" if paths.storage.bucket else "the run folder"
+    size = low if low == high else f"{low} to {high}"
+    if every == 1:
+        return (f"checkpoints to {where}: {size} per trial per epoch, ~{_bytes(total)} in all "
+                f"({epochs} epochs over {len(plans)} trial(s){extra}); a resume redoes "
+                f"at most the epoch under way")
+    # Between every k-th epoch a trial still checkpoints where it is judged or tested (a new
+    # best, with judge_epoch best; a shorter cell's last epoch): hence "at least".
+    return (f"checkpoints to {where} every {every} epochs (--checkpoint-every) and at each "
+            f"trial's last{' and ASHA rung' if rungs else ''} epoch: {size} each, at least "
+            f"~{_bytes(total)} in all ({saved} checkpoints over {epochs} epochs of "
+            f"{len(plans)} trial(s){extra}); a resume repeats up to {every - 1} "
+            f"epoch(s) besides the one under way")
 
 
 def _bytes(n: float) -> str:

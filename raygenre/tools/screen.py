@@ -35,6 +35,7 @@ from raygenre.grid.file import load_grid
 from raygenre.grid.objective import best_epoch
 from raygenre.grid.resolved import resolve
 from raygenre.sweep.inputs import data_root, runtime_facts
+from raygenre.training.builder import Runtime
 
 
 def _split(prepared: Prepared, split: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,7 +55,7 @@ def _cell(job: dict[str, Any]) -> dict[str, Any]:
     prepared, device, folder = job["prepared"], job["device"], Path(job["folder"])
     data = {s: _split(prepared, s, device) for s in ("train", "val")}
     seam = LocalSeam(data, folder, device=device)
-    train_loop(job["config"], seam)
+    train_loop(job["config"], job["runtime"], seam)
     best = best_epoch(seam.reports, *job["objective"])
     checkpoint = folder / f"epoch_{best['epoch']:04d}"
     val = evaluate(checkpoint, prepared, "val", device)
@@ -152,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"screen{os.getpid()}"
     # Longest first, so the short ones fill the gaps at the end.
-    jobs = sorted(({"variant": v, "seed": s, "config": {**c.to_dict(), **runtime},
+    jobs = sorted(({"variant": v, "seed": s, "config": c, "runtime": Runtime(**runtime),
                     "prepared": prepared, "device": device,
                     "objective": (grid.metric, grid.mode), "folder": str(work / f"{v}_s{s}"),
                     "show_test": (f"raygenre-screen --show-test ({args.grid}, variant {v}, "
                                   f"seed {s})" if args.show_test else "")}
-                   for v, s, c in configs), key=lambda j: -j["config"]["epochs"])
+                   for v, s, c in configs), key=lambda j: -j["config"].epochs)
     rows = _run(jobs, args, out, t_start)
     shutil.rmtree(work, ignore_errors=True)
 
