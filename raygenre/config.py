@@ -1,6 +1,6 @@
 """The one typed default config and its presets.
 
-Every knob a trial can turn lives in `Config`, with its default and why. Grid files (gridfile.py)
+Every knob a trial can turn lives in `Config`, with its default and why. Grid files (grid/file.py)
 name only what they change; an unknown key or a wrong type fails at load with the key named, and
 `check_config` is the one place a finished config's values are judged (ranges, allowed names,
 the rules between keys). This module imports no other raygenre module: the registries (models,
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    # --- model (registries in models.py) ---
+    # --- model (registries in training/models.py) ---
     model: str = "cnn1"  # the study's best model; mlp and cnn2 are one key away
     hidden: tuple[int, ...] = (64, 64)  # mlp: hidden sizes (study baseline: one 64x64 hidden layer)
     activation: str = "relu"  # relu | leaky_relu | sigmoid | mixed (cycles through the three)
@@ -40,7 +40,7 @@ class Config:
     # small_cnn (the `best` grid): 3x3 conv + batch norm + pool per block, then global average
     # pooling; ~100k weights where CNN1's dense layer alone has 56M.
     cnn_channels: tuple[int, ...] = (32, 64, 128)
-    # --- input representation (features.py), computed on the trial's device ---
+    # --- input representation (data/features.py), computed on the trial's device ---
     features: str = "spectrogram"  # waveform (MLPs) | spectrogram (study) | logmel | semitone
     # torchaudio Spectrogram() defaults, as the study used: 201 bins x 552 frames for 5 s.
     n_fft: int = 400
@@ -68,7 +68,7 @@ class Config:
     # Cross-entropy against labels smoothed by this much (Szegedy et al., 2016), training only:
     # validation and test losses stay plain cross-entropy, comparable across trials. 0 is off.
     label_smoothing: float = 0.0
-    # --- optimisation (registries in optim.py) ---
+    # --- optimisation (registries in training/optim.py) ---
     optimizer: str = "adam"
     lr: float = 4e-4  # the study's starting learning rate
     momentum: float = 0.9  # sgd only
@@ -185,7 +185,8 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-# Keys whose allowed values are a registry's names (models.py, features.py, optim.py).
+# Keys whose allowed values are a registry's names (training/models.py, data/features.py,
+# training/optim.py).
 REGISTRY_KEYS = ("model", "activation", "features", "optimizer", "scheduler")
 
 
@@ -295,7 +296,7 @@ def _between_keys(cfg: Config) -> list[tuple[str, bool, str]]:
                    "0 (off) with features 'waveform' (it crops frames of a time-frequency "
                    "input)")]
     if c.features == "semitone":
-        # The top band's filter reaches up to the next semitone's centre (features.py's
+        # The top band's filter reaches up to the next semitone's centre (data/features.py's
         # semitone_fbanks): MIDI note semitone_low + semitone_bins must not pass Nyquist.
         top_hz = 440.0 * 2 ** ((c.semitone_low + c.semitone_bins - 69) / 12)
         nyquist = c.sample_rate / 2

@@ -36,7 +36,7 @@ def test_the_count_survives_the_cache_another_machine_and_a_touched_file(
     first_ledger = ledger.of(first)
     first_ledger.record("a test's first read", "ck1")
     assert first_ledger.record("a test's second read", "ck2") == 2
-    shutil.rmtree(tmp_path / "cache")  # as data.py advises for a corrupt cache
+    shutil.rmtree(tmp_path / "cache")  # as data/sets.py advises for a corrupt cache
     # Another machine: another cache, the files touched (a new prepared folder), other
     # segment settings: the same test tracks, so the same split.
     for track in audio.rglob("*.wav"):

@@ -38,7 +38,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "va
 @dataclass(frozen=True)
 class Track:
     """An audio file found under the data root (`data.discover`). Defined here, beside the
-    splits that take it, so that data.py depends on splits.py and never the reverse."""
+    splits that take it, so that sets.py depends on splits.py and never the reverse."""
 
     genre: str
     path: Path

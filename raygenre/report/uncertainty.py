@@ -177,7 +177,7 @@ def out_of_bag(weights: np.ndarray) -> np.ndarray:
 
 def pick_epochs(draws: np.ndarray, sign: int) -> np.ndarray:
     """(draws,) column of `draws` (draws x epochs) that early stopping picks in each draw: the
-    best, the latest on a tie (as `gridfile.best_epoch`)."""
+    best, the latest on a tie (as `grid.objective.best_epoch`)."""
     flipped = sign * draws[:, ::-1]
     return draws.shape[1] - 1 - np.argmax(flipped, axis=1)
 

@@ -1,6 +1,6 @@
 """The Ray feed: prepared splits into Ray's object store, and back out as a trial's batches.
 
-The driver puts each split's blocks (data.py's Arrow files) into the object store once per
+The driver puts each split's blocks (data/prepared.py's Arrow files) into the object store once per
 sweep (`ray_dataset`). A one-worker trial reads them there in place (`HeldSplit`); a
 data-parallel trial's Train workers read their shards through Ray Data's iterator
 (`torch_batches`). Both give the same batches in the same order for a seed, so a sweep's

@@ -4,7 +4,7 @@ one entry per cell, as cells.csv has one row per cell.
 Ray's own callbacks (`ray.air.integrations.mlflow.MLflowLoggerCallback`,
 `ray.air.integrations.wandb.WandbLoggerCallback`) log one entry per Tune trial, stepped by
 report, with Tune's config. In raygenre a Tune trial can stand for several cells of the grid,
-its *members*: the first N epochs of it, one per epoch count (`gridfile.unpack`). Logged
+its *members*: the first N epochs of it, one per epoch count (`grid.file.unpack`). Logged
 through Ray's callbacks, a trial of members 3|5|10 would be one entry with `cells/members: [3,
 5, 10]` among its parameters, and the 3- and 5-epoch cells would not be there to compare. So
 `MemberCallback` splits each trial's per-epoch results into its members, and each tracker logs

@@ -36,7 +36,7 @@ SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Config], Scheduler | None
 
 
 # Schedulers whose arithmetic depends on the epoch count (cosine's period is `epochs`): a cell
-# using one is not the first epochs of a longer cell, so it never shares a trial (gridfile.py).
+# using one is not the first epochs of a longer cell, so it never shares a trial (grid/file.py).
 READS_EPOCHS = frozenset({"cosine"})
 
 
