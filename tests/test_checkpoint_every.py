@@ -162,7 +162,6 @@ def test_rung_epochs_are_where_ray_asha_decides(grace: int, rf: int, max_t: int)
 
 
 def test_the_plan_line_prices_checkpoint_every_and_says_what_a_resume_repeats() -> None:
-    from raygenre.grid.file import TrialPlan  # noqa: F401  (the plans below are its shape)
     from raygenre.sweep.tuner import checkpoint_traffic as priced
 
     cfg = Config(model="mlp", features="waveform", hidden=(16,), epochs=7)
