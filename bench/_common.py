@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -14,21 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from raygenre.tools import page
+from raygenre.tools.page import machine  # noqa: F401  (the benchmarks' machine line, too)
+
 REPO = Path(__file__).resolve().parent.parent
 # Tests point this elsewhere, so that running a benchmark never rewrites a committed figure.
 RESULTS = Path(os.environ.get("RAYGENRE_BENCH_RESULTS", REPO / "results" / "bench"))
 
 
-def machine() -> str:
-    import psutil
-    import ray
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()}: {os.cpu_count()} CPU ({platform.machine()}), "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, {gpu}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"Ray {ray.__version__}")
 
 
 @dataclass
@@ -167,12 +159,8 @@ grid:
 
 
 def commit() -> str:
-    """The code a figure was measured at: HEAD's hash, marked where the tree had changes."""
-    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO,
-                          capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return head + (" with uncommitted changes" if dirty else "")
+    """The code a figure was measured at (the tools' pages say it the same way)."""
+    return page.commit(REPO)
 
 
 def report(name: str, title: str, body: list[str], figures: dict[str, float | str],

@@ -31,11 +31,12 @@ def machine() -> str:
             f"Ray {metadata.version('ray')}")
 
 
-def commit() -> str:
-    """The code a figure was measured at: HEAD's hash, marked where the tree had changes."""
-    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+def commit(repo: Path | None = None) -> str:
+    """The code a figure was measured at: HEAD's hash, marked where the tree had changes
+    (`repo`: the checkout; default the current folder)."""
+    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo,
+                          capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                            capture_output=True, text=True).stdout.strip()
     return head + (" with uncommitted changes" if dirty else "")
 
