@@ -29,8 +29,10 @@ from _common import report
 
 from raygenre.config import PRESETS, Config
 from raygenre.data import synth
+from raygenre.data.audio import discover, segment
 from raygenre.data.features import build_features
-from raygenre.data.sets import BlockWriter, block_rows, discover, prepare, segment
+from raygenre.data.prepared import BlockWriter, block_rows
+from raygenre.data.sets import prepare
 from raygenre.paths import default_cache
 from raygenre.sweep.feed import HeldSplit, ray_dataset, torch_batches
 from raygenre.training.builder import Runtime, build_training

@@ -34,7 +34,8 @@ from _common import report
 from raygenre.config import Config
 from raygenre.data import synth
 from raygenre.data.features import band_stats, feature_key
-from raygenre.data.sets import prepare, read_split, to_tensor
+from raygenre.data.prepared import read_split, to_tensor
+from raygenre.data.sets import prepare
 from raygenre.grid.file import load_grid
 from raygenre.grid.resolved import resolve_base
 from raygenre.paths import default_cache

@@ -36,7 +36,8 @@ def plain(epochs: int) -> None:
 
     from raygenre.config import PRESETS, Config
     from raygenre.data import synth
-    from raygenre.data.sets import prepare, read_split, to_tensor
+    from raygenre.data.prepared import read_split, to_tensor
+    from raygenre.data.sets import prepare
     from raygenre.paths import default_cache
     from raygenre.training.builder import Runtime, build_training
     from raygenre.training.loop import run_epoch, train_epoch

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from _common import report
 
-from raygenre.data.sets import open_prepared
+from raygenre.data.prepared import open_prepared
 from raygenre.report.evaluate import predict, scores
 from raygenre.training.checkpoints import read_meta
 from raygenre.training.votes import track_groups

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from raygenre.config import Config, ConfigError
-from raygenre.data.sets import DataError, discover, prepare, read_split
+from raygenre.data.audio import discover
+from raygenre.data.prepared import read_split
+from raygenre.data.sets import prepare
+from raygenre.errors import DataError
 from raygenre.sweep.cli import main
 
 from .conftest import write_clip
@@ -240,7 +243,7 @@ def test_empty_grid_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_batch_larger_than_training_split() -> None:
-    from raygenre.data.sets import Prepared
+    from raygenre.data.prepared import Prepared
     from raygenre.grid.file import load_grid
     from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_batch_sizes
@@ -271,7 +274,7 @@ def test_training_only_knobs_fail_when_the_grid_is_resolved(tmp_path: Path, grid
 
 
 def test_time_crop_on_a_model_that_cannot_pool_fails_before_any_trial(tmp_path: Path) -> None:
-    from raygenre.data.sets import Prepared
+    from raygenre.data.prepared import Prepared
     from raygenre.grid.file import load_grid
     from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_models
@@ -310,7 +313,7 @@ def test_smoke_runs_on_a_small_folder_and_checks_all_of_it(tmp_path: Path) -> No
         reported = {Path(r["file"]).name: r["reason"] for r in csv.DictReader(f)}
     assert "shorter than one 5-s segment" in reported["zz_truncated.wav"]
     # A full run keeps the clear error (its sample is the whole folder: 8 tracks x 4 train).
-    from raygenre.data.sets import Prepared
+    from raygenre.data.prepared import Prepared
     from raygenre.grid.file import load_grid
     from raygenre.grid.resolved import resolve
     from raygenre.sweep.inputs import check_batch_sizes
@@ -325,7 +328,7 @@ def test_a_decoder_bug_is_raised_not_reported_as_a_bad_file(tmp_path: Path,
                                                            ) -> None:
     import soundfile
 
-    from raygenre.data.sets import load_audio
+    from raygenre.data.audio import load_audio
 
     clip = write_clip(tmp_path / "ok.wav", 5.5)
 

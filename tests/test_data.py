@@ -7,19 +7,10 @@ import numpy as np
 import pytest
 
 from raygenre.config import Config
-from raygenre.data.sets import (
-    BlockWriter,
-    DataError,
-    Prepared,
-    discover,
-    load_audio,
-    prepare,
-    read_split,
-    segment,
-    split_batches,
-    split_tracks,
-    to_tensor,
-)
+from raygenre.data.audio import discover, load_audio, segment
+from raygenre.data.prepared import BlockWriter, Prepared, read_split, split_batches, to_tensor
+from raygenre.data.sets import prepare, split_tracks
+from raygenre.errors import DataError
 
 from .conftest import write_clip
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raygenre.data.sets import Prepared
+from raygenre.data.prepared import Prepared
 from raygenre.grid.file import load_grid
 from raygenre.grid.resolved import resolve
 from raygenre.sweep.estimate import cheaper, estimate

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from raygenre.config import ConfigError
 from raygenre.data import music
-from raygenre.data.sets import discover
+from raygenre.data.audio import discover
 from raygenre.sweep.inputs import data_root
 
 from .conftest import nearest_centroid_accuracy
@@ -354,7 +354,8 @@ def test_no_work_is_split_across_train_val_test(music_full: Path, tmp_path: Path
     one split, for the seed a sweep uses and others; each class keeps near 10 % of its tracks
     in val and in test, at least 2; and no melody is in the set twice."""
     from raygenre.config import Config
-    from raygenre.data.sets import prepare, read_split, split_tracks
+    from raygenre.data.prepared import read_split
+    from raygenre.data.sets import prepare, split_tracks
     from raygenre.data.splits import read_groups, split_by_group
 
     rows = _manifest(music_full)

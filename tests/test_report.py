@@ -237,7 +237,8 @@ def test_evaluate_uses_the_trials_arithmetic_and_restores_the_drivers(
     on the device asked for; the driver's TF32 flags are as before afterwards; the scores are
     those of a plain forward pass in the same arithmetic."""
     from raygenre.config import PRESETS, Config
-    from raygenre.data.sets import prepare, read_split
+    from raygenre.data.prepared import read_split
+    from raygenre.data.sets import prepare
     from raygenre.training.builder import Runtime, build
     from raygenre.training.checkpoints import save_checkpoint
 

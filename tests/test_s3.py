@@ -22,7 +22,8 @@ import pytest
 from raygenre.config import Config
 from raygenre.data.features import FEATURES
 from raygenre.data.ledger import LEGACY_FILE
-from raygenre.data.sets import PREPARED_FILES, prepare
+from raygenre.data.prepared import PREPARED_FILES
+from raygenre.data.sets import prepare
 
 from .conftest import history_by_config, kill_tree, write_clip
 from .s3server import WRITES, Fault, FaultProxy, S3Server, with_env

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from raygenre.config import Config, ConfigError
-from raygenre.data.sets import discover, prepare, read_split, split_tracks
+from raygenre.data.audio import discover
+from raygenre.data.prepared import read_split
+from raygenre.data.sets import prepare, split_tracks
 from raygenre.data.splits import GROUPS_FILE, Track, read_split_lists, split_by_group
 from raygenre.errors import DataError
 

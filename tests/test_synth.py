@@ -6,7 +6,7 @@ import numpy as np
 import soundfile as sf
 
 from raygenre.data import synth
-from raygenre.data.sets import discover
+from raygenre.data.audio import discover
 
 from .conftest import nearest_centroid_accuracy
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from raygenre.config import Config
-from raygenre.data.sets import prepare, read_split, split_batches
+from raygenre.data.prepared import read_split, split_batches
+from raygenre.data.sets import prepare
 from raygenre.grid.file import load_grid
 from raygenre.report.uncertainty import METRIC_STAT
 from raygenre.sweep.feed import _with_track_numbers

@@ -12,7 +12,8 @@ import torch
 
 from raygenre.config import PRESETS, Config
 from raygenre.data import ledger
-from raygenre.data.sets import prepare, read_split, to_tensor
+from raygenre.data.prepared import read_split, to_tensor
+from raygenre.data.sets import prepare
 from raygenre.training.builder import Runtime, build
 from raygenre.training.checkpoints import save_checkpoint
 

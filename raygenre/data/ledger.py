@@ -68,7 +68,7 @@ def test_split(prepared_path: str | os.PathLike) -> TestSplit:
     """The prepared set's test split: its track ids from test.arrow, their digests from
     meta.json (written at preparation) or, for a set prepared before, from the audio files
     under the set's root (kept in test_split.json so they are hashed once)."""
-    from raygenre.data.sets import open_prepared, split_batches
+    from raygenre.data.prepared import open_prepared, split_batches
 
     folder = Path(prepared_path)
     meta = json.loads((folder / "meta.json").read_text())

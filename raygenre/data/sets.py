@@ -31,21 +31,16 @@ import numpy as np
 import pyarrow as pa
 
 from raygenre.config import Config
-from raygenre.data.audio import AUDIO_EXTS, DECODE_ERRORS, discover, load_audio, segment, unusable
+from raygenre.data.audio import discover, load_audio, segment, unusable
 from raygenre.data.folders import FolderNotCreated, atomic_folder
 from raygenre.data.prepared import (
-    BLOCK_BYTES,
     PREPARED_FILES,
     SPLITS,
     BlockWriter,
     Prepared,
     block_rows,
     load_meta,
-    open_prepared,
-    read_split,
-    split_batches,
     split_table,
-    to_tensor,
     write_report,
 )
 from raygenre.data.splits import (
@@ -63,11 +58,6 @@ from raygenre.data.splits import (
 )
 from raygenre.errors import DataError
 from raygenre.storage import Location, StorageError
-
-# Names other modules import from here, where they lived before the module was split.
-__all__ = ["AUDIO_EXTS", "BLOCK_BYTES", "DECODE_ERRORS", "PREPARED_FILES", "SPLITS", "DataError",
-           "Prepared", "block_rows", "discover", "load_audio", "open_prepared", "prepare",
-           "read_split", "segment", "split_batches", "split_table", "split_tracks", "to_tensor"]
 
 # Bump when the prepared format changes: it is part of the cache key.
 PREP_VERSION = 2

@@ -18,7 +18,7 @@ import numpy as np
 
 from raygenre.config import Config
 from raygenre.data import ledger
-from raygenre.data.sets import Prepared, split_batches
+from raygenre.data.prepared import Prepared, split_batches
 from raygenre.errors import NoResults
 from raygenre.grid.file import Grid
 from raygenre.paths import RunPaths

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from raygenre.data import ledger
-from raygenre.data.sets import Prepared, split_batches, to_tensor
+from raygenre.data.prepared import Prepared, split_batches, to_tensor
 from raygenre.storage import Location
 from raygenre.training.checkpoints import load_checkpoint
 from raygenre.training.loop import autocast

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display on clusters or CI
 import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-from raygenre.data.sets import Prepared  # noqa: E402
+from raygenre.data.prepared import Prepared  # noqa: E402
 from raygenre.grid.file import Grid  # noqa: E402
 from raygenre.report.tables import fmt  # noqa: E402
 

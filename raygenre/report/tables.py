@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from raygenre.config import Config
-from raygenre.data.sets import Prepared
+from raygenre.data.prepared import Prepared
 from raygenre.grid.file import Grid
 from raygenre.report.uncertainty import METHOD, describe
 

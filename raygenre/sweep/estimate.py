@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from raygenre.config import Config
-from raygenre.data.sets import Prepared
+from raygenre.data.prepared import Prepared
 from raygenre.grid.resolved import TrialPlan
 from raygenre.sweep.plan import Plan
 from raygenre.training.builder import Runtime, build

@@ -21,7 +21,7 @@ import ray
 import ray.data
 import torch
 
-from raygenre.data.sets import Prepared, split_batches
+from raygenre.data.prepared import Prepared, split_batches
 from raygenre.errors import DataError
 from raygenre.sweep import ray_private
 

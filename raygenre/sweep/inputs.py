@@ -13,7 +13,8 @@ import torch
 from raygenre.config import Config, ConfigError
 from raygenre.data import synth
 from raygenre.data.features import band_stats, build_augment, feature_key, feature_shape
-from raygenre.data.sets import Prepared, prepare, split_batches, to_tensor
+from raygenre.data.prepared import Prepared, split_batches, to_tensor
+from raygenre.data.sets import prepare
 from raygenre.data.splits import read_split_lists
 from raygenre.grid.resolved import ResolvedSweep
 from raygenre.paths import default_cache

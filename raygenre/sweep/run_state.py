@@ -14,7 +14,7 @@ import shutil
 from typing import Any
 
 from raygenre.config import Config, ConfigError
-from raygenre.data.sets import Prepared
+from raygenre.data.prepared import Prepared
 from raygenre.grid.resolved import ResolvedSweep
 from raygenre.paths import RunPaths
 from raygenre.storage import Location, StorageError

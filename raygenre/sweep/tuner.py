@@ -15,7 +15,7 @@ from ray import tune
 from raygenre import report
 from raygenre.config import PRESETS, Config, ConfigError
 from raygenre.data import ledger
-from raygenre.data.sets import Prepared
+from raygenre.data.prepared import Prepared
 from raygenre.errors import Interrupted
 from raygenre.grid.file import CELLS_KEY, Grid, unpack
 from raygenre.grid.options import RunOptions

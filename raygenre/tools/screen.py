@@ -30,7 +30,8 @@ from typing import Any
 
 import torch
 
-from raygenre.data.sets import Prepared, prepare, read_split, to_tensor
+from raygenre.data.prepared import Prepared, read_split, to_tensor
+from raygenre.data.sets import prepare
 from raygenre.grid.file import load_grid
 from raygenre.grid.objective import best_epoch
 from raygenre.grid.resolved import resolve
